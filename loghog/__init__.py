@@ -1,0 +1,1 @@
+"""loghog: ship Python logging records to a loghogd server."""

@@ -1,0 +1,3 @@
+"""loghogd: the LogHog central log server."""
+
+__version__ = '1.0.0'
