@@ -1,0 +1,1 @@
+"""When a log file rotates next: named schedules, cron (croniter), size."""
