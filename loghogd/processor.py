@@ -1,0 +1,148 @@
+"""Frames to log lines: decode, validate, find the facility, check the signature.
+
+Every frame ends either as a line queued for its file or as a rejection
+counted under its reason and reported (rate-limited) with the peer address.
+"""
+
+import json
+import logging
+import time
+from typing import Dict, Iterable, Optional, Tuple
+
+from loghog.protocol import FLAG_ZLIB, Frame, FrameError, inflate, signature_matches
+from loghogd.facilities import Facilities, Facility
+from loghogd.stats import Counters, RateLimitedReporter, peer_text
+from loghogd.writer import LogFile, Writer, line_hostname
+
+log = logging.getLogger('loghogd')
+
+MAX_CACHED_ROUTES = 16384
+
+
+class Rejected(Exception):
+    """A message that will not be written; `reason` names the counter."""
+
+    def __init__(self, reason: str, detail: str, app_id: Optional[str] = None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.app_id = app_id
+
+
+class ReceiveClock:
+    """The server receive time as the line prefix, formatted once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ''
+
+    def prefix(self, now: float) -> str:
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._text = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(second))
+        return '%s.%06d - ' % (self._text, int((now - second) * 1e6))
+
+
+def _field_error(name: str, value: object) -> Rejected:
+    return Rejected('bad_field', 'field %r has the wrong type %s' % (name, type(value).__name__))
+
+
+def parse_message(payload: bytes) -> Dict[str, object]:
+    """JSON payload to a dict whose required fields have the right types."""
+    try:
+        message = json.loads(payload)
+    except (ValueError, RecursionError) as error:
+        raise Rejected('bad_json', 'payload is not JSON: %s' % error) from None
+    if type(message) is not dict:
+        raise Rejected('bad_json', 'payload is JSON %s, not an object' % type(message).__name__)
+    for name, kind in (('app_id', str), ('module', str), ('body', str), ('stamp', int),
+                       ('nsecs', int), ('version', int)):
+        value = message.get(name)
+        if type(value) is not kind:
+            if value is None:
+                raise Rejected('missing_field', 'required field %r is missing' % name)
+            raise _field_error(name, value)
+    hostname = message.get('hostname', '')
+    if type(hostname) is not str:
+        raise _field_error('hostname', hostname)
+    return message
+
+
+class Processor:
+    """Turns the frames of a loop pass into queued lines for the writer."""
+
+    def __init__(self, facilities: Facilities, writer: Writer, counters: Counters,
+                 reporter: RateLimitedReporter, max_message_size: int) -> None:
+        self.writer = writer
+        self.counters = counters
+        self.reporter = reporter
+        self.max_message_size = max_message_size
+        self.facilities = facilities
+        self._routes: Dict[Tuple[str, str, str], Tuple[Facility, LogFile, str]] = {}
+        self._routes_generation = writer.generation
+
+    def set_facilities(self, facilities: Facilities) -> None:
+        """Take a reloaded facilities.conf into use for the next message."""
+        self.facilities = facilities
+        self._routes.clear()
+        self.writer.forget_facilities(set(facilities))
+
+    def process(self, frames: Iterable[Frame], peer: str, now: float, prefix: str) -> None:
+        """Queue a line for every good frame; count and report every bad one."""
+        if self._routes_generation != self.writer.generation:
+            self._routes.clear()
+            self._routes_generation = self.writer.generation
+        routes = self._routes
+        accepted = self.counters.accepted_by_facility
+        dirty = self.writer.dirty
+        for flags, payload in frames:
+            try:
+                if flags & FLAG_ZLIB:
+                    payload = inflate(payload, self.max_message_size)
+                message = parse_message(payload)
+                app_id = message['app_id']
+                module = message['module']
+                hostname = message.get('hostname', '')
+                route = routes.get((app_id, module, hostname))
+                if route is None:
+                    route = self._route(app_id, module, hostname)
+                facility, logfile, host_text = route
+                if facility.secret is not None:
+                    self._check_signature(facility, message)
+            except Rejected as rejected:
+                self._reject(rejected.reason, str(rejected), peer, rejected.app_id)
+                continue
+            except FrameError as error:
+                self._reject(error.reason, str(error), peer)
+                continue
+            if not logfile.pending and not logfile.unwritten:
+                logfile.first_pending_at = now
+                dirty.append(logfile)
+            logfile.pending.append(prefix + host_text + message['body'] + '\n')
+            accepted[facility.name] += 1
+
+    def _route(self, app_id: str, module: str, hostname: str) -> Tuple[Facility, LogFile, str]:
+        facility = self.facilities.lookup(app_id, module)
+        if facility is None:
+            raise Rejected('unknown_app', 'no facility for app %s' % peer_text(app_id))
+        route = (facility, self.writer.file_for(facility, hostname), line_hostname(hostname) + ' - ')
+        if len(self._routes) >= MAX_CACHED_ROUTES:
+            self._routes.clear()
+        self._routes[(app_id, module, hostname)] = route
+        return route
+
+    @staticmethod
+    def _check_signature(facility: Facility, message: Dict[str, object]) -> None:
+        signature = message.get('signature')
+        if type(signature) is not str:
+            raise Rejected('bad_signature', 'message for %s carries no signature' % facility.name,
+                           facility.app_id)
+        if not signature_matches(facility.secret, message['app_id'], message['module'], message['stamp'],
+                                 message['nsecs'], message['body'], signature):
+            raise Rejected('bad_signature', 'message for %s has a wrong signature' % facility.name,
+                           facility.app_id)
+
+    def _reject(self, reason: str, detail: str, peer: str, app_id: Optional[str] = None) -> None:
+        self.counters.reject(reason, app_id)
+        self.reporter.report('reject:' + reason, logging.WARNING, 'rejected a message from %s (%s): %s',
+                             peer, reason, detail)

@@ -1,0 +1,145 @@
+"""The running daemon: builds the pieces, then reacts to signals and timers.
+
+Signal handlers only note the signal and wake the loop; reloads, stops and
+reports happen here, between loop passes, where nothing is half done.
+"""
+
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Dict, List, Optional
+
+from loghogd.config import Config, ConfigError, load_config
+from loghogd.facilities import Facilities, load_facilities
+from loghogd.processor import Processor
+from loghogd.server import Server, ServerError, make_tls_context
+from loghogd.stats import Counters, RateLimitedReporter, write_json_atomically
+from loghogd.writer import Writer, make_dirs
+
+log = logging.getLogger('loghogd')
+
+STATS_INTERVAL = 1.0
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+STATS_FILE = 'loghogd.stats.json'
+LISTENING_FILE = 'listening.json'
+
+
+def stats_path(config: Config) -> str:
+    return os.path.join(config.main.rundir, STATS_FILE)
+
+
+class Service:
+    """loghogd from the moment its config is loaded until it exits."""
+
+    def __init__(self, config: Config, facilities: Facilities) -> None:
+        self.config = config
+        self.counters = Counters()
+        self.reporter = RateLimitedReporter()
+        self.writer = Writer(config.main.logdir, self.counters, self.reporter)
+        self.processor = Processor(facilities, self.writer, self.counters, self.reporter,
+                                   config.server.max_message_size)
+        tls_context = make_tls_context(config.server) if config.server.listen_ssl else None
+        self.server = Server(config.server, self.processor, self.counters, self.reporter, tls_context)
+        self._signals: List[int] = []
+        self._wakeup_pair: Optional[tuple] = None
+        self._stats_due = 0.0
+        self._config_mtime = _mtime(config.path)
+
+    def prepare_directories(self) -> None:
+        for path in (self.config.main.logdir, self.config.main.workdir, self.config.main.rundir):
+            make_dirs(path)
+
+    def bind(self) -> List[Dict[str, object]]:
+        """Open the listeners and say where they are (ports resolved)."""
+        bound = self.server.bind()
+        write_json_atomically(os.path.join(self.config.main.rundir, LISTENING_FILE), bound)
+        return bound
+
+    def install_signal_handlers(self) -> None:
+        reader, writer = socket.socketpair()
+        writer.setblocking(False)
+        self._wakeup_pair = (reader, writer)
+        self.server.add_wakeup(reader)
+        signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        for signum in HANDLED_SIGNALS:
+            signal.signal(signum, self._note_signal)
+
+    def _note_signal(self, signum: int, _frame: object) -> None:
+        self._signals.append(signum)
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT, then drain the clients and flush."""
+        log.info('loghogd %d ready', os.getpid())
+        self.server.run(self._between_passes)
+        log.info('stopping: reading what connected clients already sent')
+        self.server.drain()
+        self.writer.close_all()
+        self._write_stats()
+        log.info('stopped: %d messages written, %d rejected', sum(self.counters.accepted_by_facility.values()),
+                 sum(self.counters.rejected_by_reason.values()))
+        return 0
+
+    def _between_passes(self, now: float) -> float:
+        while self._signals:
+            self._handle_signal(self._signals.pop(0))
+        self.server.timed_work(now)
+        if now >= self._stats_due:
+            self._write_stats()
+            self._stats_due = now + STATS_INTERVAL
+        return max(0.0, min(self.server.next_wakeup(now), self._stats_due - now))
+
+    def _handle_signal(self, signum: int) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            log.info('received %s', signal.Signals(signum).name)
+            self.server.stopping = True
+        elif signum == signal.SIGHUP:
+            self.reload()
+        elif signum == signal.SIGUSR1:
+            log.info('counters: %s', self.counters.snapshot())
+
+    def reload(self) -> None:
+        """SIGHUP: new facilities, TLS files and internal log; never a stop."""
+        for handler in logging.getLogger('loghogd').handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.close()
+        try:
+            facilities = load_facilities(self.config.main.facilities_config)
+        except ConfigError as error:
+            log.error('reload failed, keeping the facilities in force: %s', error)
+        else:
+            self.processor.set_facilities(facilities)
+            log.info('reloaded %s: %d facilities', self.config.main.facilities_config, len(facilities))
+        if self.config.server.listen_ssl:
+            try:
+                self.server.tls_context = make_tls_context(self.config.server)
+            except ServerError as error:
+                log.error('reload of the TLS files failed, keeping the old ones: %s', error)
+        self._check_config_changed()
+
+    def _check_config_changed(self) -> None:
+        mtime = _mtime(self.config.path)
+        if mtime == self._config_mtime:
+            return
+        try:
+            changed = load_config(self.config.path) != self.config
+        except ConfigError as error:
+            log.warning('%s changed and is now invalid (%s); a restart would fail', self.config.path, error)
+            return
+        if changed:
+            log.warning('%s changed; restart loghogd to apply it (a reload only rereads facilities)',
+                        self.config.path)
+
+    def _write_stats(self) -> None:
+        try:
+            write_json_atomically(stats_path(self.config), self.counters.snapshot())
+        except OSError as error:
+            self.reporter.report('stats', logging.WARNING, 'cannot write the stats file: %s', error)
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
