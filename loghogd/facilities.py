@@ -4,12 +4,16 @@ A message's dotted `module` walks up under an implied `root` until it meets
 a configured facility, so the most specific section wins.
 """
 
+import re
 from dataclasses import dataclass
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple, TypeVar
 
-from loghogd.schedule import RotationSchedule
+from loghogd.config import IniFile, parse_bool, parse_int, read_ini
+from loghogd.schedule import RotationSchedule, parse_age, parse_rotate, parse_size
 
 ROOT = 'root'
+
+T = TypeVar('T')
 
 
 @dataclass(frozen=True)
@@ -54,3 +58,91 @@ class Facilities:
                 return facility
             dot = module.rfind('.')
             module = module[:dot] if dot > 0 else ROOT
+
+
+NAME_PART = re.compile(r'[A-Za-z0-9_-][A-Za-z0-9._-]*')
+MAX_PART_LENGTH = 128
+MAX_MODULE_LENGTH = 200
+KEYS = ['rotate', 'backup_count', 'max_size', 'max_age', 'flush_every', 'file_per_host', 'secret', 'sync']
+INHERITED = ('max_size', 'max_age', 'flush_every', 'file_per_host', 'secret', 'sync')
+
+
+def load_facilities(path: str) -> Facilities:
+    """Read facilities.conf at `path`; ConfigError names file, line, section, key.
+
+    An empty file configures no application, which is valid.
+    """
+    ini = read_ini(path)
+    names = {section: _section_name(ini, section) for section in ini.parser.sections()}
+    seen: Dict[Tuple[str, str], str] = {}
+    for section, name in names.items():
+        ini.check_keys(section, KEYS)
+        if name in seen:
+            raise ini.error(section, '', 'the same facility as [%s]' % seen[name])
+        seen[name] = section
+    roots = {name[0]: _facility(ini, section, name, None) for section, name in names.items() if name[1] == ROOT}
+    facilities = {}
+    for section, name in names.items():
+        if name[1] == ROOT:
+            facilities[name] = roots[name[0]]
+        elif name[0] not in roots:
+            raise ini.error(section, '', 'submodule of %r, which has no root facility: add a [%s] section'
+                            % (name[0], name[0]))
+        else:
+            facilities[name] = _facility(ini, section, name, roots[name[0]])
+    return Facilities(facilities)
+
+
+def _section_name(ini: IniFile, section: str) -> Tuple[str, str]:
+    """`app`, `app:`, `app:root` -> (app, 'root'); `app:[root.]a.b` -> (app, 'a.b')."""
+    app_id, _, module = section.partition(':')
+    if module == ROOT or module.startswith(ROOT + '.'):
+        module = module[len(ROOT) + 1:]
+    module = module or ROOT
+    try:
+        check_name_part(app_id, 'application id')
+        if app_id.endswith('.log'):
+            raise ValueError('application id %r: names ending in .log are kept for the daemon\'s own log' % app_id)
+        for part in module.split('.'):
+            check_name_part(part, 'module part')
+        if len(module) > MAX_MODULE_LENGTH:
+            raise ValueError('module %r is longer than %d characters' % (module, MAX_MODULE_LENGTH))
+    except ValueError as error:
+        raise ini.error(section, '', str(error)) from None
+    return app_id, module
+
+
+def check_name_part(part: str, what: str) -> None:
+    """Application ids and module parts become file names, so only safe ones."""
+    if not part:
+        raise ValueError('%s is empty' % what)
+    if not NAME_PART.fullmatch(part) or part in ('.', '..'):
+        raise ValueError('%s %r must be letters, digits, ".", "_" or "-", and not start with "."' % (what, part))
+    if len(part) > MAX_PART_LENGTH:
+        raise ValueError('%s %r is longer than %d characters' % (what, part, MAX_PART_LENGTH))
+
+
+def _facility(ini: IniFile, section: str, name: Tuple[str, str], root: Optional[Facility]) -> Facility:
+    values = ini.parser[section]
+
+    def get(key: str, converter: Callable[[str], T]) -> T:
+        return ini.convert(section, key, values[key].strip(), converter)
+
+    for key in ('rotate', 'backup_count'):
+        if key not in values:
+            raise ini.error(section, key, 'required for every facility')
+    settings = {key: getattr(root, key) for key in INHERITED} if root else {}
+    converters: Dict[str, Callable[[str], object]] = {
+        'max_size': parse_size,
+        'max_age': parse_age,
+        'flush_every': lambda raw: parse_int(raw, 1),
+        'file_per_host': parse_bool,
+        'secret': lambda raw: raw or None,
+        'sync': parse_bool,
+    }
+    settings.update({key: get(key, converter) for key, converter in converters.items() if key in values})
+    rotate = get('rotate', parse_rotate)
+    if rotate.size_only and settings.get('max_size') is None:
+        raise ini.error(section, 'rotate', "'size' needs max_size (bytes) in this section or the app's root")
+    return Facility(app_id=name[0], module=name[1], rotate=rotate,
+                    backup_count=get('backup_count', lambda raw: parse_int(raw, 0)), **settings)
