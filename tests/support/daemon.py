@@ -117,7 +117,7 @@ class Loghogd:
             self.ports = {entry['transport']: entry['port'] for entry in json.load(stream)}
         return self
 
-    def signal(self, signum: int) -> None:
+    def send_signal(self, signum: int) -> None:
         self.process.send_signal(signum)
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:
