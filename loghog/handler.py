@@ -1,0 +1,262 @@
+"""LoghogHandler: a logging handler that ships records to loghogd and never hurts the application.
+
+A drop-in replacement for the loghog 0.7 handler: same arguments, same
+bytes on the wire. The application thread only formats and encodes a record
+and queues it; one sender thread per handler owns the connection, so a slow
+or dead server costs the application nothing but, once the queue is full,
+its oldest records (counted, and reported on the next successful send).
+"""
+
+import logging
+import os
+import random
+import socket
+import ssl
+import sys
+import threading
+import time
+import weakref
+from typing import Any, Dict, Optional, Union
+
+from loghog.encoder import RecordEncoder
+from loghog.outbox import Outbox
+from loghog.protocol import MAX_UDP_PAYLOAD
+from loghog.transport import SendError, connect_datagram, connect_stream, make_tls_context
+
+CONNECT_TIMEOUT = 5.0
+SEND_TIMEOUT = 10.0
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 5.0
+MAX_BATCH_BYTES = 256 * 1024
+IDLE_WAKEUP = 1.0
+
+_live_handlers: 'weakref.WeakSet[LoghogHandler]' = weakref.WeakSet()
+
+
+class Backoff:
+    """Exponential delays with jitter, so a fleet of clients does not reconnect in step."""
+
+    def __init__(self, first: float = BACKOFF_FIRST, maximum: float = BACKOFF_MAX) -> None:
+        self.first = first
+        self.maximum = maximum
+        self._next = first
+
+    def next_delay(self) -> float:
+        delay = random.uniform(self._next / 2, self._next)
+        self._next = min(self._next * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first
+
+
+class LoghogHandler(logging.Handler):
+    """Send each record as one LogHog frame to loghogd over TCP, UDP or mutual TLS.
+
+    The positional order is the 0.7 client's. `secret` (str or bytes) signs
+    every record; `ssl_info` is {'pemfile': key+cert, 'cacert': CA bundle}
+    with optional 'keyfile' and 'check_hostname'. At most `max_buffer_size`
+    records wait for the server. close() (called by logging.shutdown at
+    exit) waits up to `flush_timeout` seconds for them to be sent.
+    """
+
+    def __init__(self, app_name: str, host: str = 'localhost', port: int = 5566, stream: bool = True,
+                 secret: Union[str, bytes, None] = None, compression: bool = False,
+                 hostname: Optional[str] = None, ssl_info: Optional[Dict[str, Any]] = None,
+                 max_buffer_size: int = 1024, print_debug: bool = False, *,
+                 flush_timeout: float = 5.0) -> None:
+        logging.Handler.__init__(self)
+        if ssl_info and not stream:
+            raise ValueError('ssl_info needs stream=True: TLS is not available over UDP')
+        self.app_name = app_name
+        self.address = (host, int(port))
+        self.use_stream = stream
+        self.secret = secret or None
+        self.compression = bool(compression)
+        self.hostname = hostname or socket.gethostname()
+        self.max_buffer_size = max_buffer_size
+        self.print_debug = print_debug
+        self.flush_timeout = flush_timeout
+        self.pemfile = ssl_info['pemfile'] if ssl_info else None
+        self.cacert = ssl_info['cacert'] if ssl_info else None
+        self._tls = make_tls_context(ssl_info) if ssl_info else None
+        self._encoder = RecordEncoder(app_name, self.hostname, self.secret, self.compression)
+        self._reset_delivery()
+        _live_handlers.add(self)
+
+    @property
+    def dropped_total(self) -> int:
+        """Records lost in this process so far: queue overflow, oversized datagrams, left at close."""
+        return self._outbox.dropped_total
+
+    @property
+    def queued(self) -> int:
+        """Records waiting to be sent (or, later, acknowledged)."""
+        return len(self._outbox)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Encode the record and queue it; the network is the sender thread's business."""
+        try:
+            frame = self._encoder.encode(record.name, int(record.created), int(record.msecs * 10**6),
+                                         self.format(record))
+            if self._closed:
+                self._outbox.count_dropped()
+            elif not self.use_stream and len(frame) > MAX_UDP_PAYLOAD:
+                self._outbox.count_dropped()
+            else:
+                self._outbox.push(frame)
+                if self._sender is None:
+                    self._start_sender()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        """Nudge the sender; delivery stays asynchronous (close() is the call that waits)."""
+        self._outbox.wake()
+
+    def close(self) -> None:
+        """Send what is queued, waiting at most `flush_timeout` seconds, then stop the sender."""
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._deadline = time.monotonic() + self.flush_timeout
+            sender = self._sender
+        if sender is not None:
+            self._interrupt.set()
+            self._outbox.wake()
+            sender.join(self.flush_timeout + 1.0)
+        left = len(self._outbox)
+        if left:
+            self._outbox.count_dropped(left)
+            self._warn('%d record(s) not delivered to %s:%s within flush_timeout=%ss; they are lost'
+                       % (left, self.address[0], self.address[1], self.flush_timeout))
+        if sender is None or not sender.is_alive():
+            self._drop_connection()
+        logging.Handler.close(self)
+
+    def _reset_delivery(self) -> None:
+        """Fresh queue, no connection, no thread: at construction and in a forked child."""
+        self._outbox = Outbox(self.max_buffer_size)
+        self._connection: Any = None
+        self._sender: Optional[threading.Thread] = None
+        self._state_lock = threading.Lock()
+        self._interrupt = threading.Event()
+        self._closed = False
+        self._deadline = 0.0
+
+    def _after_fork_in_child(self) -> None:
+        connection = self._connection
+        closed = self._closed
+        self._reset_delivery()
+        self._closed = closed
+        if connection is not None:
+            try:
+                connection.close()  # the parent's copy stays open; this only frees our descriptor
+            except OSError:
+                pass
+
+    def _start_sender(self) -> None:
+        with self._state_lock:
+            if self._sender is not None or self._closed:
+                return
+            self._sender = threading.Thread(target=self._run_sender, daemon=True,
+                                            name='loghog-sender-%s' % self.app_name)
+            self._sender.start()
+
+    def _run_sender(self) -> None:
+        """Send queued records until close() and the queue is empty or its deadline passes."""
+        backoff = Backoff()
+        outbox = self._outbox
+        while not self._finished():
+            try:
+                if not outbox.wait_for_unsent(IDLE_WAKEUP):
+                    continue
+                if self._connection is None:
+                    self._connection = self._connect()
+                    self._debug('connected to %s:%s' % self.address)
+                elif self._connection.peer_closed():
+                    self._debug('server closed the connection; reconnecting')
+                    self._drop_connection()
+                    continue
+                self._send_batch()
+                backoff.reset()
+            except (OSError, ssl.SSLError, ValueError) as error:
+                self._debug('cannot deliver to %s:%s: %s' % (self.address[0], self.address[1], error))
+                self._drop_connection()
+                outbox.rewind()
+                self._sleep(backoff.next_delay())
+            except Exception as error:
+                self._warn('sender error (retrying): %r' % (error,))
+                self._drop_connection()
+                outbox.rewind()
+                self._sleep(backoff.next_delay())
+        if self._outbox is outbox:
+            self._drop_connection()
+
+    def _finished(self) -> bool:
+        if not self._closed:
+            return False
+        return len(self._outbox) == 0 or time.monotonic() >= self._deadline
+
+    def _connect(self) -> Any:
+        timeout = CONNECT_TIMEOUT
+        if self._closed:
+            timeout = max(0.05, min(timeout, self._deadline - time.monotonic()))
+        if not self.use_stream:
+            return connect_datagram(self.address, self._outbox.count_dropped)
+        connection = connect_stream(self.address, timeout, self._tls)
+        connection.sock.settimeout(SEND_TIMEOUT)
+        return connection
+
+    def _send_batch(self) -> None:
+        batch = self._outbox.take_unsent(MAX_BATCH_BYTES)
+        if not batch:
+            return
+        try:
+            last_sent = self._connection.send(batch)
+        except SendError as error:
+            if error.last_sent:
+                self._outbox.confirm(error.last_sent)
+            raise
+        self._outbox.confirm(last_sent)
+        dropped = self._outbox.take_dropped()
+        if dropped:
+            self._warn('%d record(s) were dropped before this send (queue of %d full or record too big)'
+                       % (dropped, self.max_buffer_size))
+
+    def _sleep(self, delay: float) -> None:
+        """Back off, but no later than close()'s deadline; close() cuts a long wait short."""
+        if self._closed:
+            delay = min(delay, max(0.0, self._deadline - time.monotonic()))
+        if self._interrupt.wait(delay):
+            self._interrupt.clear()
+
+    def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except OSError:
+                pass
+
+    def _warn(self, message: str) -> None:
+        try:
+            sys.stderr.write('loghog[%s]: %s\n' % (self.app_name, message))
+        except (OSError, ValueError, AttributeError):
+            pass  # no usable stderr (closed at exit, daemonized): nothing else to tell
+
+    def _debug(self, message: str) -> None:
+        if self.print_debug:
+            self._warn(message)
+
+
+def _reset_handlers_in_child() -> None:
+    for handler in list(_live_handlers):
+        handler._after_fork_in_child()
+
+
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=_reset_handlers_in_child)

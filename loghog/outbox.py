@@ -1,0 +1,133 @@
+"""The handler's bounded queue of encoded frames, shared by the caller and the sender thread.
+
+Records leave the queue only when the sender confirms them, not when it takes
+them: plain mode confirms once the kernel has accepted the bytes, and an
+acknowledged mode (PROTOCOL.md extension 1.1) can confirm only what an ACK
+covers, with no change here. Each record carries a sequence number so that
+both modes can say "everything up to seq N is done".
+"""
+
+import itertools
+import threading
+from collections import deque
+from typing import Deque, List, Optional, Tuple
+
+Entry = Tuple[int, bytes]
+"""(seq, frame): seq rises by one per record pushed, starting at 1."""
+
+
+class Outbox:
+    """A FIFO with room for `capacity` records; when full the oldest is dropped and counted.
+
+    push() is the only call the application thread makes: one short lock, no
+    I/O. Waking the sender costs a lock release, and only when it is idle.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError('max_buffer_size must be at least 1, not %r' % (capacity,))
+        self.capacity = capacity
+        self.dropped_total = 0
+        self._entries: Deque[Entry] = deque()
+        self._lock = threading.Lock()
+        self._next_seq = 1
+        self._first_unsent = 1
+        self._dropped_unreported = 0
+        self._sender_idle = False
+        self._bell = threading.Lock()
+        self._bell.acquire()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def push(self, frame: bytes) -> None:
+        """Queue one frame, dropping the oldest record when the queue is full."""
+        with self._lock:
+            entries = self._entries
+            if len(entries) >= self.capacity:
+                entries.popleft()
+                self._dropped_unreported += 1
+                self.dropped_total += 1
+            entries.append((self._next_seq, frame))
+            self._next_seq += 1
+            ring = self._sender_idle
+            self._sender_idle = False
+        if ring:
+            self._ring()
+
+    def count_dropped(self, count: int = 1) -> None:
+        """Count records lost outside the queue (e.g. too big for a datagram)."""
+        with self._lock:
+            self._dropped_unreported += count
+            self.dropped_total += count
+
+    def take_dropped(self) -> int:
+        """How many records were dropped since the last call; resets the count."""
+        with self._lock:
+            count = self._dropped_unreported
+            self._dropped_unreported = 0
+            return count
+
+    def wait_for_unsent(self, timeout: Optional[float]) -> bool:
+        """Block until a record is waiting to be sent, wake() is called, or `timeout` passes."""
+        with self._lock:
+            if self._has_unsent():
+                return True
+            self._sender_idle = True
+        if timeout is None:
+            self._bell.acquire()
+        else:
+            self._bell.acquire(timeout=timeout)
+        with self._lock:
+            self._sender_idle = False
+            return self._has_unsent()
+
+    def wake(self) -> None:
+        """Make a waiting wait_for_unsent() return now (close and flush use it)."""
+        with self._lock:
+            self._sender_idle = False
+        self._ring()
+
+    def take_unsent(self, max_bytes: int) -> List[Entry]:
+        """The oldest records not yet handed out, at least one and about `max_bytes` in all.
+
+        They stay queued until confirm() covers them or rewind() hands them out again.
+        """
+        with self._lock:
+            entries = self._entries
+            if not entries:
+                return []
+            start = max(self._first_unsent - entries[0][0], 0)
+            batch: List[Entry] = []
+            size = 0
+            for entry in itertools.islice(entries, start, None):
+                if batch and size + len(entry[1]) > max_bytes:
+                    break
+                batch.append(entry)
+                size += len(entry[1])
+            if batch:
+                self._first_unsent = batch[-1][0] + 1
+            return batch
+
+    def confirm(self, last_seq: int) -> None:
+        """Remove every record up to and including `last_seq`: it is delivered (or given up on)."""
+        with self._lock:
+            entries = self._entries
+            while entries and entries[0][0] <= last_seq:
+                entries.popleft()
+            if self._first_unsent <= last_seq:
+                self._first_unsent = last_seq + 1
+
+    def rewind(self) -> None:
+        """Hand out every unconfirmed record again, oldest first (after a lost connection)."""
+        with self._lock:
+            self._first_unsent = self._entries[0][0] if self._entries else self._next_seq
+
+    def _has_unsent(self) -> bool:
+        return bool(self._entries) and self._entries[-1][0] >= self._first_unsent
+
+    def _ring(self) -> None:
+        try:
+            self._bell.release()
+        except RuntimeError:
+            pass  # already rung: the sender has a wake-up pending

@@ -1,0 +1,154 @@
+"""Connections from the sender thread to loghogd: TCP, TLS over TCP, and UDP.
+
+Only the sender thread calls these, so every call here may block (bounded by
+a timeout). A send reports exactly which records the kernel accepted, so the
+caller resends the rest and nothing that was fully written.
+"""
+
+import errno
+import select
+import socket
+import ssl
+from typing import Any, Dict, List, Optional, Tuple
+
+from loghog.outbox import Entry
+from loghog.protocol import MAX_UDP_PAYLOAD
+
+Address = Tuple[str, int]
+
+
+class SendError(OSError):
+    """A send failed part way; `last_sent` is the seq of the last whole record written (0: none)."""
+
+    def __init__(self, last_sent: int, cause: BaseException) -> None:
+        super().__init__('send failed: %s' % (cause,))
+        self.last_sent = last_sent
+
+
+def make_tls_context(ssl_info: Dict[str, Any]) -> ssl.SSLContext:
+    """A client context that verifies the server against `cacert` and presents `pemfile`.
+
+    The hostname check is off unless ssl_info['check_hostname'] is true,
+    because deployed 0.7 clients never checked it and server certificates
+    made for them may not name the host.
+    """
+    missing = [key for key in ('pemfile', 'cacert') if not ssl_info.get(key)]
+    if missing:
+        raise ValueError('ssl_info needs %s (got keys %s)' % (' and '.join(repr(k) for k in missing),
+                                                             sorted(ssl_info)))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = bool(ssl_info.get('check_hostname', False))
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cafile=ssl_info['cacert'])
+    context.load_cert_chain(ssl_info['pemfile'], keyfile=ssl_info.get('keyfile'))
+    return context
+
+
+class StreamConnection:
+    """Frames back to back on one TCP (or TLS) connection."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def peer_closed(self) -> bool:
+        """True when the server has closed its end; the server never sends data in version 1."""
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+            if not readable:
+                return False
+            timeout = self.sock.gettimeout()
+            self.sock.settimeout(0)
+            try:
+                return not self.sock.recv(4096)
+            finally:
+                self.sock.settimeout(timeout)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return False  # a TLS record with no application data (e.g. a session ticket)
+        except (OSError, ValueError):
+            return True
+
+    def send(self, batch: List[Entry]) -> int:
+        """Write the batch; return the seq of its last record or raise SendError."""
+        data = memoryview(b''.join(frame for _, frame in batch))
+        written = 0
+        try:
+            while written < len(data):
+                written += self.sock.send(data[written:])
+        except (OSError, ValueError) as error:
+            raise SendError(_last_whole_record(batch, written), error) from error
+        return batch[-1][0]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class DatagramConnection:
+    """One frame per datagram on a connected UDP socket."""
+
+    def __init__(self, sock: socket.socket, on_oversized: Any) -> None:
+        self.sock = sock
+        self._on_oversized = on_oversized
+
+    def peer_closed(self) -> bool:
+        return False
+
+    def send(self, batch: List[Entry]) -> int:
+        """Send each frame as a datagram; frames too big for one are dropped and counted."""
+        last_sent = 0
+        for seq, frame in batch:
+            if len(frame) > MAX_UDP_PAYLOAD:
+                self._on_oversized()
+            else:
+                try:
+                    self.sock.send(frame)
+                except OSError as error:
+                    if error.errno != errno.EMSGSIZE:
+                        raise SendError(last_sent, error) from error
+                    self._on_oversized()
+            last_sent = seq
+        return last_sent
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def connect_stream(address: Address, timeout: float, tls: Optional[ssl.SSLContext]) -> StreamConnection:
+    """Connect (and finish the TLS handshake) or raise; a failed handshake leaves no socket open."""
+    sock = socket.create_connection(address, timeout=timeout)
+    if tls is None:
+        return StreamConnection(sock)
+    server_hostname = address[0] if tls.check_hostname else None
+    try:
+        tls_sock = tls.wrap_socket(sock, server_hostname=server_hostname, do_handshake_on_connect=False)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        tls_sock.do_handshake()
+    except BaseException:
+        tls_sock.close()
+        raise
+    return StreamConnection(tls_sock)
+
+
+def connect_datagram(address: Address, on_oversized: Any) -> DatagramConnection:
+    """A UDP socket connected to the first address `address` resolves to."""
+    family, socktype, proto, _, sockaddr = socket.getaddrinfo(address[0], address[1], 0, socket.SOCK_DGRAM)[0]
+    sock = socket.socket(family, socktype, proto)
+    try:
+        sock.connect(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return DatagramConnection(sock, on_oversized)
+
+
+def _last_whole_record(batch: List[Entry], written: int) -> int:
+    last = 0
+    end = 0
+    for seq, frame in batch:
+        end += len(frame)
+        if end > written:
+            break
+        last = seq
+    return last
