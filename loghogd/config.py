@@ -166,10 +166,11 @@ def read_ini(path: str) -> IniFile:
                                    'key appears twice in this section')) from None
     except configparser.MissingSectionHeaderError as error:
         raise ConfigError(_located(path, error.lineno, '', '',
-                                   '%s comes before any [section] header' % error.line.strip())) from None
+                                   '%r comes before any [section] header' % error.line.strip())) from None
     except configparser.ParsingError as error:
         lineno = error.errors[0][0]
-        line = text.splitlines()[lineno - 1].strip() if 0 < lineno <= len(text.splitlines()) else ''
+        lines = text.split('\n')
+        line = lines[lineno - 1].strip() if 0 < lineno <= len(lines) else ''
         raise ConfigError(_located(path, lineno, '', '', 'cannot parse %r: expected [section], '
                                    'key = value or a comment' % line)) from None
     except configparser.Error as error:
@@ -181,7 +182,7 @@ def _scan_lines(text: str, optionxform: Callable[[str], str]) -> Dict[Tuple[str,
     """(section, key) -> line number; key '' is the section header's line."""
     lines: Dict[Tuple[str, str], int] = {}
     section = ''
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split('\n'), start=1):
         stripped = _INLINE_COMMENT.sub('', line.strip())
         if not stripped or stripped[0] in ';#' or (line[:1].isspace() and section):
             continue
