@@ -663,7 +663,7 @@ def client_cert_main(argv: Optional[Sequence[str]] = None) -> int:
         ca = load_ca(args.dir, validate_name(args.ca_name, '--ca-name'))
         new = revoke_client(ca, name, args.cert)
         if new:
-            print('revoked %s (serial %s) in %s; reload or restart loghogd to apply it'
+            print('revoked %s (serial %s) in %s; reload loghogd (SIGHUP) to apply it'
                   % (name, ', '.join(serial_hex(serial) for serial in sorted(new)), ca.files.crl))
         else:
             print('%s is already revoked in %s' % (name, ca.files.crl))
