@@ -213,5 +213,7 @@ def run_client07(code: str, timeout: float = 60.0) -> subprocess.CompletedProces
     """Run Python `code` with the deployed loghog 0.7 client importable."""
     if not os.path.exists(VENV07_PYTHON):
         raise AssertionError('the 0.7 client is missing: run scripts/bootstrap')
-    return subprocess.run([VENV07_PYTHON, '-c', code], capture_output=True, text=True, timeout=timeout,
-                          check=True)
+    result = subprocess.run([VENV07_PYTHON, '-c', code], capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError('the 0.7 client failed (%d):\n%s' % (result.returncode, result.stderr[-3000:]))
+    return result
