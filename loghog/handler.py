@@ -65,9 +65,12 @@ class LoghogHandler(logging.Handler):
                  hostname: Optional[str] = None, ssl_info: Optional[Dict[str, Any]] = None,
                  max_buffer_size: int = 1024, print_debug: bool = False, *,
                  flush_timeout: float = 5.0) -> None:
-        logging.Handler.__init__(self)
         if ssl_info and not stream:
             raise ValueError('ssl_info needs stream=True: TLS is not available over UDP')
+        if max_buffer_size < 1:
+            raise ValueError('max_buffer_size must be at least 1, not %r' % (max_buffer_size,))
+        self._tls = make_tls_context(ssl_info) if ssl_info else None
+        logging.Handler.__init__(self)  # only now: it registers the handler with logging.shutdown
         self.app_name = app_name
         self.address = (host, int(port))
         self.use_stream = stream
@@ -79,7 +82,6 @@ class LoghogHandler(logging.Handler):
         self.flush_timeout = flush_timeout
         self.pemfile = ssl_info['pemfile'] if ssl_info else None
         self.cacert = ssl_info['cacert'] if ssl_info else None
-        self._tls = make_tls_context(ssl_info) if ssl_info else None
         self._encoder = RecordEncoder(app_name, self.hostname, self.secret, self.compression)
         self._reset_delivery()
         _live_handlers.add(self)

@@ -33,6 +33,7 @@ class Outbox:
         self._next_seq = 1
         self._first_unsent = 1
         self._dropped_unreported = 0
+        self._evicted_in_flight: Deque[int] = deque()
         self._sender_idle = False
         self._bell = threading.Lock()
         self._bell.acquire()
@@ -45,9 +46,7 @@ class Outbox:
         with self._lock:
             entries = self._entries
             if len(entries) >= self.capacity:
-                entries.popleft()
-                self._dropped_unreported += 1
-                self.dropped_total += 1
+                self._evict_oldest()
             entries.append((self._next_seq, frame))
             self._next_seq += 1
             ring = self._sender_idle
@@ -58,8 +57,7 @@ class Outbox:
     def count_dropped(self, count: int = 1) -> None:
         """Count records lost outside the queue (e.g. too big for a datagram)."""
         with self._lock:
-            self._dropped_unreported += count
-            self.dropped_total += count
+            self._count_dropped(count)
 
     def take_dropped(self) -> int:
         """How many records were dropped since the last call; resets the count."""
@@ -115,6 +113,9 @@ class Outbox:
             entries = self._entries
             while entries and entries[0][0] <= last_seq:
                 entries.popleft()
+            evicted = self._evicted_in_flight
+            while evicted and evicted[0] <= last_seq:
+                evicted.popleft()
             if self._first_unsent <= last_seq:
                 self._first_unsent = last_seq + 1
 
@@ -122,6 +123,20 @@ class Outbox:
         """Hand out every unconfirmed record again, oldest first (after a lost connection)."""
         with self._lock:
             self._first_unsent = self._entries[0][0] if self._entries else self._next_seq
+            self._count_dropped(len(self._evicted_in_flight))
+            self._evicted_in_flight.clear()
+
+    def _evict_oldest(self) -> None:
+        """Make room. A record already handed to the sender counts as dropped only if it is never confirmed."""
+        seq, _ = self._entries.popleft()
+        if seq < self._first_unsent:
+            self._evicted_in_flight.append(seq)
+        else:
+            self._count_dropped(1)
+
+    def _count_dropped(self, count: int) -> None:
+        self._dropped_unreported += count
+        self.dropped_total += count
 
     def _has_unsent(self) -> bool:
         return bool(self._entries) and self._entries[-1][0] >= self._first_unsent

@@ -1,0 +1,507 @@
+"""LoghogHandler against raw capture sockets in this process (and the real 0.7 client in its venv).
+
+The listeners here store bytes and never answer, like a version-1 server, so
+every assertion is about exactly what the handler put on the wire.
+"""
+
+import json
+import logging
+import logging.config
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import zlib
+from typing import Dict, List, Optional
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import loghog.handler
+from loghog import LoghogHandler
+from loghog.encoder import RecordEncoder
+from loghog.outbox import Outbox
+from loghog.protocol import FLAG_ZLIB, StreamDecoder, decode_datagram, encode_message, sign
+from tests.support.daemon import REPO, VENV07_PYTHON, wait_for
+
+# Frames captured from the deployed 0.7 client (CLIENT-0.7.md): app demo, logger
+# web.requests, hostname web1, message 'hello wörld ☃'.
+CAPTURED_TCP = bytes.fromhex(
+    '0000009a000000007b2276657273696f6e223a20312c20226170705f6964223a202264656d6f222c20226d6f64756c65'
+    '223a20227765622e7265717565737473222c20227374616d70223a20313739353439363935342c20226e73656373223a'
+    '203230393030303030302c2022686f73746e616d65223a202277656231222c2022626f6479223a202268656c6c6f2077'
+    '5c7530306636726c64205c7532363033227d')  # stamp 1795496954, nsecs 209000000
+CAPTURED_ZLIB = bytes.fromhex(
+    '0000008000000001789c35ccd10a02211005d05f91798e7077d3b06f5908372776411d73b425a27f4f83e6ed9ecb9d37'
+    '3c31f346112e623808b0295d37d702380c044d02b9eab1cb8ecb31e3a32217ee0d171b52df9d8d3a196d946a18196fdc'
+    '719ce4ef9aadc425daf07f32f4f142eed5f38ade93d8e72ae55d67efc45c472d27f87c01c9ba2cdf')  # 1795496955.123
+CAPTURED_SIGNED = bytes.fromhex(
+    '000000c3000000007b2276657273696f6e223a20312c20226170705f6964223a202264656d6f222c20226d6f64756c65'
+    '223a20227765622e7265717565737473222c20227374616d70223a20313739353439363935362c20226e73656373223a'
+    '20302c2022686f73746e616d65223a202277656231222c2022626f6479223a202268656c6c6f20775c7530306636726c'
+    '64205c7532363033222c20227369676e6174757265223a20223632636339303262623335393937646134353033353163'
+    '663333356361313330227d')  # key 'sekrit', stamp 1795496956, nsecs 0
+MESSAGE = 'hello wörld ☃'
+
+
+class Capture:
+    """A TCP (optionally TLS) or UDP listener on 127.0.0.1 that keeps every byte per connection.
+
+    With `listening=False` the TCP socket is bound but refuses connections
+    until listen() is called: a server that is down, on a port nobody else
+    can take meanwhile.
+    """
+
+    def __init__(self, udp: bool = False, listening: bool = True,
+                 tls: Optional[ssl.SSLContext] = None) -> None:
+        self.udp = udp
+        self.tls = tls
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+        self.sock.bind(('127.0.0.1', 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections: List[bytearray] = []
+        self.datagrams: List[bytes] = []
+        self.peers: List[socket.socket] = []
+        self._lock = threading.Lock()
+        self._stopped = False
+        if listening:
+            self.listen()
+
+    def listen(self) -> None:
+        target = self._read_datagrams if self.udp else self._accept
+        if not self.udp:
+            self.sock.listen(16)
+        threading.Thread(target=target, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stopped:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            buffer = bytearray()
+            with self._lock:
+                self.connections.append(buffer)
+            threading.Thread(target=self._read, args=(conn, buffer), daemon=True).start()
+
+    def _read(self, conn: socket.socket, buffer: bytearray) -> None:
+        try:
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            self.peers.append(conn)
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                with self._lock:
+                    buffer += data
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            conn.close()
+
+    def _read_datagrams(self) -> None:
+        while not self._stopped:
+            try:
+                data = self.sock.recv(70000)
+            except OSError:
+                return
+            with self._lock:
+                self.datagrams.append(data)
+
+    def frames(self) -> List[bytes]:
+        """Every whole frame received, in order per connection, as raw bytes."""
+        with self._lock:
+            if self.udp:
+                return list(self.datagrams)
+            chunks = [bytes(buffer) for buffer in self.connections]
+        frames = []
+        for chunk in chunks:
+            decoder = StreamDecoder()
+            for flags, payload in decoder.feed(chunk):
+                frames.append(encode_message_bytes(flags, payload))
+        return frames
+
+    def records(self) -> List[Dict[str, object]]:
+        return [decode(frame) for frame in self.frames()]
+
+    def bodies(self) -> List[str]:
+        return [record['body'] for record in self.records()]
+
+    def wait_for_records(self, count: int, timeout: float = 10.0) -> List[Dict[str, object]]:
+        wait_for(lambda: len(self.frames()) >= count, timeout,
+                 '%d records (have %d)' % (count, len(self.frames())))
+        return self.records()
+
+    def close(self) -> None:
+        self._stopped = True
+        self.sock.close()
+        for peer in self.peers:
+            peer.close()
+
+
+def encode_message_bytes(flags: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, 'big') + flags.to_bytes(4, 'big') + payload
+
+
+def decode(frame: bytes) -> Dict[str, object]:
+    flags, payload = decode_datagram(frame)
+    if flags & FLAG_ZLIB:
+        payload = zlib.decompress(payload)
+    return json.loads(payload)
+
+
+@pytest.fixture
+def capture():
+    server = Capture()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def make_handler():
+    handlers = []
+
+    def make(*args, **kwargs) -> LoghogHandler:
+        kwargs.setdefault('flush_timeout', 5.0)
+        handler = LoghogHandler(*args, **kwargs)
+        handlers.append(handler)
+        return handler
+    yield make
+    for handler in handlers:
+        handler.flush_timeout = 0.0
+        handler.close()
+
+
+def make_record(created: float, message: str = MESSAGE, name: str = 'web.requests') -> logging.LogRecord:
+    record = logging.LogRecord(name, logging.INFO, __file__, 1, message, None, None)
+    record.created = created
+    record.msecs = float(round((created % 1) * 1000))
+    return record
+
+
+def logger_for(handler: logging.Handler, name: str = 'web.requests') -> logging.Logger:
+    logger = logging.getLogger('%s.%x' % (name, id(handler)))
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    return logger
+
+
+# API compatibility ----------------------------------------------------------
+
+def test_constructor_takes_the_07_arguments_in_the_07_order():
+    code = ('import inspect, json, loghog; print(json.dumps([[p.name, repr(p.default)] for p in '
+            'list(inspect.signature(loghog.LoghogHandler.__init__).parameters.values())[1:]]))')
+    legacy = json.loads(subprocess.run([VENV07_PYTHON, '-c', code], capture_output=True, text=True, check=True,
+                                       timeout=60, cwd='/').stdout)
+    import inspect
+    ours = [[p.name, repr(p.default)] for p in inspect.signature(LoghogHandler.__init__).parameters.values()
+            if p.kind == p.POSITIONAL_OR_KEYWORD][1:]
+    assert ours == legacy
+
+
+def test_positional_arguments_land_where_07_put_them(capture, make_handler):
+    handler = make_handler('demo', '127.0.0.1', capture.port, True, 'sekrit', False, 'web1', None, 7, False)
+    assert (handler.address, handler.use_stream, handler.secret, handler.hostname, handler.max_buffer_size) == \
+        (('127.0.0.1', capture.port), True, 'sekrit', 'web1', 7)
+    handler.handle(make_record(1795496956.0))
+    handler.close()
+    capture.wait_for_records(1)
+    assert capture.frames() == [CAPTURED_SIGNED]
+
+
+def test_dictconfig_builds_the_handler_like_django_logging(capture):
+    logging.config.dictConfig({
+        'version': 1,
+        'disable_existing_loggers': False,
+        'formatters': {'short': {'format': '%(levelname)s %(message)s'}},
+        'handlers': {'loghog': {'class': 'loghog.LoghogHandler', 'app_name': 'demo', 'host': '127.0.0.1',
+                                'port': capture.port, 'hostname': 'web1', 'secret': b'sekrit',
+                                'formatter': 'short', 'level': 'INFO'}},
+        'loggers': {'dictconfig.test': {'handlers': ['loghog'], 'level': 'DEBUG', 'propagate': False}},
+    })
+    logger = logging.getLogger('dictconfig.test')
+    [handler] = logger.handlers
+    assert isinstance(handler, LoghogHandler)
+    logger.debug('filtered by the handler level')
+    logger.warning('configured ☃')
+    handler.close()
+    logger.handlers = []
+    [record] = capture.wait_for_records(1)
+    assert (record['app_id'], record['module'], record['hostname'], record['body']) == \
+        ('demo', 'dictconfig.test', 'web1', 'WARNING configured ☃')
+    assert record['signature'] == sign('sekrit', 'demo', 'dictconfig.test', record['stamp'], record['nsecs'],
+                                       'WARNING configured ☃')
+
+
+# Bytes on the wire ------------------------------------------------------------
+
+@pytest.mark.parametrize('created, options, captured', [
+    (1795496954.209, {}, CAPTURED_TCP),
+    (1795496955.123, {'compression': True}, CAPTURED_ZLIB),
+    (1795496956.0, {'secret': 'sekrit'}, CAPTURED_SIGNED),
+    (1795496956.0, {'secret': b'sekrit'}, CAPTURED_SIGNED),
+])
+def test_frames_are_byte_identical_to_the_captured_07_frames(capture, make_handler, created, options, captured):
+    handler = make_handler('demo', '127.0.0.1', capture.port, hostname='web1', **options)
+    handler.handle(make_record(created))
+    handler.close()
+    capture.wait_for_records(1)
+    assert capture.frames() == [captured]
+
+
+@settings(max_examples=300, deadline=None)
+@given(app_id=st.text(), hostname=st.text(), module=st.text(), body=st.text(),
+       stamp=st.integers(min_value=0, max_value=2**40), nsecs=st.integers(min_value=0, max_value=999999999),
+       secret=st.none() | st.text(min_size=1) | st.binary(min_size=1), compress=st.booleans())
+def test_record_encoder_matches_the_protocol_encoder(app_id, hostname, module, body, stamp, nsecs, secret,
+                                                     compress):
+    encoder = RecordEncoder(app_id, hostname, secret, compress)
+    assert encoder.encode(module, stamp, nsecs, body) == \
+        encode_message(app_id, module, stamp, nsecs, hostname, body, secret, compress)
+
+
+def test_handler_frames_match_the_protocol_encoder_for_traceback_records(capture, make_handler):
+    handler = make_handler('demo', '127.0.0.1', capture.port, hostname='web1')
+    logger = logger_for(handler, 'web')
+    try:
+        raise ValueError('bad \U0001F600 value')
+    except ValueError:
+        logger.exception('failed:\nline two')
+    handler.close()
+    capture.wait_for_records(1)
+    [frame] = capture.frames()
+    record = decode(frame)
+    assert record['body'].startswith('failed:\nline two\nTraceback (most recent call last):')
+    assert frame == encode_message('demo', logger.name, record['stamp'], record['nsecs'], 'web1', record['body'])
+
+
+LEGACY_SENDER = textwrap.dedent('''
+    import logging, sys, loghog
+    port, stream, options = int(sys.argv[1]), sys.argv[2] == 'tcp', eval(sys.argv[3])
+    handler = loghog.LoghogHandler('demo', '127.0.0.1', port, stream, hostname='web1', **options)
+    for created, message in ((1795496954.209, 'hello w\\u00f6rld \\u2603'), (1795496955.5, 'x' * 5000),
+                             (1795496956.0, 'multi\\nline \\U0001F600')):
+        record = logging.LogRecord('web.requests', logging.INFO, 'x', 1, message, None, None)
+        record.created, record.msecs = created, float(round(created % 1 * 1000))
+        handler.handle(record)
+''')
+
+
+@pytest.mark.parametrize('transport, options', [
+    ('tcp', {}), ('udp', {}), ('tcp', {'compression': True}), ('udp', {'compression': True}),
+    ('tcp', {'secret': 'sekrit'}),
+])
+def test_same_records_as_the_real_07_client(make_handler, transport, options):
+    legacy = Capture(udp=transport == 'udp')
+    ours = Capture(udp=transport == 'udp')
+    try:
+        subprocess.run([VENV07_PYTHON, '-c', LEGACY_SENDER, str(legacy.port), transport, repr(options)],
+                       check=True, timeout=60, cwd='/')
+        handler = make_handler('demo', '127.0.0.1', ours.port, transport == 'tcp', hostname='web1', **options)
+        for created, message in ((1795496954.209, MESSAGE), (1795496955.5, 'x' * 5000),
+                                 (1795496956.0, 'multi\nline \U0001F600')):
+            handler.handle(make_record(created, message))
+        handler.close()
+        expected = legacy.wait_for_records(3)
+        received = ours.wait_for_records(3)
+        for theirs, mine in zip(expected, received):
+            assert list(mine) == list(theirs)
+            for key in theirs:
+                assert mine[key] == theirs[key], key
+        assert ours.frames() == legacy.frames()
+    finally:
+        legacy.close()
+        ours.close()
+
+
+# Delivery -------------------------------------------------------------------
+
+def test_close_flushes_everything_queued(capture, make_handler):
+    handler = make_handler('demo', '127.0.0.1', capture.port)
+    logger = logger_for(handler)
+    for i in range(500):
+        logger.info('record %d', i)
+    handler.close()
+    capture.wait_for_records(500)
+    assert capture.bodies() == ['record %d' % i for i in range(500)]
+
+
+def test_overflow_drops_the_oldest_counts_exactly_and_reports_once(make_handler, capsys):
+    down = Capture(listening=False)
+    try:
+        handler = make_handler('demo', '127.0.0.1', down.port, max_buffer_size=10)
+        logger = logger_for(handler)
+        for i in range(25):
+            logger.info('record %d', i)
+        assert handler.dropped_total == 15
+        assert handler.queued == 10
+        down.listen()
+        assert [r['body'] for r in down.wait_for_records(10)] == ['record %d' % i for i in range(15, 25)]
+        wait_for(lambda: '15 record(s) were dropped' in capsys.readouterr().err, 5, 'the drop report')
+        logger.info('after')
+        down.wait_for_records(11)
+        handler.close()
+        assert 'dropped' not in capsys.readouterr().err
+        assert handler.dropped_total == 15
+    finally:
+        down.close()
+
+
+def test_records_logged_while_the_server_is_down_arrive_without_another_emit(make_handler):
+    down = Capture(listening=False)
+    try:
+        handler = make_handler('demo', '127.0.0.1', down.port)
+        logger = logger_for(handler)
+        durations = []
+        for i in range(1000):
+            start = time.perf_counter()
+            logger.info('record %d', i)
+            durations.append(time.perf_counter() - start)
+        time.sleep(0.3)  # let the sender fail and back off a few times before the server comes up
+        down.listen()
+        assert [r['body'] for r in down.wait_for_records(1000)] == ['record %d' % i for i in range(1000)]
+        print('emit while the server is down: first (starts the sender) %.1f us, max of the rest %.1f us, '
+              'median %.1f us' % (durations[0] * 1e6, max(durations[1:]) * 1e6, sorted(durations)[500] * 1e6))
+        assert max(durations) < 0.5  # sanity bound only; the figure is printed above
+    finally:
+        down.close()
+
+
+def test_a_server_closing_the_connection_loses_nothing_logged_after(capture, make_handler):
+    handler = make_handler('demo', '127.0.0.1', capture.port)
+    logger = logger_for(handler)
+    logger.info('first')
+    capture.wait_for_records(1)
+    wait_for(lambda: capture.peers, 5, 'the server side of the connection')
+    capture.peers[0].shutdown(socket.SHUT_RDWR)
+    time.sleep(0.1)  # the FIN reaches the client before the next record
+    for i in range(5):
+        logger.info('after %d', i)
+    handler.close()
+    capture.wait_for_records(6)
+    assert capture.bodies() == ['first'] + ['after %d' % i for i in range(5)]
+    assert len(capture.connections) == 2
+
+
+def test_udp_sends_one_datagram_per_record_and_drops_oversized_ones(make_handler):
+    server = Capture(udp=True)
+    try:
+        handler = make_handler('demo', '127.0.0.1', server.port, stream=False, max_buffer_size=5)
+        logger = logger_for(handler)
+        logger.info('small 1')
+        logger.info('x' * 70000)
+        logger.info('small 2')
+        records = server.wait_for_records(2)
+        handler.close()
+        assert [r['body'] for r in records] == ['small 1', 'small 2']
+        assert handler.dropped_total == 1
+        assert all(len(datagram) == int.from_bytes(datagram[:4], 'big') + 8 for datagram in server.datagrams)
+    finally:
+        server.close()
+
+
+SCRIPT_100 = textwrap.dedent('''
+    import logging, sys
+    sys.path.insert(0, {repo!r})
+    from loghog import LoghogHandler
+    logging.basicConfig(level=logging.INFO, format='%(message)s',
+                        handlers=[LoghogHandler('demo', '127.0.0.1', int(sys.argv[1]))])
+    for i in range(100):
+        logging.info('record %d', i)
+''')
+
+
+def test_a_script_that_logs_100_records_and_exits_delivers_all_100(capture):
+    subprocess.run([sys.executable, '-c', SCRIPT_100.format(repo=REPO), str(capture.port)], check=True,
+                   timeout=60)
+    capture.wait_for_records(100)
+    assert capture.bodies() == ['record %d' % i for i in range(100)]
+
+
+def test_a_forked_child_makes_its_own_connection_and_thread(capture, make_handler):
+    handler = make_handler('demo', '127.0.0.1', capture.port)
+    logger = logger_for(handler)
+    logger.info('parent before fork')
+    capture.wait_for_records(1)
+    parent_sender = handler._sender
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(read_end)
+            for i in range(20):
+                logger.info('child %d', i)
+            own_thread = handler._sender is not None and handler._sender is not parent_sender
+            handler.close()
+            os.write(write_end, b'own thread' if own_thread else b'shared thread')
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(read_end, 'rb') as pipe:
+        assert pipe.read() == b'own thread'
+    assert status == 0
+    logger.info('parent after fork')
+    records = capture.wait_for_records(22)
+    assert sorted(capture.bodies()) == sorted(['parent before fork', 'parent after fork']
+                                              + ['child %d' % i for i in range(20)])
+    assert len(capture.connections) == 2
+
+
+def test_emit_never_raises_into_the_application(make_handler, capsys):
+    handler = make_handler('demo', '127.0.0.1', 1)
+    logger = logger_for(handler)
+    logger.info('%d', 'not a number')  # formatting fails: handleError, not an exception
+    assert 'Traceback' in capsys.readouterr().err
+    handler.close()
+    logger.info('after close is dropped and counted')
+    assert handler.dropped_total >= 1
+
+
+def test_bad_arguments_are_refused_with_a_message():
+    with pytest.raises(ValueError, match='max_buffer_size'):
+        LoghogHandler('demo', max_buffer_size=0)
+    with pytest.raises(ValueError, match='stream=True'):
+        LoghogHandler('demo', stream=False, ssl_info={'pemfile': 'x', 'cacert': 'y'})
+    with pytest.raises(ValueError, match="'cacert'"):
+        LoghogHandler('demo', ssl_info={'pemfile': 'x'})
+
+
+# The queue ------------------------------------------------------------------
+
+@settings(max_examples=300)
+@given(capacity=st.integers(min_value=1, max_value=8),
+       steps=st.lists(st.sampled_from(['push', 'take', 'confirm', 'fail']), max_size=80))
+def test_outbox_never_loses_count_of_a_record_and_never_confirms_one_twice(capacity, steps):
+    """Every record ends up confirmed once, dropped once, or still queued."""
+    outbox = Outbox(capacity)
+    pushed = 0
+    in_flight: List[int] = []
+    confirmed: List[int] = []
+    for step in steps + ['fail']:
+        if step == 'push':
+            pushed += 1
+            outbox.push(b'%d' % pushed)
+        elif step == 'take':
+            batch = outbox.take_unsent(10)
+            assert all(seq not in in_flight and seq not in confirmed for seq, _ in batch)
+            in_flight.extend(seq for seq, _ in batch)
+        elif step == 'confirm' and in_flight:
+            outbox.confirm(in_flight[-1])
+            confirmed.extend(in_flight)
+            in_flight = []
+        elif step == 'fail':
+            outbox.rewind()
+            in_flight = []
+        assert len(outbox) <= capacity
+    assert confirmed == sorted(set(confirmed))
+    assert pushed == len(confirmed) + outbox.dropped_total + len(outbox)
