@@ -8,8 +8,8 @@ across daylight saving changes:
 - a wall time that happens twice (clocks go back) is due once, at its first
   occurrence, unless the last rotation already lies between the two, in
   which case the second occurrence is the next one;
-- a wall time that does not exist (clocks go forward) is due when the clock
-  jumps over it, i.e. it is moved forward by the size of the jump.
+- a wall time that does not exist (clocks go forward) is moved forward by
+  the size of the jump: 02:30 on a night that skips 02:00-03:00 is 03:30.
 
 Compare returned datetimes with `.timestamp()` or `seconds_until()`: two
 aware datetimes with the same tzinfo compare and subtract on their wall

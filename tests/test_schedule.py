@@ -79,6 +79,12 @@ def test_time_in_the_spring_gap_is_due_when_the_clock_jumps_over_it() -> None:
                           '2026-03-31T02:30:00+02:00']
 
 
+def test_daily_in_a_zone_that_skips_midnight_fires_when_the_day_starts() -> None:
+    santiago = tz.gettz('America/Santiago')  # 2026-09-06 00:00 jumps to 01:00
+    times = due_times('daily', datetime(2026, 9, 5, 12, tzinfo=santiago), 2)
+    assert iso(times) == ['2026-09-06T01:00:00-03:00', '2026-09-07T00:00:00-03:00']
+
+
 def test_repeated_wall_time_in_autumn_is_due_once() -> None:
     # 2026-10-25 in Berlin: 03:00 CEST goes back to 02:00 CET.
     times = due_times('30 2 * * *', berlin(2026, 10, 24, 3, 0), 3)
