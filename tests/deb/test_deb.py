@@ -69,14 +69,13 @@ def port_in_use(port: int) -> bool:
         return probe.connect_ex(('127.0.0.1', port)) == 0
 
 
-def apt_install(*arguments: str) -> Optional[str]:
-    """apt-get install (after one `apt-get update` if needed); the error output, or None."""
-    result = run(['apt-get', 'install', '-y', '-q', '--no-install-recommends', *arguments],
-                 timeout=APT_TIMEOUT, check=False)
+def apt_get(*arguments: str) -> Optional[str]:
+    """apt-get, retried once after `apt-get update` (fresh machines have no lists); its error output, or None."""
+    command = ['apt-get', '-y', '-q', *arguments]
+    result = run(command, timeout=APT_TIMEOUT, check=False)
     if result.returncode != 0:
         run(['apt-get', 'update', '-q'], timeout=APT_TIMEOUT, check=False)
-        result = run(['apt-get', 'install', '-y', '-q', '--no-install-recommends', *arguments],
-                     timeout=APT_TIMEOUT, check=False)
+        result = run(command, timeout=APT_TIMEOUT, check=False)
     return None if result.returncode == 0 else result.stdout[-2000:]
 
 
@@ -111,14 +110,11 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The .deb built from a copy of this checkout with the standard tools."""
     skip_unless_usable()
     build = tmp_path_factory.mktemp('deb')
-    os.chmod(build, 0o755)  # apt reads the .deb as its unprivileged _apt user
     source = build / PACKAGE
     copy_checkout(source)
-    if shutil.which('dpkg-buildpackage') is None and apt_install('dpkg-dev') is not None:
-        pytest.skip('dpkg-buildpackage is missing and apt-get cannot install dpkg-dev')
-    missing = run(['apt-get', 'build-dep', '-y', '-q', str(source)], timeout=APT_TIMEOUT, check=False)
-    if missing.returncode != 0:
-        pytest.skip('apt-get cannot install the build dependencies:\n' + missing.stdout[-2000:])
+    error = apt_get('build-dep', str(source))
+    if error is not None:
+        pytest.skip('apt-get cannot install the build dependencies:\n' + error)
     run(['dpkg-buildpackage', '-us', '-uc', '-b'], cwd=source, timeout=BUILD_TIMEOUT)
     debs = sorted(build.glob('loghogd_*_all.deb'))
     assert len(debs) == 1, 'dpkg-buildpackage made %s' % debs
@@ -126,7 +122,7 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_lintian_reports_no_errors(deb: Path) -> None:
-    if shutil.which('lintian') is None and apt_install('lintian') is not None:
+    if shutil.which('lintian') is None and apt_get('install', '--no-install-recommends', 'lintian') is not None:
         pytest.skip('lintian is missing and apt-get cannot install it')
     result = run(['lintian', '--tag-display-limit', '0', str(deb)], timeout=BUILD_TIMEOUT, check=False)
     errors = [line for line in result.stdout.splitlines() if line.startswith('E: ')]
@@ -154,7 +150,8 @@ def installation(deb: Path) -> Iterator[Installation]:
     """The package installed with apt-get; stopped and purged afterwards, whatever happens."""
     installed = Installation()
     try:
-        run(['apt-get', 'install', '-y', '-q', str(deb)], timeout=APT_TIMEOUT)
+        error = apt_get('install', str(deb))
+        assert error is None, 'apt-get install %s failed:\n%s' % (deb, error)
         yield installed
     finally:
         installed.cleanup()
