@@ -58,9 +58,10 @@ class Capture:
     """
 
     def __init__(self, udp: bool = False, listening: bool = True,
-                 tls: Optional[ssl.SSLContext] = None) -> None:
+                 tls: Optional[ssl.SSLContext] = None, greeting: bytes = b'') -> None:
         self.udp = udp
         self.tls = tls
+        self.greeting = greeting
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
         self.sock.bind(('127.0.0.1', 0))
         self.port = self.sock.getsockname()[1]
@@ -91,6 +92,8 @@ class Capture:
 
     def _read(self, conn: socket.socket, buffer: bytearray) -> None:
         try:
+            if self.greeting:
+                conn.sendall(self.greeting)
             if self.tls is not None:
                 conn = self.tls.wrap_socket(conn, server_side=True)
             self.peers.append(conn)
@@ -474,6 +477,89 @@ def test_bad_arguments_are_refused_with_a_message():
         LoghogHandler('demo', stream=False, ssl_info={'pemfile': 'x', 'cacert': 'y'})
     with pytest.raises(ValueError, match="'cacert'"):
         LoghogHandler('demo', ssl_info={'pemfile': 'x'})
+
+
+# TLS ------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def pki(tmp_path_factory):
+    from tests.support.pki import make_pki
+    return make_pki(tmp_path_factory.mktemp('pki'))
+
+
+def server_context(pki, pem: Optional[str] = None) -> ssl.SSLContext:
+    """A mutual-TLS server that still sends TLS 1.3 session tickets, which 0.7 stumbled on."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pem or pki.server_pem)
+    context.load_verify_locations(pki.ca_cert)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def tls_record_types(data: bytes) -> List[int]:
+    """The content type of each TLS record in `data`; asserts the data is nothing but whole records."""
+    types, pos = [], 0
+    while pos < len(data):
+        assert len(data) - pos >= 5, 'trailing bytes that are not a TLS record: %r' % data[pos:]
+        types.append(data[pos])
+        pos += 5 + int.from_bytes(data[pos + 3:pos + 5], 'big')
+    assert pos == len(data), 'a TLS record is cut short'
+    return types
+
+
+@pytest.mark.parametrize('check_hostname', [False, True])
+def test_tls_delivers_over_one_connection_despite_session_tickets(pki, make_handler, check_hostname):
+    server = Capture(tls=server_context(pki))
+    try:
+        ssl_info = {'pemfile': pki.client_pem('web1'), 'cacert': pki.ca_cert, 'check_hostname': check_hostname}
+        handler = make_handler('demo', '127.0.0.1', server.port, ssl_info=ssl_info, hostname='web1')
+        logger = logger_for(handler)
+        logger.info('before tickets')
+        server.wait_for_records(1)
+        time.sleep(0.2)  # the session tickets are in the client's socket by now
+        for i in range(5):
+            logger.info('after %d', i)
+        server.wait_for_records(6)
+        handler.close()
+        assert server.bodies() == ['before tickets'] + ['after %d' % i for i in range(5)]
+        assert len(server.connections) == 1
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize('greeting', [b'', b'HTTP/1.1 400 Bad Request\r\n\r\n' * 4])
+def test_a_failed_handshake_never_sends_a_byte_in_plaintext(pki, make_handler, monkeypatch, greeting):
+    monkeypatch.setattr(loghog.handler, 'CONNECT_TIMEOUT', 0.3)
+    listener = Capture(greeting=greeting)
+    try:
+        ssl_info = {'pemfile': pki.client_pem('web1'), 'cacert': pki.ca_cert}
+        handler = make_handler('demo', '127.0.0.1', listener.port, ssl_info=ssl_info)
+        logger = logger_for(handler)
+        for i in range(3):
+            logger.info('secret record %d', i)
+        wait_for(lambda: len(listener.connections) >= 3, 10, 'three handshake attempts')
+        handler.flush_timeout = 0.5
+        handler.close()
+        assert handler.dropped_total == 3
+        for data in list(listener.connections)[:-1]:
+            assert tls_record_types(bytes(data))[0] == 0x16  # the ClientHello
+            assert set(tls_record_types(bytes(data))) <= {0x15, 0x16}  # handshake and alerts only
+            assert b'secret record' not in data and b'version' not in data
+    finally:
+        listener.close()
+
+
+def test_a_server_with_a_certificate_from_another_ca_gets_nothing(pki, make_handler, capsys):
+    impostor = Capture(tls=server_context(pki, pki.other_ca_client_pem('impostor')))
+    try:
+        ssl_info = {'pemfile': pki.client_pem('web1'), 'cacert': pki.ca_cert}
+        handler = make_handler('demo', '127.0.0.1', impostor.port, ssl_info=ssl_info, print_debug=True)
+        logger_for(handler).info('for the real server only')
+        wait_for(lambda: 'certificate verify failed' in capsys.readouterr().err, 10, 'a verification failure')
+        assert handler.queued == 1
+        assert impostor.frames() == []
+    finally:
+        impostor.close()
 
 
 # The queue ------------------------------------------------------------------
