@@ -367,8 +367,15 @@ def _main_config(section: _Section) -> MainConfig:
         rundir=rundir,
         facilities_config=section.required_path('facilities_config'),
         pidfile=section.path('pidfile') or os.path.join(rundir, 'loghogd.pid'),
-        user=section.raw('user') or None,
+        user=section.get('user', _parse_user),
     )
+
+
+def _parse_user(raw: str) -> Optional[str]:
+    """A user name or number to run as; None keeps the starting user."""
+    if any(char.isspace() or char in ':/' for char in raw):
+        raise ValueError('%r is not a user name' % raw)
+    return raw or None
 
 
 def _log_config(section: _Section, logdir: str) -> LogConfig:

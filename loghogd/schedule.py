@@ -224,24 +224,23 @@ def seconds_until(when: datetime, now: datetime) -> float:
 
 def parse_size(value: str) -> int:
     """Bytes from '1048576', '512K', '10M' or '2G' (binary units, case-insensitive)."""
-    match = _SIZE.match(value.strip())
-    if not match:
-        raise ValueError('%r is not a size: use bytes, or a number with K, M or G (x1024)' % value)
-    size = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
-    if size < 1:
-        raise ValueError('%r: a size must be at least 1 byte' % value)
-    return size
+    return _count_units(value, _SIZE, _SIZE_UNITS, 'a size: use bytes, or a number with K, M or G (x1024)')
 
 
 def parse_age(value: str) -> float:
     """Seconds from '90s', '90m', '12h', '30d' or '2w'; a unit is required."""
-    match = _AGE.match(value.strip())
+    return float(_count_units(value, _AGE, _AGE_UNITS, 'an age: use a number and a unit s, m, h, d or w (e.g. 30d)'))
+
+
+def _count_units(value: str, pattern: 're.Pattern[str]', units: Dict[str, int], what: str) -> int:
+    """A positive number times its unit's multiplier; ValueError names `what` was expected."""
+    match = pattern.match(value.strip())
     if not match:
-        raise ValueError('%r is not an age: use a number and a unit s, m, h, d or w (e.g. 30d)' % value)
-    seconds = int(match.group(1)) * _AGE_UNITS[match.group(2).lower()]
-    if seconds < 1:
-        raise ValueError('%r: an age must be more than 0' % value)
-    return float(seconds)
+        raise ValueError('%r is not %s' % (value, what))
+    amount = int(match.group(1)) * units[match.group(2).lower()]
+    if amount < 1:
+        raise ValueError('%r must be more than 0' % value)
+    return amount
 
 
 class RotationState:

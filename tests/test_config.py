@@ -157,6 +157,7 @@ ERRORS = {
     'duplicate section': ('[log]\n[main]\n[log]\n', 3, 'log', '', 'twice'),
     'bad boolean': ('[main]\ndaemon = maybe\n', 2, 'main', 'daemon', 'yes or no'),
     'empty required path': ('[main]\nlogdir =\n', 2, 'main', 'logdir', 'must not be empty'),
+    'bad user': ('[main]\nuser = log hog\n', 2, 'main', 'user', 'not a user name'),
     'bad level': ('[log]\nlevel = LOUD\n', 2, 'log', 'level', 'not a level'),
     'bad when': ('[log]\nwhen = @reboot\n', 2, 'log', 'when', '@reboot'),
     'when size': ('[log]\nwhen = size\n', 2, 'log', 'when', 'max_size'),
