@@ -133,8 +133,8 @@ def _facility(ini: IniFile, section: str, name: Tuple[str, str], root: Optional[
             raise ini.error(section, key, 'required for every facility')
     settings = {key: getattr(root, key) for key in INHERITED} if root else {}
     converters: Dict[str, Callable[[str], object]] = {
-        'max_size': parse_size,
-        'max_age': parse_age,
+        'max_size': lambda raw: parse_size(raw) if raw else None,
+        'max_age': lambda raw: parse_age(raw) if raw else None,
         'flush_every': lambda raw: parse_int(raw, 1),
         'file_per_host': parse_bool,
         'secret': lambda raw: raw or None,

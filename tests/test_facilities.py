@@ -102,6 +102,7 @@ backup_count = 9
 rotate = hourly
 backup_count = 2
 max_size = 2000
+max_age =
 flush_every = 1
 file_per_host = no
 secret =
@@ -112,7 +113,7 @@ sync = no
     assert (cron.max_size, cron.max_age, cron.flush_every) == (1000, 43200.0, 5)
     assert (cron.file_per_host, cron.secret, cron.sync) == (True, 'root-secret', True)
     web = facilities.lookup('app', 'web')
-    assert (web.max_size, web.max_age, web.flush_every) == (2000, 43200.0, 1)
+    assert (web.max_size, web.max_age, web.flush_every) == (2000, None, 1)
     assert (web.file_per_host, web.secret, web.sync) == (False, None, False)
 
 
