@@ -1,0 +1,228 @@
+"""Our LoghogHandler against a real loghogd: every transport, a server that is late, restarts, and forks."""
+
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Dict, List
+
+import pytest
+
+from loghog import LoghogHandler
+from tests.support.daemon import REPO, Loghogd, wait_for
+
+FACILITIES = """
+[demo]
+rotate = daily
+backup_count = 3
+
+[signed]
+rotate = daily
+backup_count = 3
+secret = sekrit
+"""
+LINE = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} - (?P<host>[^\n]*?) - (?P<body>.*)\n\Z', re.S)
+UNICODE = 'wörld ☃ \U0001F600'
+
+
+def free_port() -> int:
+    """A port free for both TCP and UDP on 127.0.0.1, so a daemon can come back on it."""
+    while True:
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(('127.0.0.1', 0))
+            port = tcp.getsockname()[1]
+            try:
+                udp.bind(('127.0.0.1', port))
+            except OSError:
+                continue
+            return port
+
+
+def on_port(port: int) -> Dict[str, Dict[str, str]]:
+    return {'server': {'listen_ipv4': '127.0.0.1:%d' % port}}
+
+
+def bodies(daemon: Loghogd, relative: str = 'demo/root.log') -> List[str]:
+    return [LINE.match(line).group('body') for line in daemon.read_lines(relative)]
+
+
+def wait_for_bodies(daemon: Loghogd, count: int, relative: str = 'demo/root.log', timeout: float = 15.0) -> List[str]:
+    daemon.wait_for_lines(relative, count, timeout)
+    return bodies(daemon, relative)
+
+
+@pytest.fixture
+def make_handler():
+    handlers = []
+
+    def make(*args, **kwargs) -> LoghogHandler:
+        handler = LoghogHandler(*args, **kwargs)
+        handlers.append(handler)
+        return handler
+    yield make
+    for handler in handlers:
+        handler.flush_timeout = 0.0
+        handler.close()
+
+
+def logger_for(handler: logging.Handler, name: str = 'e2e') -> logging.Logger:
+    logger = logging.getLogger('%s' % name)
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    return logger
+
+
+@pytest.mark.parametrize('stream, options', [
+    (True, {}), (False, {}), (True, {'compression': True}), (False, {'compression': True}),
+])
+def test_every_record_lands_over_tcp_and_udp_with_and_without_zlib(tmp_path, make_handler, stream, options):
+    with Loghogd(tmp_path, FACILITIES) as daemon:
+        port = daemon.ports['tcp' if stream else 'udp']
+        handler = make_handler('demo', '127.0.0.1', port, stream, hostname='web1', **options)
+        logger = logger_for(handler)
+        expected = ['%d %s' % (i, UNICODE) for i in range(50)]
+        for body in expected:
+            logger.info(body)
+            if not stream:
+                time.sleep(0.001)  # UDP has no back-pressure: pace it as CLIENT-0.7.md advises
+        handler.close()
+        lines = daemon.wait_for_lines('demo/root.log', len(expected))
+        assert [LINE.match(line).group('body') for line in lines] == expected
+        assert {LINE.match(line).group('host') for line in lines} == {'web1'}
+
+
+@pytest.mark.parametrize('secret', ['sekrit', b'sekrit'])
+def test_signed_records_land_and_a_wrong_secret_is_rejected(tmp_path, make_handler, secret):
+    with Loghogd(tmp_path, FACILITIES) as daemon:
+        good = make_handler('signed', '127.0.0.1', daemon.ports['tcp'], secret=secret)
+        forged = make_handler('signed', '127.0.0.1', daemon.ports['tcp'], secret='guess')
+        logger_for(forged, 'forged').info('forged')
+        logger_for(good, 'e2e').info('signed ' + UNICODE)
+        forged.close()
+        good.close()
+        assert wait_for_bodies(daemon, 1, 'signed/root.log') == ['signed ' + UNICODE]
+        wait_for(lambda: daemon.stats()['rejected_by_reason'].get('bad_signature') == 1, 10, 'the rejection')
+
+
+def test_tls_with_a_client_certificate(tmp_path, make_handler):
+    from tests.support.pki import make_pki
+    pki = make_pki(tmp_path)
+    with Loghogd(tmp_path, FACILITIES, pki=pki) as daemon:
+        ssl_info = {'pemfile': pki.client_pem('web1'), 'cacert': pki.ca_cert}
+        handler = make_handler('demo', '127.0.0.1', daemon.ports['tls'], ssl_info=ssl_info, hostname='web1')
+        logger = logger_for(handler)
+        logger.info('over tls ' + UNICODE)
+        assert wait_for_bodies(daemon, 1) == ['over tls ' + UNICODE]
+        time.sleep(0.2)  # an idle gap: the connection must stay usable
+        for i in range(20):
+            logger.info('tls %d', i)
+        handler.close()
+        assert wait_for_bodies(daemon, 21)[1:] == ['tls %d' % i for i in range(20)]
+
+
+def test_a_server_that_starts_late_receives_everything_logged_meanwhile(tmp_path, make_handler):
+    port = free_port()
+    handler = make_handler('demo', '127.0.0.1', port, max_buffer_size=500)
+    logger = logger_for(handler)
+    for i in range(300):
+        logger.info('early %d', i)
+    time.sleep(0.5)  # several refused connects and back-offs
+    with Loghogd(tmp_path, FACILITIES, config=on_port(port)) as daemon:
+        assert wait_for_bodies(daemon, 300) == ['early %d' % i for i in range(300)]
+        assert handler.dropped_total == 0
+
+
+def test_overflow_while_down_drops_exactly_the_oldest(tmp_path, make_handler, capsys):
+    port = free_port()
+    handler = make_handler('demo', '127.0.0.1', port, max_buffer_size=10)
+    logger = logger_for(handler)
+    for i in range(25):
+        logger.info('record %d', i)
+    assert handler.dropped_total == 15
+    with Loghogd(tmp_path, FACILITIES, config=on_port(port)) as daemon:
+        assert wait_for_bodies(daemon, 10) == ['record %d' % i for i in range(15, 25)]
+        wait_for(lambda: '15 record(s) were dropped' in capsys.readouterr().err, 5, 'the drop report')
+
+
+def test_restart_mid_stream_counts_what_was_lost(tmp_path, make_handler):
+    """Plain version-1 delivery cannot promise exactly-once; this measures what a restart costs."""
+    port = free_port()
+    daemon = Loghogd(tmp_path, FACILITIES, config=on_port(port)).start()
+    handler = make_handler('demo', '127.0.0.1', port, max_buffer_size=100000)
+    logger = logger_for(handler)
+    total = 3000
+    done = threading.Event()
+
+    def produce() -> None:
+        for i in range(total):
+            logger.info('n %d', i)
+            if i % 10 == 0:
+                time.sleep(0.001)
+        done.set()
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        wait_for(lambda: len(daemon.read_lines('demo/root.log')) > total // 4, 20, 'a quarter of the stream')
+        daemon.stop(signal.SIGTERM)
+        daemon.start()
+        producer.join(60)
+        handler.close()
+        wait_for(lambda: len(set(bodies(daemon))) >= total or not handler.queued, 20, 'the queue to drain')
+        time.sleep(0.5)  # anything still in the daemon's hands reaches the file
+        received = bodies(daemon)
+    finally:
+        daemon.stop()
+    numbers = [int(body.split()[1]) for body in received]
+    lost = total - len(set(numbers))
+    duplicated = len(numbers) - len(set(numbers))
+    print('restart mid-stream: %d sent, %d lost, %d duplicated, %d left queued'
+          % (total, lost, duplicated, handler.queued))
+    assert set(numbers) <= set(range(total))
+    assert numbers[-1] == total - 1  # the stream continued on the new daemon
+    assert duplicated == 0  # plain mode never resends what the kernel accepted
+
+
+SCRIPT = textwrap.dedent('''
+    import logging, sys
+    sys.path.insert(0, {repo!r})
+    from loghog import LoghogHandler
+    logging.basicConfig(level=logging.INFO, format='%(message)s',
+                        handlers=[LoghogHandler('demo', '127.0.0.1', int(sys.argv[1]))])
+    for i in range(100):
+        logging.info('script %d', i)
+''')
+
+
+def test_a_process_that_logs_100_records_and_exits_delivers_all_100(tmp_path):
+    with Loghogd(tmp_path, FACILITIES) as daemon:
+        subprocess.run([sys.executable, '-c', SCRIPT.format(repo=REPO), str(daemon.ports['tcp'])], check=True,
+                       timeout=60)
+        assert wait_for_bodies(daemon, 100) == ['script %d' % i for i in range(100)]
+
+
+def test_a_forked_child_delivers_through_its_own_connection(tmp_path, make_handler):
+    with Loghogd(tmp_path, FACILITIES) as daemon:
+        handler = make_handler('demo', '127.0.0.1', daemon.ports['tcp'])
+        logger = logger_for(handler)
+        logger.info('parent')
+        wait_for_bodies(daemon, 1)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for i in range(20):
+                    logger.info('child %d', i)
+                logging.shutdown()
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        logger.info('parent again')
+        handler.close()
+        received = wait_for_bodies(daemon, 22)
+        assert sorted(received) == sorted(['parent', 'parent again'] + ['child %d' % i for i in range(20)])
