@@ -51,13 +51,14 @@ def make_dirs(path: str) -> None:
 class LogFile:
     """One open log file and the lines waiting for it."""
 
-    __slots__ = ('path', 'facility', 'pending', 'unwritten', 'size', 'first_pending_at', '_fd', '_inode')
+    __slots__ = ('path', 'facility', 'pending', 'unwritten', 'held', 'size', 'first_pending_at', '_fd', '_inode')
 
     def __init__(self, path: str, facility: Facility) -> None:
         self.path = path
         self.facility = facility
         self.pending: List[str] = []
         self.unwritten = b''
+        self.held = 0
         self.size = 0
         self.first_pending_at = 0.0
         self._fd: Optional[int] = None
@@ -81,6 +82,19 @@ class LogFile:
             moved = True
         if moved:
             self.close()
+
+    def stage(self) -> Tuple[int, int]:
+        """Encode the queued lines; return the file's size before and after they are written.
+
+        Acknowledged delivery journals these offsets before the write, so that
+        a crash in the middle of it can be told apart from a finished one.
+        """
+        if self._fd is None:
+            self._open()
+        if self.pending:
+            self.unwritten += encode_lines(self.pending)
+            self.pending = []
+        return self.size, self.size + len(self.unwritten)
 
     def write_pending(self) -> int:
         """Write what is queued in one go; return the bytes written.
@@ -191,14 +205,15 @@ class Writer:
         """Write one file's queue; on failure keep it (bounded) and say so."""
         if not logfile.pending and not logfile.unwritten:
             return True
-        held_before = len(logfile.unwritten)
         try:
             logfile.write_pending()
-            self._held_bytes -= held_before
+            self._held_bytes -= logfile.held
+            logfile.held = 0
             return True
         except OSError as error:
             self.counters.write_errors += 1
-            self._held_bytes += len(logfile.unwritten) - held_before
+            self._held_bytes += len(logfile.unwritten) - logfile.held
+            logfile.held = len(logfile.unwritten)
             self.reporter.report('write:' + logfile.path, logging.ERROR,
                                  'cannot write %s: %s; keeping %d bytes in memory',
                                  logfile.path, error.strerror or error, len(logfile.unwritten))
@@ -209,8 +224,9 @@ class Writer:
 
     def _drop_held(self, logfile: LogFile) -> None:
         dropped = logfile.unwritten
-        self._held_bytes -= len(dropped)
+        self._held_bytes -= logfile.held
         logfile.unwritten = b''
+        logfile.held = 0
         lines = dropped.count(b'\n')
         self.counters.messages_dropped_unwritable += lines
         log.error('memory buffer for %s is full: dropped %d held lines', logfile.path, lines)
