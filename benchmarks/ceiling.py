@@ -1,0 +1,85 @@
+"""The pure-Python ceiling: what one Python thread can do with the same frames.
+
+No sockets and no files: split the frames, `json.loads` each payload, check
+every field's type, build `<time> - <hostname> - <body>` lines and join
+them per 256 KiB of input (one read, one write), with the garbage collector
+off. A server written in Python cannot beat this loop, so loghogd's
+records/s over this figure says how much the daemon spends beyond the
+unavoidable work.
+"""
+
+import gc
+import json
+import multiprocessing
+import time
+from typing import Tuple
+
+from loghog.protocol import HEADER, HEADER_SIZE
+
+READ_SIZE = 256 * 1024
+TIMEOUT = 600.0
+
+
+def time_prefix(now: float) -> str:
+    return time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now)) + '.%06d' % (now % 1 * 1000000)
+
+
+def process_frames(data: bytes) -> Tuple[int, int]:
+    """Handle every frame in `data`; return (records written, output bytes)."""
+    unpack_from = HEADER.unpack_from
+    loads = json.loads
+    written = 0
+    output_bytes = 0
+    lines = []
+    pos = 0
+    end = len(data)
+    read_end = READ_SIZE
+    prefix = time_prefix(time.time())
+    while pos < end:
+        length, flags = unpack_from(data, pos)
+        start = pos + HEADER_SIZE
+        pos = start + length
+        message = loads(data[start:pos])
+        if (type(message) is dict and type(message.get('version')) is int
+                and type(message.get('app_id')) is str and type(message.get('module')) is str
+                and type(message.get('stamp')) is int and type(message.get('nsecs')) is int
+                and type(message.get('body')) is str):
+            hostname = message.get('hostname', '-')
+            if type(hostname) is str:
+                lines.append('%s - %s - %s\n' % (prefix, hostname, message['body']))
+                written += 1
+        if pos >= read_end or pos >= end:
+            output_bytes += len(''.join(lines).encode('utf-8'))
+            lines = []
+            read_end = pos + READ_SIZE
+            prefix = time_prefix(time.time())
+    return written, output_bytes
+
+
+def _measure(data: bytes, connection) -> None:
+    gc.collect()
+    gc.disable()
+    began = time.perf_counter()
+    written, _ = process_frames(data)
+    seconds = time.perf_counter() - began
+    gc.enable()
+    connection.send((written, seconds))
+    connection.close()
+
+
+def measure_ceiling(data: bytes) -> Tuple[int, float]:
+    """Run the loop in a fresh forked process (no harness state in its heap); (records, seconds)."""
+    context = multiprocessing.get_context('fork')
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_measure, args=(data, sender), daemon=True)
+    process.start()
+    sender.close()
+    try:
+        if not receiver.poll(TIMEOUT):
+            raise RuntimeError('the ceiling loop did not finish within %.0f s' % TIMEOUT)
+        return receiver.recv()
+    finally:
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+            process.join(5)

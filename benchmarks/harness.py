@@ -1,0 +1,452 @@
+"""Run every load against loghogd, rsyslog and the cookbook receiver; print one table.
+
+    benchmarks/run [--quick] [--records N] [--udp-records N] [--repetitions R]
+                   [--loads a,b] [--servers loghogd,rsyslog,cookbook] [--profile]
+
+Each (load, server, repetition) gets a fresh server in its own directory on
+127.0.0.1. Generators connect, pre-built bytes in hand, and all start on one
+signal; the clock stops when the output file holds every record's line
+(the last sequence number of every connection included). Servers are
+interleaved per repetition so that drift on a shared machine hits all of
+them alike.
+"""
+
+import argparse
+import multiprocessing
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from benchmarks import ceiling, probe, pyspy, report
+from benchmarks.generator import SenderSpec, TlsClient, run_sender
+from benchmarks.loads import ALL_SERVERS, COOKBOOK, IDLE, LOGHOGD, RSYSLOG, TCP, TLS, UDP, Load, select_loads
+from benchmarks.servers import (ROOT, Certificates, CookbookServer, LoghogdServer, RsyslogServer, Server,
+                                ServerError, find_rsyslogd, wait_until)
+from benchmarks.workload import WIRE_LOGHOG, RecordCache, loghog_records, split_ranges
+
+DEFAULT_RECORDS = 1000000
+DEFAULT_UDP_RECORDS = 150000
+DEFAULT_COOKBOOK_RECORDS = 100000
+QUICK_RECORDS = 100000
+QUICK_UDP_RECORDS = 50000
+QUICK_COOKBOOK_RECORDS = 20000
+READY_TIMEOUT = 60.0
+TCP_IDLE_LIMIT = 20.0
+UDP_IDLE_LIMIT = 1.5
+IDLE_SETTLE = 0.5
+NOFILE_WANTED = 8192
+RESULTS_DIR = os.path.join(ROOT, 'benchmarks', 'results')
+
+
+def run_timeout(records: int) -> float:
+    """The most one run may take: generous for the slowest server, but bounded."""
+    return 60.0 + records / 5000.0
+
+
+class SenderGroup:
+    """The generator processes of one run and what they report back."""
+
+    def __init__(self, specs: Sequence[SenderSpec]) -> None:
+        self.context = multiprocessing.get_context('fork')
+        self.channel = self.context.Queue()
+        self.start_signal = self.context.Event()
+        self.stop_signal = self.context.Event()
+        self.processes = [self.context.Process(target=run_sender, daemon=True,
+                                                args=(index, spec, self.channel, self.start_signal,
+                                                      self.stop_signal))
+                          for index, spec in enumerate(specs)]
+        self.sent: Dict[int, Dict[str, Any]] = {}
+        self.done: Dict[int, Dict[str, Any]] = {}
+        self.errors: List[str] = []
+
+    def launch(self) -> None:
+        for process in self.processes:
+            process.start()
+        ready = 0
+        deadline = time.monotonic() + READY_TIMEOUT
+        while ready < len(self.processes):
+            kind, index, value = self._next(deadline, 'generators to connect')
+            if kind == 'error':
+                raise ServerError('generator %d failed before the start: %s' % (index, value))
+            ready += kind == 'ready'
+
+    def _next(self, deadline: float, what: str) -> Tuple[str, int, Any]:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ServerError('timed out waiting for %s' % what)
+        try:
+            return self.channel.get(timeout=remaining)
+        except Exception:
+            raise ServerError('timed out waiting for %s' % what) from None
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                kind, index, value = self.channel.get_nowait()
+            except Exception:
+                return
+            if kind == 'sent':
+                self.sent[index] = value
+            elif kind == 'done':
+                self.done[index] = value
+            elif kind == 'error':
+                self.errors.append('generator %d: %s' % (index, value))
+                self.sent.setdefault(index, {})
+                self.done.setdefault(index, {})
+
+    def all_sent(self) -> bool:
+        self._drain()
+        return len(self.sent) == len(self.processes)
+
+    def finish(self, timeout: float) -> None:
+        """Tell the generators to close and collect their last reports."""
+        self.stop_signal.set()
+        deadline = time.monotonic() + timeout
+        while len(self.done) < len(self.processes) and time.monotonic() < deadline:
+            self._drain()
+            time.sleep(0.01)
+
+    def kill(self) -> None:
+        self.start_signal.set()
+        self.stop_signal.set()
+        for process in self.processes:
+            process.join(2)
+            if process.is_alive():
+                process.kill()
+                process.join(2)
+        self.channel.close()
+
+
+class Bench:
+    """One harness run: shared records, certificates and a scratch directory."""
+
+    def __init__(self, args: argparse.Namespace, scratch: str) -> None:
+        self.args = args
+        self.scratch = scratch
+        self.cache = RecordCache()
+        self.runs: List[Dict[str, Any]] = []
+        self.skipped: Dict[Tuple[str, str], str] = {}
+        self.unavailable: Dict[str, str] = {}
+        self._run_number = 0
+        self._certificates: Optional[Certificates] = None
+        self._certificate_error: Optional[str] = None
+        self._profiled = False
+        self.rsyslogd = find_rsyslogd()
+
+    def record_count(self, server: str, load: Load) -> int:
+        count = self.args.udp_records if load.transport == UDP else self.args.records
+        return min(count, self.args.cookbook_records) if server == COOKBOOK else count
+
+    def check_servers(self, servers: Sequence[str]) -> None:
+        """Note which servers cannot run here, so their cells say why instead of failing the run."""
+        if LOGHOGD in servers:
+            try:
+                done = subprocess.run([self.args.loghogd, '--help'], capture_output=True, timeout=30)
+                if done.returncode != 0:
+                    self.unavailable[LOGHOGD] = '%s --help failed: %s' % (
+                        self.args.loghogd, done.stderr.decode('utf-8', 'replace').strip()[-300:])
+            except (OSError, subprocess.TimeoutExpired) as error:
+                self.unavailable[LOGHOGD] = 'cannot run %s: %s' % (self.args.loghogd, error)
+        if RSYSLOG in servers and self.rsyslogd is None:
+            self.unavailable[RSYSLOG] = 'rsyslogd is not installed'
+
+    def certificates(self) -> Certificates:
+        if self._certificates is None and self._certificate_error is None:
+            certificates = Certificates(os.path.join(self.scratch, 'certs'), os.path.dirname(self.args.loghogd))
+            try:
+                certificates.ensure()
+                self._certificates = certificates
+            except ServerError as error:
+                self._certificate_error = str(error)
+        if self._certificates is None:
+            raise ServerError('no TLS certificates: %s' % self._certificate_error)
+        return self._certificates
+
+    def make_server(self, name: str, load: Load) -> Server:
+        self._run_number += 1
+        workdir = os.path.join(self.scratch, 'runs', '%03d-%s-%s' % (self._run_number, load.name, name))
+        if name == LOGHOGD:
+            certificates = self.certificates() if load.transport == TLS else None
+            return LoghogdServer(workdir, load, self.args.loghogd, certificates)
+        if name == RSYSLOG:
+            return RsyslogServer(workdir, load, self.rsyslogd)
+        return CookbookServer(workdir, load)
+
+    def sender_specs(self, server: Server, load: Load, count: int) -> List[SenderSpec]:
+        datagram = load.transport == UDP
+        ranges = split_ranges(count, load.connections)
+        tls = None
+        if load.transport == TLS:
+            certificates = self.certificates()
+            tls = TlsClient(certificates.cacert, certificates.client_pem)
+        if load.ack:
+            payloads = [loghog_records(part.start, len(part), load.compress, load.signed,
+                                       client_id='bench%d' % index)
+                        for index, part in enumerate(ranges)]
+        else:
+            records = self.cache.records(server.wire, count, datagram, load.compress, load.signed)
+            payloads = [records[part.start:part.stop] for part in ranges]
+        timeout = run_timeout(count)
+        rate = load.rate / load.connections if load.rate else None
+        return [SenderSpec(address=server.address(load.transport), payload=part if datagram else b''.join(part),
+                           records=len(part), datagram=datagram, rate=rate, tls=tls, ack=load.ack,
+                           timeout=timeout)
+                for part in payloads]
+
+    def run_traffic(self, name: str, load: Load, check: bool) -> Dict[str, Any]:
+        count = self.record_count(name, load)
+        server = self.make_server(name, load)
+        last_seqs = [part.stop - 1 for part in split_ranges(count, load.connections) if len(part)]
+        figures: Dict[str, Any] = {'records': count, 'connections': load.connections}
+        with server:
+            senders = SenderGroup(self.sender_specs(server, load, count))
+            watcher = probe.OutputWatcher(server.output_path, count, last_seqs)
+            profiler = None
+            try:
+                senders.launch()
+                udp_errors = probe.udp_receive_errors()
+                cpu_before = probe.cpu_seconds(server.pid)
+                began = time.perf_counter()
+                senders.start_signal.set()
+                profiler = self.start_profiler(server, load)
+
+                def senders_done() -> bool:
+                    server.check_alive()
+                    return senders.all_sent()
+
+                idle_limit = UDP_IDLE_LIMIT if load.transport == UDP else TCP_IDLE_LIMIT
+                arrival = watcher.wait(began + run_timeout(count), idle_limit, senders_done)
+                cpu_after = probe.cpu_seconds(server.pid)
+                figures['peak_rss_mib'] = probe.memory_kib(server.pid, 'VmHWM') / 1024.0
+                if load.transport == UDP:
+                    figures['kernel_drops'] = probe.udp_socket_drops(server.ports[UDP])
+                    figures['host_udp_rcvbuf_errors'] = probe.udp_receive_errors() - udp_errors
+                senders.finish(10.0)
+                if profiler is not None:
+                    figures['profile'] = pyspy.stop_and_summarize(*profiler)
+            finally:
+                watcher.close()
+                senders.kill()
+                if profiler is not None and profiler[0].poll() is None:
+                    profiler[0].kill()
+                    profiler[0].wait(10)
+        delivered = min(arrival.lines, count)
+        elapsed = max(arrival.last_growth - began, 1e-9)
+        figures.update({
+            'seconds': elapsed,
+            'records_per_s': delivered / elapsed,
+            'delivered_pct': 100.0 * delivered / count,
+            'complete': arrival.complete,
+            'cpu_per_million': (cpu_after - cpu_before) * 1e6 / max(delivered, 1),
+            'generator_records_per_s': count / max(max((sent.get('send_seconds', 0) for sent in
+                                                        senders.sent.values()), default=0), 1e-9),
+        })
+        if load.ack:
+            figures['acked_pct'] = 100.0 * sum(done.get('acked', 0) for done in senders.done.values()) / count
+        if senders.errors:
+            figures['generator_errors'] = senders.errors
+        if check:
+            figures['sequence_check'] = probe.check_sequence(server.output_path, count).describe() \
+                if os.path.exists(server.output_path) else 'no output file'
+        return figures
+
+    def run_idle(self, name: str, load: Load) -> Dict[str, Any]:
+        server = self.make_server(name, load)
+        connections: List[socket.socket] = []
+        with server:
+            try:
+                base_rss = probe.memory_kib(server.pid, 'VmRSS')
+                base_fds = probe.open_fds(server.pid)
+                for _ in range(load.connections):
+                    connections.append(socket.create_connection(server.address(TCP), timeout=10))
+                wait_until(lambda: probe.open_fds(server.pid) >= base_fds + load.connections, 30.0,
+                           '%s to accept %d connections' % (name, load.connections))
+                settle = time.monotonic() + IDLE_SETTLE
+                wait_until(lambda: time.monotonic() >= settle, IDLE_SETTLE + 1, 'settling')
+                server.check_alive()
+                idle_rss = probe.memory_kib(server.pid, 'VmRSS')
+            finally:
+                for connection in connections:
+                    connection.close()
+        return {'idle_rss_mib': idle_rss / 1024.0, 'base_rss_mib': base_rss / 1024.0,
+                'connections': load.connections}
+
+    def start_profiler(self, server: Server, load: Load) -> Optional[Tuple[subprocess.Popen, str]]:
+        """py-spy on the first loghogd run of the profiled load only: sampling costs the server CPU."""
+        if not self.args.profile or server.name != LOGHOGD or load.name != self.args.profile_load \
+                or self._profiled:
+            return None
+        self._profiled = True
+        output = os.path.join(self.scratch, 'profile-%s.txt' % load.name)
+        process = subprocess.Popen([self.args.py_spy, 'record', '--pid', str(server.pid), '--format', 'raw',
+                                    '--output', output, '--rate', '200', '--nonblocking'],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return process, output
+
+    def run_one(self, name: str, load: Load, repetition: int) -> None:
+        entry: Dict[str, Any] = {'load': load.name, 'server': name, 'repetition': repetition, 'figures': {}}
+        started = time.monotonic()
+        try:
+            if load.transport == IDLE:
+                entry['figures'] = self.run_idle(name, load)
+            else:
+                entry['figures'] = self.run_traffic(name, load, check=repetition == 0)
+        except (ServerError, OSError) as error:
+            entry['error'] = str(error)
+        entry['wall_seconds'] = time.monotonic() - started
+        self.runs.append(entry)
+        self.say(describe_run(entry))
+
+    def run_ceiling(self) -> List[float]:
+        data = b''.join(self.cache.records(WIRE_LOGHOG, self.args.records))
+        rates = []
+        for _ in range(self.args.repetitions):
+            written, seconds = ceiling.measure_ceiling(data)
+            rates.append(written / seconds)
+            self.say('ceiling: %s records/s' % report.format_value(rates[-1], 'rate'))
+        return rates
+
+    def run(self, loads: Sequence[Load], servers: Sequence[str]) -> List[float]:
+        self.check_servers(servers)
+        ceiling_rates = self.run_ceiling() if not self.args.no_ceiling else []
+        for load in loads:
+            chosen = []
+            for name in load.servers:
+                if name not in servers:
+                    continue
+                if name in self.unavailable:
+                    self.skipped[(load.name, name)] = self.unavailable[name]
+                else:
+                    chosen.append(name)
+            for repetition in range(self.args.repetitions):
+                for name in chosen:
+                    self.run_one(name, load, repetition)
+        return ceiling_rates
+
+    def say(self, text: str) -> None:
+        if not self.args.silent:
+            print(text, file=sys.stderr, flush=True)
+
+
+def describe_run(entry: Dict[str, Any]) -> str:
+    head = '%s / %s #%d' % (entry['load'], entry['server'], entry['repetition'] + 1)
+    if entry.get('error'):
+        return '%s: error: %s' % (head, entry['error'])
+    figures = entry['figures']
+    if 'idle_rss_mib' in figures:
+        return '%s: %.1f MiB RSS with %d idle connections' % (head, figures['idle_rss_mib'], figures['connections'])
+    return '%s: %s records/s, %.2f%% delivered, %.2f CPU s/1M, %.1f MiB peak%s' % (
+        head, report.format_value(figures['records_per_s'], 'rate'), figures['delivered_pct'],
+        figures['cpu_per_million'], figures['peak_rss_mib'],
+        ', check: %s' % figures['sequence_check'] if 'sequence_check' in figures else '')
+
+
+def raise_file_limit(wanted: int = NOFILE_WANTED) -> None:
+    """The idle-connections load holds a thousand sockets in this process (and servers inherit the limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def install_rsyslog() -> None:
+    """apt-get install rsyslog when rsyslogd is missing (as root, or through sudo)."""
+    if find_rsyslogd() is not None:
+        return
+    sudo = [] if os.geteuid() == 0 else ['sudo']
+    print('rsyslogd not found: installing the rsyslog package with apt-get', file=sys.stderr)
+    environment = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
+    subprocess.run(sudo + ['apt-get', 'install', '-y', '-q', 'rsyslog'], env=environment, check=False,
+                   timeout=600)
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog='benchmarks/run', description=__doc__.split('\n')[0])
+    parser.add_argument('--quick', action='store_true',
+                        help='small N, one repetition, fewer loads: under 2 minutes')
+    parser.add_argument('--records', type=int, help='records per TCP/TLS run (default %d)' % DEFAULT_RECORDS)
+    parser.add_argument('--udp-records', type=int, help='records per UDP run (default %d)' % DEFAULT_UDP_RECORDS)
+    parser.add_argument('--cookbook-records', type=int,
+                        help='at most this many records for the cookbook receiver (default %d), '
+                             'which runs at a few percent of the others' % DEFAULT_COOKBOOK_RECORDS)
+    parser.add_argument('--repetitions', type=int, help='repetitions per load and server (default 3)')
+    parser.add_argument('--loads', help='comma-separated load names, including non-default ones '
+                                        '(ack-c1, ack-sync-c1); default: all default loads')
+    parser.add_argument('--servers', default=','.join(ALL_SERVERS), help='comma-separated servers to run')
+    parser.add_argument('--loghogd', default=os.path.join(ROOT, '.venv', 'bin', 'loghogd'),
+                        help='the loghogd executable (default: .venv/bin/loghogd)')
+    parser.add_argument('--no-install', action='store_true', help='do not apt-get install rsyslog')
+    parser.add_argument('--no-ceiling', action='store_true', help='skip the pure-Python ceiling')
+    parser.add_argument('--profile', action='store_true',
+                        help='sample loghogd with py-spy during the first run of --profile-load')
+    parser.add_argument('--profile-load', default='tcp-c1', help='the load to profile (default tcp-c1)')
+    parser.add_argument('--py-spy', default=os.path.join(ROOT, '.venv', 'bin', 'py-spy'))
+    parser.add_argument('--results-dir', default=RESULTS_DIR, help='where the JSON and Markdown go')
+    parser.add_argument('--silent', action='store_true', help='no progress lines on stderr')
+    args = parser.parse_args(argv)
+    quick = args.quick
+    defaults = {'records': QUICK_RECORDS if quick else DEFAULT_RECORDS,
+                'udp_records': QUICK_UDP_RECORDS if quick else DEFAULT_UDP_RECORDS,
+                'cookbook_records': QUICK_COOKBOOK_RECORDS if quick else DEFAULT_COOKBOOK_RECORDS,
+                'repetitions': 1 if quick else 3}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    for key in defaults:
+        if getattr(args, key) < 1:
+            parser.error('--%s must be at least 1' % key.replace('_', '-'))
+    args.servers = [name.strip() for name in args.servers.split(',') if name.strip()]
+    unknown = [name for name in args.servers if name not in ALL_SERVERS]
+    if unknown:
+        parser.error('unknown server(s) %s; known: %s' % (', '.join(unknown), ', '.join(ALL_SERVERS)))
+    try:
+        args.load_list = select_loads(args.loads.split(',') if args.loads else None, quick)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.profile and not os.access(args.py_spy, os.X_OK):
+        parser.error('--profile needs py-spy (%s): .venv/bin/pip install py-spy' % args.py_spy)
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    raise_file_limit()
+    if RSYSLOG in args.servers and not args.no_install:
+        install_rsyslog()
+    stamp = datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+    scratch = tempfile.mkdtemp(prefix='loghog-bench-')
+    try:
+        bench = Bench(args, scratch)
+        ceiling_rates = bench.run(args.load_list, args.servers)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    ceiling_rate = report.median(ceiling_rates)
+    summary = report.summarize(bench.runs)
+    rows = report.table_rows(summary, ceiling_rate, bench.skipped)
+    meta = {'records': args.records, 'udp_records': args.udp_records, 'cookbook_records': args.cookbook_records,
+            'repetitions': args.repetitions, 'quick': args.quick, 'started': stamp, 'cpus': os.cpu_count(),
+            'python': sys.version.split()[0]}
+    text = report.render_text(rows) + '\n\n' + '\n'.join(report.notes(summary, bench.skipped, meta))
+    markdown = report.render_markdown(rows) + '\n\n' + '\n'.join('- ' + line for line in
+                                                                 report.notes(summary, bench.skipped, meta))
+    profiles = [run['figures']['profile'] for run in bench.runs if 'profile' in run.get('figures', {})]
+    if profiles:
+        text += '\n\n' + pyspy.render(profiles[0])
+        markdown += '\n\n```\n' + pyspy.render(profiles[0]) + '\n```'
+    document = {'meta': meta, 'ceiling_records_per_s': ceiling_rates, 'summary': summary, 'runs': bench.runs,
+                'skipped': ['%s/%s: %s' % (load, server, reason) for (load, server), reason in bench.skipped.items()]}
+    path = report.write_results(args.results_dir, stamp, document, text, markdown)
+    print(text)
+    print('\nresults: %s' % path)
+    return 1 if any(run.get('error') for run in bench.runs) else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
