@@ -237,8 +237,8 @@ _DEFAULTS: Dict[str, Dict[str, str]] = {
 }
 """Every section and key loghogd.conf may hold, with its default as text.
 
-Empty [main] pidfile means <rundir>/loghogd.pid; empty [log] filename means
-<logdir>/loghogd.log.
+Empty [main] pidfile means <rundir>/loghogd.pid. [log] filename left out
+means <logdir>/loghogd.log; set but empty, stderr only (None).
 """
 
 
@@ -254,6 +254,10 @@ class _Section:
 
     def raw(self, key: str) -> str:
         return self._values[key].strip()
+
+    def given(self, key: str) -> bool:
+        """Whether the file sets `key` (possibly to an empty value)."""
+        return self.ini.parser.has_option(self.name, key)
 
     def get(self, key: str, converter: Callable[[str], T]) -> T:
         return self.ini.convert(self.name, key, self.raw(key), converter)
@@ -380,7 +384,7 @@ def _parse_user(raw: str) -> Optional[str]:
 
 def _log_config(section: _Section, logdir: str) -> LogConfig:
     return LogConfig(
-        filename=section.path('filename') or os.path.join(logdir, 'loghogd.log'),
+        filename=section.path('filename') if section.given('filename') else os.path.join(logdir, 'loghogd.log'),
         backup_count=section.get('backup_count', lambda raw: parse_int(raw, 0)),
         when=section.get('when', _parse_log_when),
         level=section.get('level', _parse_log_level),

@@ -86,7 +86,7 @@ prometheus_textfile = ../metrics/loghogd.prom
     assert main.rundir == '/abs/run'
     assert main.pidfile == str(tmp_path / 'etc' / 'run' / 'x.pid')
     assert main.facilities_config == str(tmp_path / 'etc' / 'fac.conf')
-    assert config.log.filename == str(tmp_path / 'etc' / 'logs' / 'loghogd.log')
+    assert config.log.filename is None
     assert config.server.pemfile == str(tmp_path / 'etc' / 'certs' / 'server.pem')
     assert config.server.cacert == str(tmp_path / 'etc' / 'certs' / 'ca.cert')
     assert config.server.crlfile == str(tmp_path / 'etc' / 'certs' / 'ca.crl')
@@ -134,6 +134,12 @@ udp_receive_buffer = 0
     assert (config.compressor.format, config.compressor.level) == ('bzip2', 1)
     assert (config.server.max_message_size, config.server.max_connections) == (8192, 1)
     assert config.server.udp_receive_buffer == 0
+
+
+def test_log_filename_left_out_is_in_logdir_and_empty_is_stderr_only(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, '[main]\nlogdir = /l\n')).log.filename == '/l/loghogd.log'
+    assert load_config(write(tmp_path, '[log]\nfilename = ; stderr\n')).log.filename is None
+    assert load_config(write(tmp_path, '[log]\nfilename = own.log\n')).log.filename == str(tmp_path / 'own.log')
 
 
 def test_percent_signs_are_not_interpolated(tmp_path: Path) -> None:
