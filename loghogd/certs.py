@@ -185,14 +185,23 @@ def validity(days: int, now: Optional[datetime.datetime] = None) -> Tuple[dateti
 
 # ---------------------------------------------------------------- building
 
-def _key_identifiers(builder: x509.CertificateBuilder, public_key, issuer_cert: Optional[x509.Certificate]):
+def authority_key_identifier(issuer_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """The issuer's own SKI when it has one (CAs made by older tools may not)."""
+    try:
+        ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key())
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def _key_identifiers(builder: x509.CertificateBuilder, public_key,
+                     issuer_cert: Optional[x509.Certificate]) -> x509.CertificateBuilder:
     ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
     builder = builder.add_extension(ski, critical=False)
     if issuer_cert is None:
         aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
     else:
-        issuer_ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski)
+        aki = authority_key_identifier(issuer_cert)
     return builder.add_extension(aki, critical=False)
 
 
@@ -264,13 +273,12 @@ def build_crl(ca: CertificateAuthority, revoked: Dict[int, datetime.datetime], n
               now: Optional[datetime.datetime] = None) -> x509.CertificateRevocationList:
     """A CA-signed CRL listing `revoked` (serial -> date), valid as long as the CA."""
     now = now or datetime.datetime.now(UTC)
-    ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = (x509.CertificateRevocationListBuilder()
                .issuer_name(ca.cert.subject)
                .last_update(now - CLOCK_SKEW)
                .next_update(not_valid_after(ca.cert))
                .add_extension(x509.CRLNumber(number), critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False))
+               .add_extension(authority_key_identifier(ca.cert), critical=False))
     for serial in sorted(revoked):
         entry = (x509.RevokedCertificateBuilder()
                  .serial_number(serial).revocation_date(revoked[serial]).build())
@@ -569,6 +577,14 @@ def revoke_client(ca: CertificateAuthority, name: str, cert_path: Optional[str])
     return new
 
 
+def refresh_crl(ca: CertificateAuthority) -> int:
+    """Sign the CRL anew, keeping its entries (or an empty one if it is missing); how many it lists."""
+    with ca_lock(ca.files):
+        revoked, number = read_crl(ca)
+        write_crl(ca, revoked, number + 1, replace=True)
+    return len(revoked)
+
+
 # ---------------------------------------------------------------- command lines
 
 def _days(text: str) -> int:
@@ -597,6 +613,8 @@ def _server_parser() -> argparse.ArgumentParser:
     parser.add_argument('--rsa', action='store_true', help='RSA %d-bit keys instead of EC P-256' % RSA_BITS)
     parser.add_argument('--force', action='store_true',
                         help='replace existing files (a new CA invalidates every client certificate)')
+    parser.add_argument('--crl-only', action='store_true',
+                        help="only (re)write NAME-ca.crl for the existing CA, keeping its entries")
     return parser
 
 
@@ -632,6 +650,11 @@ def server_cert_main(argv: Optional[Sequence[str]] = None) -> int:
     """loghog-server-cert: create the CA, its CRL and the server's pem file."""
     args = _server_parser().parse_args(argv)
 
+    def crl_only() -> None:
+        ca = load_ca(args.dir, validate_name(args.name, '--name'))
+        count = refresh_crl(ca)
+        print('wrote %s: %d revoked certificate%s' % (ca.files.crl, count, '' if count == 1 else 's'))
+
     def create() -> None:
         files = CaFiles(args.dir, validate_name(args.name, '--name'))
         host = args.cn or socket.getfqdn()
@@ -640,7 +663,7 @@ def server_cert_main(argv: Optional[Sequence[str]] = None) -> int:
             print('wrote %s' % path)
         print('give %s to the clients; keep %s secret' % (files.cert, files.key))
 
-    return _run('loghog-server-cert', create)
+    return _run('loghog-server-cert', crl_only if args.crl_only else create)
 
 
 def client_cert_main(argv: Optional[Sequence[str]] = None) -> int:

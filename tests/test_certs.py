@@ -402,3 +402,32 @@ def test_python_ssl_server_refuses_a_client_of_another_ca(pki):
     data, error = handshake(server_context(pki), client_context(pki, pki.other_ca_client_pem('web1')))
     assert data is None and isinstance(error, ssl.SSLCertVerificationError)
     assert 'issuer' in error.verify_message
+
+
+@needs_openssl
+def test_a_ca_made_by_openssl_without_key_identifiers_gets_a_crl_and_clients(tmp_path):
+    """An upgrade keeps the CA an older loghogd made with openssl: no SKI, no CRL, no index."""
+    config = tmp_path / 'openssl.cnf'
+    config.write_text('[req]\ndistinguished_name = dn\n[dn]\n[v3]\n'
+                      'basicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n')
+    subprocess.run([OPENSSL, 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=old loghog CA',
+                    '-days', '3650', '-config', str(config), '-extensions', 'v3',
+                    '-addext', 'subjectKeyIdentifier=none', '-addext', 'authorityKeyIdentifier=none',
+                    '-keyout', str(tmp_path / 'loghog-ca.key'), '-out', str(tmp_path / 'loghog-ca.cert')],
+                   check=True, capture_output=True, timeout=60)
+    pki = certs.CaFiles(str(tmp_path), 'loghog')
+    result = run_command('loghog-server-cert', '--dir', str(tmp_path), '--crl-only')
+    assert result.stdout == 'wrote %s: 0 revoked certificates\n' % pki.crl and mode(pki.crl) == 0o644
+    pem = str(tmp_path / 'old.pem')
+    run_command('loghog-client-cert', 'old', '--dir', str(tmp_path), '--out', pem)
+    verify = [OPENSSL, 'verify', '-CAfile', pki.cert, '-crl_check', '-CRLfile', pki.crl, pem]
+    assert subprocess.run(verify, capture_output=True, timeout=30).returncode == 0
+    run_command('loghog-client-cert', '--revoke', 'old', '--dir', str(tmp_path))
+    refused = subprocess.run(verify, capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and 'certificate revoked' in refused.stdout + refused.stderr
+
+
+def test_crl_only_needs_the_ca(tmp_path):
+    result = run_command('loghog-server-cert', '--dir', str(tmp_path), '--crl-only', check=False)
+    assert result.returncode == 1 and 'loghog-ca.key does not exist' in result.stderr
+    assert os.listdir(str(tmp_path)) == []
