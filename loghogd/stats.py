@@ -33,6 +33,8 @@ class Counters:
         self.compression_failures = 0
         self.write_errors = 0
         self.messages_dropped_unwritable = 0
+        self.duplicates_dropped = 0
+        self.acks_sent = 0
 
     def reject(self, reason: str, app_id: Optional[str] = None) -> None:
         self.rejected_by_reason[reason] += 1
@@ -65,6 +67,8 @@ class Counters:
             'compression_failures': self.compression_failures,
             'write_errors': self.write_errors,
             'messages_dropped_unwritable': self.messages_dropped_unwritable,
+            'duplicates_dropped': self.duplicates_dropped,
+            'acks_sent': self.acks_sent,
         }
 
 
