@@ -1,0 +1,95 @@
+"""The throughput harness works end to end at tiny N; no timing is asserted."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import probe, pyspy
+from benchmarks.servers import find_rsyslogd
+from benchmarks.workload import body, seq_marker
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+HAVE_RSYSLOG = find_rsyslogd() is not None
+SERVERS = ['loghogd', 'cookbook'] + (['rsyslog'] if HAVE_RSYSLOG else [])
+
+
+@pytest.fixture(scope='module')
+def harness_run(tmp_path_factory):
+    """One harness run at tiny N over every server installed here: (stdout, results JSON)."""
+    results_dir = str(tmp_path_factory.mktemp('results'))
+    command = [sys.executable, '-m', 'benchmarks.harness', '--records', '2000', '--udp-records', '1000',
+               '--cookbook-records', '500', '--repetitions', '1', '--loads', 'tcp-c1,tcp-c4,ack-c1',
+               '--servers', ','.join(SERVERS), '--no-install', '--results-dir', results_dir]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [name] = [name for name in os.listdir(results_dir) if name.endswith('.json')]
+    with open(os.path.join(results_dir, name)) as results:
+        return done.stdout, json.load(results)
+
+
+def assert_tcp_delivered_exactly(summary: dict, server: str) -> None:
+    for load in ('tcp-c1', 'tcp-c4'):
+        figures = summary[load][server]
+        assert figures['delivered_pct'] == 100.0, (load, server, figures)
+        assert figures['sequence_check'] == 'exact', (load, server, figures)
+        assert figures['records_per_s'] > 0
+
+
+def test_harness_prints_one_table_with_the_ceiling(harness_run):
+    stdout, _ = harness_run
+    assert 'records/s (pure-Python loop)' in stdout
+    header = [line for line in stdout.splitlines() if line.startswith('load ')]
+    assert len(header) == 1 and 'loghogd/ceiling' in header[0]
+
+
+def test_loghogd_gets_every_record_over_tcp_and_in_ack_mode(harness_run):
+    _, results = harness_run
+    assert_tcp_delivered_exactly(results['summary'], 'loghogd')
+    assert results['summary']['ack-c1']['loghogd']['delivered_pct'] == 100.0
+
+
+def test_cookbook_receiver_gets_every_record(harness_run):
+    assert_tcp_delivered_exactly(harness_run[1]['summary'], 'cookbook')
+
+
+@pytest.mark.skipif(not HAVE_RSYSLOG, reason='rsyslogd is not installed (benchmarks/run installs it)')
+def test_rsyslog_gets_every_record(harness_run):
+    assert_tcp_delivered_exactly(harness_run[1]['summary'], 'rsyslog')
+
+
+def test_missing_and_duplicated_records_are_counted(tmp_path):
+    output = tmp_path / 'out.log'
+    lines = ['2026-01-01 00:00:00.000000 - host - %s\n' % body(seq) for seq in (0, 1, 1, 3)]
+    output.write_text(''.join(lines) + 'a line from somewhere else\n')
+    check = probe.check_sequence(str(output), 4)
+    assert (check.missing, check.duplicated, check.foreign_lines) == (1, 1, 1)
+    assert check.describe() == 'missing 1, duplicated 1, other lines 1'
+
+
+def test_watcher_waits_for_the_last_record_of_every_connection(tmp_path):
+    output = tmp_path / 'out.log'
+    output.write_text('x %s\n' % body(0) + 'x %s\n' % body(2))
+    watcher = probe.OutputWatcher(str(output), 2, last_seqs=[1, 2])
+    try:
+        assert not watcher.poll()
+        with open(str(output), 'a') as stream:
+            stream.write('x %s\n' % body(1))
+        assert watcher.poll()
+        assert watcher.lines == 3
+    finally:
+        watcher.close()
+    assert body(7).encode().endswith(seq_marker(7)[:-1])
+
+
+def test_profile_summary_ranks_self_and_inclusive_time():
+    raw = ['<module> (loghogd:5);run (loghogd/server.py:10);loads (json/__init__.py:346) 30\n',
+           '<module> (loghogd:5);run (loghogd/server.py:10) 10\n']
+    profile = pyspy.summarize(raw)
+    assert profile['samples'] == 40
+    assert profile['self'][0] == ('loads (json/__init__.py)', 30)
+    assert dict(profile['inclusive'])['run (loghogd/server.py)'] == 40
