@@ -4,6 +4,11 @@ Lines of one loop pass are queued per file and leave in a single write(),
 so a burst costs one system call per file, not one per message. A file that
 cannot be written keeps its lines in a bounded buffer and retries; nothing
 is dropped silently.
+
+A file with a max_size costs one comparison per write: the size it had when
+opened plus what was written since, against what is about to be written.
+When that would pass max_size, `on_full` (the rotator, loghogd/rotation.py)
+rotates the file first, so the batch starts the new file.
 """
 
 import collections
@@ -11,7 +16,7 @@ import logging
 import os
 import re
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from loghogd.facilities import Facility
 from loghogd.stats import Counters, RateLimitedReporter
@@ -51,11 +56,17 @@ def make_dirs(path: str) -> None:
 class LogFile:
     """One open log file and the lines waiting for it."""
 
-    __slots__ = ('path', 'facility', 'pending', 'unwritten', 'held', 'size', 'first_pending_at', '_fd', '_inode')
+    __slots__ = ('path', 'facility', 'key', 'max_size', 'on_full', 'partial', 'pending', 'unwritten', 'held',
+                 'size', 'first_pending_at', '_fd', '_inode')
 
-    def __init__(self, path: str, facility: Facility) -> None:
+    def __init__(self, path: str, facility: Facility, key: Optional['FileKey'] = None,
+                 on_full: Optional[Callable[['LogFile'], None]] = None) -> None:
         self.path = path
         self.facility = facility
+        self.key = key
+        self.max_size = facility.max_size or 0
+        self.on_full = on_full
+        self.partial = False
         self.pending: List[str] = []
         self.unwritten = b''
         self.held = 0
@@ -94,7 +105,20 @@ class LogFile:
         if self.pending:
             self.unwritten += encode_lines(self.pending)
             self.pending = []
+        self._make_room(len(self.unwritten))
         return self.size, self.size + len(self.unwritten)
+
+    def _make_room(self, incoming: int) -> None:
+        """Rotate first when `incoming` bytes would take the file past max_size.
+
+        Not after a partial write, whose line must end in this file; and
+        never an empty file, so one batch larger than max_size still lands.
+        """
+        if (self.max_size and self.size and self.size + incoming > self.max_size
+                and not self.partial and self.on_full is not None):
+            self.on_full(self)
+            if self._fd is None:
+                self._open()
 
     def write_pending(self) -> int:
         """Write what is queued in one go; return the bytes written.
@@ -104,7 +128,10 @@ class LogFile:
         data = self.unwritten + encode_lines(self.pending)
         self.pending = []
         self.unwritten = data
-        fd = self._fd if self._fd is not None else self._open()
+        if self._fd is None:
+            self._open()
+        self._make_room(len(data))
+        fd = self._fd
         view = memoryview(data)
         written = 0
         try:
@@ -113,11 +140,29 @@ class LogFile:
         finally:
             self.unwritten = data[written:]
             self.size += written
+            self.partial = bool(self.unwritten) and (written > 0 or self.partial)
         return written
 
     def fsync(self) -> None:
         if self._fd is not None:
             os.fsync(self._fd)
+
+    def current_size(self) -> int:
+        """Bytes in the file now: known while open, else one stat."""
+        if self._fd is not None:
+            return self.size
+        try:
+            return os.stat(self.path).st_size
+        except FileNotFoundError:
+            return 0
+
+    def renamed(self) -> None:
+        """The rotator moved the file away: an open file starts anew at its path."""
+        was_open = self._fd is not None
+        self.close()
+        self.size = 0
+        if was_open:
+            self._open()
 
     def close(self) -> None:
         if self._fd is not None:
@@ -134,8 +179,17 @@ def encode_lines(lines: List[str]) -> bytes:
         return text.encode('utf-8', 'backslashreplace')
 
 
+FileKey = Tuple[Facility, Optional[str]]
+"""A file in the writer: its facility and, with file_per_host, the safe host name."""
+
+
 class Writer:
-    """Chooses the file for a message and writes each loop pass's lines."""
+    """Chooses the file for a message and writes each loop pass's lines.
+
+    `on_new_file(logfile)` hears of every LogFile made (the rotator tracks
+    its schedule); `on_full(logfile)` rotates a file that a write would take
+    past its max_size.
+    """
 
     def __init__(self, logdir: str, counters: Counters, reporter: RateLimitedReporter,
                  max_open_files: int = MAX_OPEN_FILES) -> None:
@@ -143,9 +197,11 @@ class Writer:
         self.counters = counters
         self.reporter = reporter
         self.max_open_files = max_open_files
-        self._files: Dict[Tuple[Facility, Optional[str]], LogFile] = collections.OrderedDict()
+        self._files: Dict[FileKey, LogFile] = collections.OrderedDict()
         self.dirty: List[LogFile] = []
         self.generation = 0
+        self.on_new_file: Optional[Callable[[LogFile], None]] = None
+        self.on_full: Optional[Callable[[LogFile], None]] = None
         self._held_bytes = 0
 
     def path_for(self, facility: Facility, hostname: Optional[str]) -> str:
@@ -154,14 +210,19 @@ class Writer:
 
     def file_for(self, facility: Facility, hostname: str) -> LogFile:
         """The LogFile for a message; opened lazily, least recently used closed first."""
-        key = (facility, safe_hostname(hostname) if facility.file_per_host else None)
+        return self.file_for_key((facility, safe_hostname(hostname) if facility.file_per_host else None))
+
+    def file_for_key(self, key: FileKey) -> LogFile:
+        """The one LogFile of `key`, made when needed: never two for one path."""
         files = self._files
         logfile = files.get(key)
         if logfile is None:
-            logfile = LogFile(self.path_for(*key), facility)
+            logfile = LogFile(self.path_for(*key), key[0], key, self.on_full)
             files[key] = logfile
             if len(files) > self.max_open_files:
                 self._evict_oldest()
+            if self.on_new_file is not None:
+                self.on_new_file(logfile)
         else:
             files.move_to_end(key)
         return logfile
