@@ -9,14 +9,17 @@ import logging
 import time
 from typing import Dict, Iterable, Optional, Tuple
 
-from loghog.protocol import FLAG_ZLIB, Frame, FrameError, inflate, signature_matches
-from loghogd.facilities import Facilities, Facility
+from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, Frame, FrameError, inflate, signature_matches
+from loghogd.acks import AckJournal, parse_ack_fields
+from loghogd.facilities import MAX_MODULE_LENGTH, ROOT, Facilities, Facility
 from loghogd.stats import Counters, RateLimitedReporter, peer_text
 from loghogd.writer import LogFile, Writer, line_hostname
 
 log = logging.getLogger('loghogd')
 
 MAX_CACHED_ROUTES = 16384
+MAX_CACHED_KEY_LENGTH = 512
+_LOOKUP_LIMIT = MAX_MODULE_LENGTH + len(ROOT) + 1
 
 
 class Rejected(Exception):
@@ -68,6 +71,20 @@ def parse_message(payload: bytes) -> Dict[str, object]:
     return message
 
 
+def lookup_module(module: str) -> str:
+    """The part of a peer's `module` that a configured facility can match.
+
+    Facilities walk up one dot at a time, copying the name at each step, so a
+    1 MB module of dots would cost minutes of CPU. No configured module is
+    longer than MAX_MODULE_LENGTH, so a longer name starts its walk at its
+    last dot within reach: the facility found is the same.
+    """
+    if len(module) <= _LOOKUP_LIMIT:
+        return module
+    dot = module.rfind('.', 0, _LOOKUP_LIMIT + 1)
+    return module[:dot] if dot > 0 else ROOT
+
+
 class Processor:
     """Turns the frames of a loop pass into queued lines for the writer."""
 
@@ -80,6 +97,8 @@ class Processor:
         self.facilities = facilities
         self._routes: Dict[Tuple[str, str, str], Tuple[Facility, LogFile, str]] = {}
         self._routes_generation = writer.generation
+        self.acks: Optional[AckJournal] = None
+        self.ack_targets: Dict[object, str] = {}
 
     def set_facilities(self, facilities: Facilities) -> None:
         """Take a reloaded facilities.conf into use for the next message."""
@@ -87,19 +106,32 @@ class Processor:
         self._routes.clear()
         self.writer.forget_facilities(set(facilities))
 
-    def process(self, frames: Iterable[Frame], peer: str, now: float, prefix: str) -> None:
-        """Queue a line for every good frame; count and report every bad one."""
+    def process(self, frames: Iterable[Frame], peer: str, now: float, prefix: str,
+                ack_target: object = None) -> None:
+        """Queue a line for every good frame; count and report every bad one.
+
+        On a stream (`ack_target` is its connection) an ACK_REQUEST frame is
+        checked against the journal of handled records and noted in it, and the
+        connection is remembered as owed an acknowledgement.
+        """
         if self._routes_generation != self.writer.generation:
             self._routes.clear()
             self._routes_generation = self.writer.generation
         routes = self._routes
         accepted = self.counters.accepted_by_facility
         dirty = self.writer.dirty
+        acks = self.acks if ack_target is not None else None
         for flags, payload in frames:
+            client_id = None
             try:
                 if flags & FLAG_ZLIB:
                     payload = inflate(payload, self.max_message_size)
                 message = parse_message(payload)
+                if flags & FLAG_ACK_REQUEST and acks is not None:
+                    client_id, seq = self._ack_request(message, ack_target)
+                    if acks.is_duplicate(client_id, seq):
+                        self.counters.duplicates_dropped += 1
+                        continue
                 app_id = message['app_id']
                 module = message['module']
                 hostname = message.get('hostname', '')
@@ -111,6 +143,8 @@ class Processor:
                     self._check_signature(facility, message)
             except Rejected as rejected:
                 self._reject(rejected.reason, str(rejected), peer, rejected.app_id)
+                if client_id is not None:
+                    acks.note(client_id, seq, None)
                 continue
             except FrameError as error:
                 self._reject(error.reason, str(error), peer)
@@ -120,16 +154,27 @@ class Processor:
                 dirty.append(logfile)
             logfile.pending.append(prefix + host_text + message['body'] + '\n')
             accepted[facility.name] += 1
+            if client_id is not None:
+                acks.note(client_id, seq, logfile)
+                logfile.first_pending_at = 0.0
 
     def _route(self, app_id: str, module: str, hostname: str) -> Tuple[Facility, LogFile, str]:
-        facility = self.facilities.lookup(app_id, module)
+        facility = self.facilities.lookup(app_id, lookup_module(module))
         if facility is None:
             raise Rejected('unknown_app', 'no facility for app %s' % peer_text(app_id))
         route = (facility, self.writer.file_for(facility, hostname), line_hostname(hostname) + ' - ')
-        if len(self._routes) >= MAX_CACHED_ROUTES:
-            self._routes.clear()
-        self._routes[(app_id, module, hostname)] = route
+        if len(app_id) + len(module) + len(hostname) <= MAX_CACHED_KEY_LENGTH:
+            if len(self._routes) >= MAX_CACHED_ROUTES:
+                self._routes.clear()
+            self._routes[(app_id, module, hostname)] = route
         return route
+
+    def _ack_request(self, message: Dict[str, object], ack_target: object) -> Tuple[str, int]:
+        client_id, seq = parse_ack_fields(message)
+        if client_id is None:
+            raise Rejected('bad_ack_fields', 'ACK_REQUEST frame without a valid client_id and seq')
+        self.ack_targets[ack_target] = client_id
+        return client_id, seq
 
     @staticmethod
     def _check_signature(facility: Facility, message: Dict[str, object]) -> None:

@@ -15,7 +15,7 @@ import ssl
 import time
 from typing import Callable, Dict, List, Optional
 
-from loghog.protocol import FrameError, StreamDecoder, decode_datagram
+from loghog.protocol import FrameError, StreamDecoder, decode_datagram, encode_ack
 from loghogd.config import ListenAddress, ServerConfig
 from loghogd.processor import Processor, ReceiveClock
 from loghogd.stats import Counters, RateLimitedReporter
@@ -29,6 +29,7 @@ ACCEPT_BATCH = 64
 LISTEN_BACKLOG = 1024
 HANDSHAKE_TIMEOUT = 0.5
 ACCEPT_PAUSE = 0.5
+ACK_RETRY = 0.05
 DRAIN_SECONDS = 5.0
 _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
@@ -73,7 +74,7 @@ def format_peer(address: object) -> str:
 class Connection:
     """One client stream and its partial frame."""
 
-    __slots__ = ('sock', 'peer', 'decoder', 'tls', 'handshake_deadline')
+    __slots__ = ('sock', 'peer', 'decoder', 'tls', 'handshake_deadline', 'ack_client', 'ack_sent', 'ack_out')
 
     def __init__(self, sock: socket.socket, peer: str, decoder: StreamDecoder, tls: bool) -> None:
         self.sock = sock
@@ -81,6 +82,9 @@ class Connection:
         self.decoder = decoder
         self.tls = tls
         self.handshake_deadline = 0.0
+        self.ack_client = ''
+        self.ack_sent = 0
+        self.ack_out = b''
 
 
 class Listener:
@@ -111,6 +115,7 @@ class Server:
         self.prefix = self.clock.prefix(self.now)
         self.stopping = False
         self._accept_paused_until = 0.0
+        self._acks_owed: Dict[Connection, None] = {}
 
     # start-up -----------------------------------------------------------
 
@@ -153,6 +158,8 @@ class Server:
     def _size_receive_buffer(self, sock: socket.socket) -> None:
         """Bursts of datagrams wait in the kernel; root may exceed rmem_max."""
         size = self.config.udp_receive_buffer
+        if not size:
+            return
         force = getattr(socket, 'SO_RCVBUFFORCE', None)
         try:
             if force is None:
@@ -187,12 +194,56 @@ class Server:
             for key, _mask in events:
                 handler, target = key.data
                 handler(target)
-            self.processor.writer.flush(now)
+            self.end_pass(now)
             if self.handshakes:
                 self._expire_handshakes(now)
             timeout = between_passes(now)
             if self.handshakes:
                 timeout = min(timeout, HANDSHAKE_TIMEOUT)
+            if self._acks_owed:
+                timeout = min(timeout, ACK_RETRY)
+
+    def end_pass(self, now: float, force: bool = False) -> None:
+        """Write the pass's lines; with acknowledged records, journal them around the write, then ack."""
+        processor = self.processor
+        acks = processor.acks
+        if acks is not None and acks.pending:
+            acks.write_intent()
+            processor.writer.flush(now, force)
+            acks.commit()
+        else:
+            processor.writer.flush(now, force)
+        if processor.ack_targets:
+            for connection, client_id in processor.ack_targets.items():
+                connection.ack_client = client_id
+                self._acks_owed[connection] = None
+            processor.ack_targets.clear()
+        if self._acks_owed:
+            self._send_acks()
+
+    def _send_acks(self) -> None:
+        """At most one ACK frame per connection per pass; a client not reading gets it later."""
+        highest = self.processor.acks.highest
+        for connection in list(self._acks_owed):
+            if not connection.ack_out:
+                seq = highest(connection.ack_client)
+                if seq <= connection.ack_sent:
+                    del self._acks_owed[connection]
+                    continue
+                connection.ack_out = encode_ack(seq)
+                connection.ack_sent = seq
+            try:
+                sent = connection.sock.send(connection.ack_out)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                continue
+            except OSError:
+                del self._acks_owed[connection]
+                continue
+            connection.ack_out = connection.ack_out[sent:]
+            if not connection.ack_out:
+                self.counters.acks_sent += 1
+                if highest(connection.ack_client) <= connection.ack_sent:
+                    del self._acks_owed[connection]
 
     def next_wakeup(self, now: float) -> float:
         """Seconds until the server itself has timed work to do."""
@@ -330,7 +381,7 @@ class Server:
         frames = decoder.feed(data)
         if frames:
             counters.frames_received += len(frames)
-            self.processor.process(frames, connection.peer, self.now, self.prefix)
+            self.processor.process(frames, connection.peer, self.now, self.prefix, connection)
         if decoder.error is not None:
             self._frame_error(connection.peer, decoder.error)
             self._close(connection)
@@ -356,6 +407,8 @@ class Server:
             self.selector.unregister(sock)
             self.connections.pop(fd, None)
             self.handshakes.pop(fd, None)
+        self._acks_owed.pop(connection, None)
+        self.processor.ack_targets.pop(connection, None)
         sock.close()
         self.counters.connections_open = len(self.connections)
 
@@ -423,8 +476,9 @@ class Server:
                                                                self.counters.bytes_received):
                     break
             if connection.sock.fileno() >= 0:
+                self.end_pass(time.time(), force=True)
                 self._finish(connection)
-        self.processor.writer.flush(time.time(), force=True)
+        self.end_pass(time.time(), force=True)
 
 
 def _tls_reason(error: Exception) -> str:

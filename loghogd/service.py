@@ -11,6 +11,7 @@ import socket
 import time
 from typing import Dict, List, Optional
 
+from loghogd.acks import JOURNAL_NAME, AckJournal
 from loghogd.config import Config, ConfigError, load_config
 from loghogd.facilities import Facilities, load_facilities
 from loghogd.processor import Processor
@@ -50,6 +51,7 @@ class Service:
     def prepare_directories(self) -> None:
         for path in (self.config.main.logdir, self.config.main.workdir, self.config.main.rundir):
             make_dirs(path)
+        self.processor.acks = AckJournal(os.path.join(self.config.main.workdir, JOURNAL_NAME))
 
     def bind(self) -> List[Dict[str, object]]:
         """Open the listeners and say where they are (ports resolved)."""
@@ -133,7 +135,10 @@ class Service:
 
     def _write_stats(self) -> None:
         try:
-            write_json_atomically(stats_path(self.config), self.counters.snapshot())
+            snapshot = self.counters.snapshot()
+            if self.processor.acks is not None:
+                snapshot['ack_high_water'] = self.processor.acks.high_water()
+            write_json_atomically(stats_path(self.config), snapshot)
         except OSError as error:
             self.reporter.report('stats', logging.WARNING, 'cannot write the stats file: %s', error)
 

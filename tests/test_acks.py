@@ -1,0 +1,122 @@
+"""The acknowledgement journal: what a crash at any point of a pass leaves behind."""
+
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from loghogd.acks import MAX_GAPS, AckJournal, ClientMark, add_to_ranges, parse_ack_fields
+from loghogd.facilities import Facility
+from loghogd.schedule import parse_rotate
+from loghogd.writer import LogFile
+
+FACILITY = Facility('app', 'root', parse_rotate('daily'), 3)
+
+
+def queue(logfile, journal, client_id, seqs):
+    for seq in seqs:
+        logfile.pending.append('line %s %d\n' % (client_id, seq))
+        journal.note(client_id, seq, logfile)
+
+
+@pytest.fixture
+def paths(tmp_path):
+    return str(tmp_path / 'ack-journal'), str(tmp_path / 'root.log')
+
+
+def test_committed_passes_survive_a_restart(paths):
+    journal_path, log_path = paths
+    journal = AckJournal(journal_path)
+    logfile = LogFile(log_path, FACILITY)
+    for first in (1, 11):
+        queue(logfile, journal, 'c', range(first, first + 10))
+        journal.write_intent()
+        logfile.write_pending()
+        journal.commit()
+    journal.close()
+    recovered = AckJournal(journal_path)
+    assert recovered.highest('c') == 20
+    assert recovered.is_duplicate('c', 20) and not recovered.is_duplicate('c', 21)
+
+
+@pytest.mark.parametrize('written', ['none', 'half', 'all'])
+def test_an_uncommitted_pass_counts_only_if_its_write_finished(paths, written):
+    journal_path, log_path = paths
+    journal = AckJournal(journal_path)
+    logfile = LogFile(log_path, FACILITY)
+    queue(logfile, journal, 'c', range(1, 6))
+    journal.write_intent()
+    logfile.write_pending()
+    journal.commit()
+    queue(logfile, journal, 'c', range(6, 11))
+    journal.write_intent()
+    data = logfile.unwritten
+    with open(log_path, 'ab') as stream:
+        stream.write({'none': b'', 'half': data[:len(data) // 2], 'all': data}[written])
+    recovered = AckJournal(journal_path)
+    with open(log_path, encoding='utf-8') as stream:
+        lines = stream.read().splitlines()
+    if written == 'all':
+        assert recovered.highest('c') == 10 and len(lines) == 10
+    else:
+        assert len(lines) == 5, 'the partial write must be cut back to the last whole pass'
+        assert [recovered.is_duplicate('c', seq) for seq in (5, 6, 10)] == [True, False, False]
+
+
+def test_torn_intent_line_is_ignored(paths):
+    journal_path, log_path = paths
+    journal = AckJournal(journal_path)
+    logfile = LogFile(log_path, FACILITY)
+    queue(logfile, journal, 'c', range(1, 4))
+    journal.write_intent()
+    logfile.write_pending()
+    journal.commit()
+    journal.close()
+    with open(journal_path, 'ab') as stream:
+        stream.write(b'I {"time": 1, "fil')
+    assert AckJournal(journal_path).highest('c') == 3
+
+
+def test_compaction_forgets_idle_clients(paths):
+    journal_path, _ = paths
+    now = [1000.0]
+    journal = AckJournal(journal_path, clock=lambda: now[0])
+    journal.note('old', 1, None)
+    journal.write_intent()
+    journal.commit()
+    journal.close()
+    now[0] += 8 * 86400
+    assert AckJournal(journal_path, clock=lambda: now[0]).marks == {}
+    assert os.path.getsize(journal_path) < 100
+
+
+@given(st.lists(st.integers(min_value=1, max_value=3000), max_size=300))
+def test_client_mark_handles_exactly_the_seqs_added_within_reach(seqs):
+    mark = ClientMark()
+    for seq in seqs:
+        mark.add(seq)
+    added = set(seqs)
+    for seq in range(1, max(seqs or [1]) + 1):
+        if mark.high - seq < MAX_GAPS:
+            assert mark.handled(seq) == (seq in added)
+
+
+@given(st.lists(st.integers(min_value=1, max_value=100), max_size=100))
+def test_ranges_cover_exactly_the_seqs(seqs):
+    ranges = []
+    for seq in seqs:
+        add_to_ranges(ranges, seq)
+    assert [seq for first, last in ranges for seq in range(first, last + 1)] == seqs
+
+
+@pytest.mark.parametrize('message', [{}, {'client_id': 'x'}, {'client_id': '', 'seq': 1},
+                                     {'client_id': 'a/b', 'seq': 1}, {'client_id': 'x' * 65, 'seq': 1},
+                                     {'client_id': 'x', 'seq': 0}, {'client_id': 'x', 'seq': True},
+                                     {'client_id': 'x', 'seq': 2 ** 64}, {'client_id': 5, 'seq': 1}])
+def test_invalid_ack_fields(message):
+    assert parse_ack_fields(message) == (None, None)
+
+
+def test_valid_ack_fields():
+    assert parse_ack_fields({'client_id': 'a-B_9', 'seq': 7}) == ('a-B_9', 7)
