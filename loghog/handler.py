@@ -11,7 +11,6 @@ import logging
 import os
 import random
 import socket
-import ssl
 import sys
 import threading
 import time
@@ -21,7 +20,7 @@ from typing import Any, Dict, Optional, Union
 from loghog.encoder import RecordEncoder
 from loghog.outbox import Outbox
 from loghog.protocol import MAX_UDP_PAYLOAD
-from loghog.transport import SendError, connect_datagram, connect_stream, make_tls_context
+from loghog.transport import Connection, SendError, connect_datagram, connect_stream, make_tls_context
 
 CONNECT_TIMEOUT = 5.0
 SEND_TIMEOUT = 10.0
@@ -142,7 +141,7 @@ class LoghogHandler(logging.Handler):
     def _reset_delivery(self) -> None:
         """Fresh queue, no connection, no thread: at construction and in a forked child."""
         self._outbox = Outbox(self.max_buffer_size)
-        self._connection: Any = None
+        self._connection: Optional[Connection] = None
         self._sender: Optional[threading.Thread] = None
         self._state_lock = threading.Lock()
         self._interrupt = threading.Event()
@@ -172,6 +171,7 @@ class LoghogHandler(logging.Handler):
         """Send queued records until close() and the queue is empty or its deadline passes."""
         backoff = Backoff()
         outbox = self._outbox
+        failing = False
         while not self._finished():
             try:
                 if not outbox.wait_for_unsent(IDLE_WAKEUP):
@@ -185,25 +185,26 @@ class LoghogHandler(logging.Handler):
                     continue
                 self._send_batch()
                 backoff.reset()
-            except (OSError, ssl.SSLError, ValueError) as error:
-                self._debug('cannot deliver to %s:%s: %s' % (self.address[0], self.address[1], error))
-                self._drop_connection()
-                outbox.rewind()
-                self._sleep(backoff.next_delay())
+                failing = False
             except Exception as error:
-                self._warn('sender error (retrying): %r' % (error,))
+                if not isinstance(error, (OSError, ValueError)):
+                    self._warn('unexpected sender error, retrying: %r' % (error,))
+                elif not failing or self.print_debug:
+                    self._warn('cannot deliver to %s:%s (%s); retrying%s' % (
+                        self.address[0], self.address[1], error,
+                        '' if self.print_debug else ', quietly until it works again'))
+                failing = True
                 self._drop_connection()
                 outbox.rewind()
                 self._sleep(backoff.next_delay())
-        if self._outbox is outbox:
-            self._drop_connection()
+        self._drop_connection()
 
     def _finished(self) -> bool:
         if not self._closed:
             return False
         return len(self._outbox) == 0 or time.monotonic() >= self._deadline
 
-    def _connect(self) -> Any:
+    def _connect(self) -> Connection:
         timeout = CONNECT_TIMEOUT
         if self._closed:
             timeout = max(0.05, min(timeout, self._deadline - time.monotonic()))

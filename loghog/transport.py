@@ -9,7 +9,7 @@ import errno
 import select
 import socket
 import ssl
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from loghog.outbox import Entry
 from loghog.protocol import MAX_UDP_PAYLOAD
@@ -85,7 +85,7 @@ class StreamConnection:
 class DatagramConnection:
     """One frame per datagram on a connected UDP socket."""
 
-    def __init__(self, sock: socket.socket, on_oversized: Any) -> None:
+    def __init__(self, sock: socket.socket, on_oversized: Callable[[], None]) -> None:
         self.sock = sock
         self._on_oversized = on_oversized
 
@@ -112,6 +112,9 @@ class DatagramConnection:
         self.sock.close()
 
 
+Connection = Union[StreamConnection, DatagramConnection]
+
+
 def connect_stream(address: Address, timeout: float, tls: Optional[ssl.SSLContext]) -> StreamConnection:
     """Connect (and finish the TLS handshake) or raise; a failed handshake leaves no socket open."""
     sock = socket.create_connection(address, timeout=timeout)
@@ -131,7 +134,7 @@ def connect_stream(address: Address, timeout: float, tls: Optional[ssl.SSLContex
     return StreamConnection(tls_sock)
 
 
-def connect_datagram(address: Address, on_oversized: Any) -> DatagramConnection:
+def connect_datagram(address: Address, on_oversized: Callable[[], None]) -> DatagramConnection:
     """A UDP socket connected to the first address `address` resolves to."""
     family, socktype, proto, _, sockaddr = socket.getaddrinfo(address[0], address[1], 0, socket.SOCK_DGRAM)[0]
     sock = socket.socket(family, socktype, proto)

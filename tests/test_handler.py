@@ -428,6 +428,7 @@ def test_a_script_that_logs_100_records_and_exits_delivers_all_100(capture):
     assert capture.bodies() == ['record %d' % i for i in range(100)]
 
 
+@pytest.mark.filterwarnings('ignore:This process .* is multi-threaded')  # the point: fork after threads
 def test_a_forked_child_makes_its_own_connection_and_thread(capture, make_handler):
     handler = make_handler('demo', '127.0.0.1', capture.port)
     logger = logger_for(handler)

@@ -207,6 +207,7 @@ def test_a_process_that_logs_100_records_and_exits_delivers_all_100(tmp_path):
         assert wait_for_bodies(daemon, 100) == ['script %d' % i for i in range(100)]
 
 
+@pytest.mark.filterwarnings('ignore:This process .* is multi-threaded')  # the point: fork after threads
 def test_a_forked_child_delivers_through_its_own_connection(tmp_path, make_handler):
     with Loghogd(tmp_path, FACILITIES) as daemon:
         handler = make_handler('demo', '127.0.0.1', daemon.ports['tcp'])
