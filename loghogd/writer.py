@@ -268,6 +268,8 @@ class Writer:
             return True
         try:
             logfile.write_pending()
+            if logfile.facility.sync:
+                logfile.fsync()
             self._held_bytes -= logfile.held
             logfile.held = 0
             return True
