@@ -50,8 +50,13 @@ SERVICE_TIMEOUT = 60
 def run(command: List[str], timeout: float = SERVICE_TIMEOUT, check: bool = True,
         cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
     """Run a command, bounded; on failure the assertion shows its output."""
-    result = subprocess.run(command, cwd=cwd, env=APT_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, timeout=timeout)
+    try:
+        result = subprocess.run(command, cwd=cwd, env=APT_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as expired:
+        output = expired.output.decode(errors='replace') if expired.output else ''
+        raise AssertionError('%s did not finish within %d s (for `service ... start`: a loghogd -d that never'
+                             ' detaches, or that keeps stdout open):\n%s' % (' '.join(command), timeout, output))
     if check:
         assert result.returncode == 0, '%s exited %d:\n%s' % (' '.join(command), result.returncode, result.stdout)
     return result
