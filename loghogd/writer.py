@@ -227,6 +227,10 @@ class Writer:
             files.move_to_end(key)
         return logfile
 
+    def get(self, key: FileKey) -> Optional[LogFile]:
+        """The LogFile of `key` if the writer has one (its fd may be open)."""
+        return self._files.get(key)
+
     def _evict_oldest(self) -> None:
         self.generation += 1
         for key in list(self._files)[:len(self._files) // 8 or 1]:
