@@ -15,6 +15,7 @@ from loghogd.acks import JOURNAL_NAME, AckJournal
 from loghogd.config import Config, ConfigError, load_config
 from loghogd.facilities import Facilities, load_facilities
 from loghogd.processor import Processor
+from loghogd.rotation import Rotator
 from loghogd.server import Server, ServerError, make_tls_context
 from loghogd.stats import Counters, RateLimitedReporter, write_json_atomically
 from loghogd.writer import Writer, make_dirs
@@ -22,7 +23,7 @@ from loghogd.writer import Writer, make_dirs
 log = logging.getLogger('loghogd')
 
 STATS_INTERVAL = 1.0
-HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD)
 STATS_FILE = 'loghogd.stats.json'
 LISTENING_FILE = 'listening.json'
 
@@ -43,6 +44,7 @@ class Service:
                                    config.server.max_message_size)
         tls_context = make_tls_context(config.server) if config.server.listen_ssl else None
         self.server = Server(config.server, self.processor, self.counters, self.reporter, tls_context)
+        self.rotator = Rotator(config, facilities, self.writer, self.counters)
         self._signals: List[int] = []
         self._wakeup_pair: Optional[tuple] = None
         self._stats_due = 0.0
@@ -73,11 +75,13 @@ class Service:
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT, then drain the clients and flush."""
+        self.rotator.start(time.time())
         log.info('loghogd %d ready', os.getpid())
         self.server.run(self._between_passes)
         log.info('stopping: reading what connected clients already sent')
         self.server.drain()
         self.writer.close_all()
+        self.rotator.stop()
         self._write_stats()
         log.info('stopped: %d messages written, %d rejected', sum(self.counters.accepted_by_facility.values()),
                  sum(self.counters.rejected_by_reason.values()))
@@ -87,10 +91,11 @@ class Service:
         while self._signals:
             self._handle_signal(self._signals.pop(0))
         self.server.timed_work(now)
+        self.rotator.tick(now)
         if now >= self._stats_due:
             self._write_stats()
             self._stats_due = now + STATS_INTERVAL
-        return max(0.0, min(self.server.next_wakeup(now), self._stats_due - now))
+        return max(0.0, min(self.server.next_wakeup(now), self._stats_due - now, self.rotator.next_wakeup(now)))
 
     def _handle_signal(self, signum: int) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
@@ -100,6 +105,10 @@ class Service:
             self.reload()
         elif signum == signal.SIGUSR1:
             log.info('counters: %s', self.counters.snapshot())
+        elif signum == signal.SIGCHLD:
+            self.rotator.reap()
+        elif signum == signal.SIGUSR2:
+            self.rotator.rotate_all(time.time())
 
     def reload(self) -> None:
         """SIGHUP: new facilities, TLS files and internal log; never a stop."""
@@ -112,6 +121,7 @@ class Service:
             log.error('reload failed, keeping the facilities in force: %s', error)
         else:
             self.processor.set_facilities(facilities)
+            self.rotator.set_facilities(facilities)
             log.info('reloaded %s: %d facilities', self.config.main.facilities_config, len(facilities))
         if self.config.server.listen_ssl:
             try:

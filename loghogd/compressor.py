@@ -1,0 +1,220 @@
+"""Compression of rotated files in child processes the loop starts and reaps.
+
+The loop never waits for a compressor: a child (`xz`, `gzip` or `bzip2`)
+reads the plain backup on its stdin and writes `<backup>.<ext>.tmp`; only
+when it exits 0 is that renamed to `<backup>.<ext>` and the plain backup
+removed. So a final name always holds a whole archive, and a kill at any
+moment leaves either the plain backup (compressed again at the next start)
+or a finished archive, never a truncated one under a final name.
+"""
+
+import collections
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from typing import Callable, Deque, Dict, List, Optional
+
+from loghogd.stats import Counters
+
+log = logging.getLogger('loghogd')
+
+EXTENSIONS = {'xz': '.xz', 'gzip': '.gz', 'bzip2': '.bz2'}
+TEMP_SUFFIX = '.tmp'
+MAX_RUNNING = 2
+STDERR_SHOWN = 500
+STAMP_PATTERN = r'\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-\d{6}'
+_COMPRESSED = r'(?:\.xz|\.gz|\.bz2)'
+PLAIN_BACKUP = re.compile(r'^.+\.log\.' + STAMP_PATTERN + r'$')
+HALF_WRITTEN = re.compile(r'^.+\.log\.' + STAMP_PATTERN + _COMPRESSED + re.escape(TEMP_SUFFIX) + r'$')
+
+Done = Callable[[str], None]
+
+
+def choose_format(configured: str) -> str:
+    """The configured format, or gzip when xz is configured but not installed."""
+    if configured == 'xz' and shutil.which('xz') is None:
+        log.warning('xz is not on PATH (%s); compressing rotated logs with gzip instead',
+                    os.environ.get('PATH', ''))
+        return 'gzip'
+    return configured
+
+
+class Job:
+    """One backup to compress, and its child once started."""
+
+    __slots__ = ('plain', 'done', 'process', 'output_fd', 'errors')
+
+    def __init__(self, plain: str, done: Done) -> None:
+        self.plain = plain
+        self.done = done
+        self.process: Optional[subprocess.Popen] = None
+        self.output_fd = -1
+        self.errors = None
+
+
+class Compressor:
+    """Runs at most `max_running` compressor children; the rest wait in order."""
+
+    def __init__(self, configured_format: str, level: int, counters: Counters,
+                 max_running: int = MAX_RUNNING) -> None:
+        self.format = choose_format(configured_format)
+        self.level = level
+        self.extension = EXTENSIONS[self.format]
+        self.counters = counters
+        self.max_running = max_running
+        self.queue: Deque[Job] = collections.deque()
+        self.running: Dict[str, Job] = {}
+
+    def busy_with(self, plain: str) -> bool:
+        """Whether `plain` is queued or being compressed (retention leaves it alone)."""
+        return plain in self.running or any(job.plain == plain for job in self.queue)
+
+    @property
+    def idle(self) -> bool:
+        return not self.running and not self.queue
+
+    def submit(self, plain: str, done: Done) -> None:
+        """Compress `plain` when a slot is free; `done(plain)` runs when it is over."""
+        if not self.busy_with(plain):
+            self.queue.append(Job(plain, done))
+            self._start_queued()
+
+    def _start_queued(self) -> None:
+        while self.queue and len(self.running) < self.max_running:
+            job = self.queue.popleft()
+            try:
+                self._start(job)
+            except OSError as error:
+                self._failed(job, 'cannot start %s: %s' % (self.format, error.strerror or error))
+                job.done(job.plain)
+                continue
+            self.running[job.plain] = job
+
+    def _start(self, job: Job) -> None:
+        temp_path = job.plain + self.extension + TEMP_SUFFIX
+        with open(job.plain, 'rb') as source:
+            job.output_fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+            job.errors = tempfile.TemporaryFile()
+            try:
+                job.process = subprocess.Popen(
+                    [self.format, '-%d' % self.level, '-c'], stdin=source, stdout=job.output_fd,
+                    stderr=job.errors, close_fds=True, start_new_session=True)
+            except OSError:
+                self._discard_output(job)
+                raise
+
+    def reap(self) -> None:
+        """Finish the children that exited (SIGCHLD woke the loop); start queued ones."""
+        for plain, job in list(self.running.items()):
+            if job.process.poll() is None:
+                continue
+            del self.running[plain]
+            self._finish(job)
+            job.done(plain)
+        self._start_queued()
+
+    def _finish(self, job: Job) -> None:
+        final_path = job.plain + self.extension
+        if job.process.returncode != 0:
+            self._failed(job, '%s exited with %s: %s' % (self.format, job.process.returncode, self._stderr(job)))
+            return
+        try:
+            os.fsync(job.output_fd)
+            os.close(job.output_fd)
+            job.output_fd = -1
+            os.rename(final_path + TEMP_SUFFIX, final_path)
+            _unlink_quietly(job.plain)
+        except OSError as error:
+            self._failed(job, str(error))
+            return
+        self._close_errors(job)
+        self.counters.compressions += 1
+
+    @staticmethod
+    def _stderr(job: Job) -> str:
+        job.errors.seek(0)
+        text = job.errors.read(STDERR_SHOWN).decode('utf-8', 'replace').strip()
+        return text or 'no message'
+
+    def _failed(self, job: Job, reason: str) -> None:
+        """Keep the plain backup, drop the partial output, and say why."""
+        self.counters.compression_failures += 1
+        log.error('compressing %s failed, keeping it uncompressed: %s', job.plain, reason)
+        self._discard_output(job)
+
+    def _discard_output(self, job: Job) -> None:
+        if job.output_fd >= 0:
+            os.close(job.output_fd)
+            job.output_fd = -1
+        _unlink_quietly(job.plain + self.extension + TEMP_SUFFIX)
+        self._close_errors(job)
+
+    @staticmethod
+    def _close_errors(job: Job) -> None:
+        if job.errors is not None:
+            job.errors.close()
+            job.errors = None
+
+    def next_wakeup(self) -> float:
+        """A fallback poll while children run, should a SIGCHLD ever be missed."""
+        return 1.0 if self.running else 3600.0
+
+    def stop(self, timeout: float) -> None:
+        """At exit: wait up to `timeout` s, then stop what still runs (compressed next start)."""
+        deadline = time.monotonic() + timeout
+        while self.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+            self.reap()
+        self.queue.clear()
+        for job in self.running.values():
+            job.process.kill()
+            job.process.wait()
+            self._discard_output(job)
+            log.info('stopped compressing %s; it is compressed at the next start', job.plain)
+        self.running.clear()
+
+
+def recover(directories: List[str], compressor: Compressor, done: Done) -> None:
+    """Start-up: finish what a crash interrupted in `directories`.
+
+    Half-written `.tmp` archives are deleted; a plain backup whose archive
+    already exists (killed between rename and unlink) is deleted; every
+    other plain backup is compressed again.
+    """
+    removed = queued = 0
+    listings = []
+    for directory in directories:
+        try:
+            listings.append((directory, sorted(os.listdir(directory))))
+        except OSError:
+            continue
+    for directory, names in listings:
+        for name in names:
+            if HALF_WRITTEN.match(name):
+                _unlink_quietly(os.path.join(directory, name))
+                removed += 1
+    for directory, names in listings:
+        present = set(names)
+        for name in names:
+            if not PLAIN_BACKUP.match(name):
+                continue
+            path = os.path.join(directory, name)
+            if any(name + extension in present for extension in EXTENSIONS.values()):
+                _unlink_quietly(path)
+                removed += 1
+            else:
+                compressor.submit(path, done)
+                queued += 1
+    if removed or queued:
+        log.info('start-up recovery: removed %d leftover compressor files, compressing %d backups', removed, queued)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
