@@ -540,6 +540,19 @@ def create_server_files(files: CaFiles, host: str, extra_names: Sequence[str], d
     return targets
 
 
+def renew_server_file(ca: CertificateAuthority, host: str, extra_names: Sequence[str], days: int,
+                      use_rsa: bool, force: bool) -> str:
+    """A new server key and certificate from the existing CA; client certificates stay valid."""
+    if not force:
+        refuse_existing([ca.files.server_pem])
+    not_before, not_after = validity(days)
+    key = generate_key(use_rsa)
+    cert = build_server_certificate(ca, key, host, extra_names, not_before,
+                                    min(not_after, not_valid_after(ca.cert)))
+    write_file(ca.files.server_pem, pem_bundle(key, cert), 0o600, force)
+    return ca.files.server_pem
+
+
 def _client_output(name: str, out: Optional[str]) -> str:
     if out is None:
         return name + '.pem'
@@ -613,6 +626,8 @@ def _server_parser() -> argparse.ArgumentParser:
     parser.add_argument('--rsa', action='store_true', help='RSA %d-bit keys instead of EC P-256' % RSA_BITS)
     parser.add_argument('--force', action='store_true',
                         help='replace existing files (a new CA invalidates every client certificate)')
+    parser.add_argument('--server-only', action='store_true',
+                        help='keep the existing CA; only make a new NAME-server.pem (with --force to replace it)')
     parser.add_argument('--crl-only', action='store_true',
                         help="only (re)write NAME-ca.crl for the existing CA, keeping its entries")
     return parser
@@ -648,12 +663,18 @@ def _run(prog: str, action) -> int:
 
 def server_cert_main(argv: Optional[Sequence[str]] = None) -> int:
     """loghog-server-cert: create the CA, its CRL and the server's pem file."""
-    args = _server_parser().parse_args(argv)
+    parser = _server_parser()
+    args = parser.parse_args(argv)
 
     def crl_only() -> None:
         ca = load_ca(args.dir, validate_name(args.name, '--name'))
         count = refresh_crl(ca)
         print('wrote %s: %d revoked certificate%s' % (ca.files.crl, count, '' if count == 1 else 's'))
+
+    def server_only() -> None:
+        ca = load_ca(args.dir, validate_name(args.name, '--name'))
+        print('wrote %s' % renew_server_file(ca, args.cn or socket.getfqdn(), args.san, args.days,
+                                              args.rsa, args.force))
 
     def create() -> None:
         files = CaFiles(args.dir, validate_name(args.name, '--name'))
@@ -663,7 +684,9 @@ def server_cert_main(argv: Optional[Sequence[str]] = None) -> int:
             print('wrote %s' % path)
         print('give %s to the clients; keep %s secret' % (files.cert, files.key))
 
-    return _run('loghog-server-cert', crl_only if args.crl_only else create)
+    if args.crl_only and args.server_only:
+        parser.error('--crl-only and --server-only exclude each other')
+    return _run('loghog-server-cert', crl_only if args.crl_only else server_only if args.server_only else create)
 
 
 def client_cert_main(argv: Optional[Sequence[str]] = None) -> int:

@@ -431,3 +431,20 @@ def test_crl_only_needs_the_ca(tmp_path):
     result = run_command('loghog-server-cert', '--dir', str(tmp_path), '--crl-only', check=False)
     assert result.returncode == 1 and 'loghog-ca.key does not exist' in result.stderr
     assert os.listdir(str(tmp_path)) == []
+
+
+def test_server_only_renews_the_server_certificate_and_keeps_the_ca(pki):
+    ca_before, client = read_bytes(pki.ca_cert), pki.client_pem('web1')
+    old_server = load_cert(pki.server_pem)
+    result = run_command('loghog-server-cert', '--dir', pki.directory, '--server-only', '--cn', 'localhost',
+                         check=False)
+    assert result.returncode == 1 and 'refusing to overwrite %s' % pki.server_pem in result.stderr
+    run_command('loghog-server-cert', '--dir', pki.directory, '--server-only', '--force',
+                '--cn', 'logs.example.com')
+    server = load_cert(pki.server_pem)
+    assert server.serial_number != old_server.serial_number and mode(pki.server_pem) == 0o600
+    assert 'logs.example.com' in extension(server, x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName)
+    assert read_bytes(pki.ca_cert) == ca_before
+    data, error = handshake(server_context(pki), client_context(pki, client), 'logs.example.com')
+    assert error is None and data == b'hello'
