@@ -6,17 +6,26 @@ import logging
 import logging.handlers
 import os
 import sys
-from typing import List, Optional
+import time
+from typing import Any, Dict, List, Optional, Tuple
 
 from loghogd import __version__
 from loghogd.config import Config, ConfigError, load_config
-from loghogd.facilities import load_facilities
+from loghogd.daemon import (DaemonError, PidLock, StartupReport, drop_privileges, paths_to_own,
+                            process_alive, read_pidfile, resolve_user, run_detached, unreadable_hint)
+from loghogd.facilities import Facilities, load_facilities
 from loghogd.server import ServerError
-from loghogd.service import Service, stats_path
+from loghogd.service import HANDLED_SIGNALS, Service, stats_path
+from loghogd.stats import format_status
 from loghogd.writer import make_dirs
 
 DEFAULT_CONFIG = '/etc/loghogd/loghogd.conf'
 LOG_FORMAT = '%(asctime)s loghogd[%(process)d] %(levelname)s %(message)s'
+STATUS_WAIT = 5.0
+STATUS_NOT_RUNNING = 3
+START_ERRORS = (DaemonError, ServerError, OSError)
+
+log = logging.getLogger('loghogd')
 
 
 def parse_arguments(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -26,10 +35,13 @@ def parse_arguments(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument('-c', '--config', default=DEFAULT_CONFIG,
                         help='path of loghogd.conf (default: %(default)s)')
     parser.add_argument('-d', '--daemon', action='store_true',
-                        help='detach and run in the background (also [main] daemon = yes)')
+                        help='detach and run in the background (also [main] daemon = yes); exits 0 once '
+                        'the daemon accepts records, else prints its start-up error and exits 1')
     parser.add_argument('--check-config', action='store_true',
                         help='check loghogd.conf and facilities.conf, then exit 0 or 2')
-    parser.add_argument('--status', action='store_true', help="print the running daemon's counters")
+    parser.add_argument('--status', action='store_true',
+                        help="print the running daemon's counters (exit 3 if it is not running)")
+    parser.add_argument('--json', action='store_true', help='with --status: print the counters as JSON')
     parser.add_argument('--version', action='version', version='loghogd %s' % __version__)
     return parser.parse_args(argv)
 
@@ -51,17 +63,117 @@ def setup_logging(config: Config, to_stderr: bool) -> None:
         logger.addHandler(handler)
 
 
-def print_status(config: Config) -> int:
-    """--status: the counters the running daemon last wrote to its rundir."""
+def print_status(config: Config, as_json: bool) -> int:
+    """--status: the running daemon's counters, from the stats file it refreshes every second.
+
+    Waits (bounded) for a refresh made after this call, so the numbers
+    include everything the daemon had processed when --status started.
+    """
+    pidfile = config.main.pidfile
+    pid = read_pidfile(pidfile)
+    if pid is None or not process_alive(pid):
+        reason = 'no PID file %s' % pidfile if pid is None else 'process %d from %s is gone' % (pid, pidfile)
+        print('loghogd is not running (%s)' % reason, file=sys.stderr)
+        return STATUS_NOT_RUNNING
     path = stats_path(config)
-    try:
-        with open(path, encoding='utf-8') as stream:
-            stats = json.load(stream)
-    except (OSError, ValueError) as error:
-        print('loghogd: no status at %s (is loghogd running?): %s' % (path, error), file=sys.stderr)
+    stats, fresh = _wait_for_stats(path, pid, time.time(), STATUS_WAIT)
+    if stats is None:
+        print('loghogd: PID %d runs, but %s holds no counters of it (not readable, or another '
+              'daemon wrote it)' % (pid, path), file=sys.stderr)
         return 1
-    print(json.dumps(stats, indent=2, sort_keys=True))
+    sys.stdout.write(json.dumps(stats, indent=2, sort_keys=True) + '\n' if as_json else format_status(stats))
+    if not fresh:
+        print('loghogd: warning: PID %d did not refresh %s within %.0f s; these counters are %.0f s old'
+              % (pid, path, STATUS_WAIT, time.time() - stats.get('time', 0)), file=sys.stderr)
+        return 1
     return 0
+
+
+def _wait_for_stats(path: str, pid: int, since: float, timeout: float) -> Tuple[Optional[Dict[str, Any]], bool]:
+    """(the newest counters of `pid`, whether they were written after `since`)."""
+    deadline = time.monotonic() + timeout
+    stats = None
+    while True:
+        try:
+            with open(path, encoding='utf-8') as stream:
+                candidate = json.load(stream)
+            if candidate.get('pid') == pid:
+                stats = candidate
+        except (OSError, ValueError, AttributeError):
+            pass
+        if stats is not None and stats.get('time', 0) >= since:
+            return stats, True
+        if time.monotonic() > deadline:
+            return stats, False
+        time.sleep(0.05)
+
+
+def start(config: Config, facilities: Facilities, foreground: bool) -> Tuple[Service, PidLock]:
+    """Everything before serving, in the order that makes it safe.
+
+    The PID lock comes first (a second loghogd says who runs), then the
+    directories, the TLS context and the sockets, all as the starting user
+    (root may bind low ports and read the key); privileges are dropped last.
+    Raises one of START_ERRORS with a message for the operator.
+    """
+    os.umask(0o027)
+    setup_logging(config, to_stderr=foreground)
+    account = resolve_user(config.main.user)
+    lock = PidLock(config.main.pidfile)
+    lock.acquire()
+    try:
+        service = Service(config, facilities)
+        service.prepare_directories()
+        service.bind()
+        if account is not None:
+            lock.chown(account.uid, account.gid)
+            main = config.main
+            drop_privileges(account, paths_to_own([main.workdir, main.rundir], [main.logdir, config.log.filename]))
+            _warn_unreadable_for_reload(config)
+        service.install_signal_handlers()
+    except BaseException:
+        lock.release()
+        raise
+    return service, lock
+
+
+def _warn_unreadable_for_reload(config: Config) -> None:
+    """Files a SIGHUP rereads must stay readable after the drop; say so at start, not at 3 a.m."""
+    server = config.server
+    tls_files = [server.pemfile, server.cacert, server.crlfile] if server.listen_ssl else []
+    hint = unreadable_hint([config.main.facilities_config, config.path] + tls_files)
+    if hint:
+        log.warning('a reload (SIGHUP) will fail%s', hint)
+
+
+def serve(service: Service, lock: PidLock) -> int:
+    try:
+        return service.run()
+    finally:
+        lock.release()
+
+
+def run_foreground(config: Config, facilities: Facilities) -> int:
+    try:
+        service, lock = start(config, facilities, foreground=True)
+    except START_ERRORS as error:
+        print('loghogd: %s' % error, file=sys.stderr)
+        return 1
+    return serve(service, lock)
+
+
+def run_daemon(config: Config, facilities: Facilities) -> int:
+    """-d: this process exits once the detached daemon is ready (0) or failed (1)."""
+    def in_daemon(report: StartupReport) -> int:
+        try:
+            service, lock = start(config, facilities, foreground=False)
+        except START_ERRORS as error:
+            report.failed(str(error))
+            log.error('cannot start: %s', error)
+            return 1
+        report.ready()
+        return serve(service, lock)
+    return run_detached(in_daemon, HANDLED_SIGNALS)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -77,18 +189,10 @@ def main(argv: Optional[List[str]] = None) -> int:
               % (config.path, config.main.facilities_config, len(facilities)))
         return 0
     if arguments.status:
-        return print_status(config)
-    os.umask(0o027)
-    setup_logging(config, to_stderr=True)
-    try:
-        service = Service(config, facilities)
-        service.prepare_directories()
-        service.bind()
-    except (ServerError, OSError) as error:
-        print('loghogd: %s' % error, file=sys.stderr)
-        return 1
-    service.install_signal_handlers()
-    return service.run()
+        return print_status(config, arguments.json)
+    if arguments.daemon or config.main.daemon:
+        return run_daemon(config, facilities)
+    return run_foreground(config, facilities)
 
 
 if __name__ == '__main__':

@@ -4,6 +4,7 @@ Signal handlers only note the signal and wake the loop; reloads, stops and
 reports happen here, between loop passes, where nothing is half done.
 """
 
+import json
 import logging
 import os
 import signal
@@ -13,11 +14,13 @@ from typing import Dict, List, Optional
 
 from loghogd.acks import JOURNAL_NAME, AckJournal
 from loghogd.config import Config, ConfigError, load_config
+from loghogd.daemon import unreadable_hint
 from loghogd.facilities import Facilities, load_facilities
 from loghogd.processor import Processor
 from loghogd.rotation import Rotator
 from loghogd.server import Server, ServerError, make_tls_context
-from loghogd.stats import Counters, RateLimitedReporter, write_json_atomically
+from loghogd.stats import (Counters, RateLimitedReporter, prometheus_text, write_json_atomically,
+                           write_text_atomically)
 from loghogd.writer import Writer, make_dirs
 
 log = logging.getLogger('loghogd')
@@ -69,6 +72,8 @@ class Service:
         signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, self._note_signal)
+        # A daemon holds these blocked while it starts; what arrived meanwhile is handled now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
 
     def _note_signal(self, signum: int, _frame: object) -> None:
         self._signals.append(signum)
@@ -104,7 +109,7 @@ class Service:
         elif signum == signal.SIGHUP:
             self.reload()
         elif signum == signal.SIGUSR1:
-            log.info('counters: %s', self.counters.snapshot())
+            log.info('counters: %s', json.dumps(self._write_stats(), sort_keys=True))
         elif signum == signal.SIGCHLD:
             self.rotator.reap()
         elif signum == signal.SIGUSR2:
@@ -127,7 +132,9 @@ class Service:
             try:
                 self.server.tls_context = make_tls_context(self.config.server)
             except ServerError as error:
-                log.error('reload of the TLS files failed, keeping the old ones: %s', error)
+                server = self.config.server
+                log.error('reload of the TLS files failed, keeping the old ones: %s%s', error,
+                          unreadable_hint((server.pemfile, server.cacert, server.crlfile)))
         self._check_config_changed()
 
     def _check_config_changed(self) -> None:
@@ -143,14 +150,22 @@ class Service:
             log.warning('%s changed; restart loghogd to apply it (a reload only rereads facilities)',
                         self.config.path)
 
-    def _write_stats(self) -> None:
+    def _write_stats(self) -> Dict[str, object]:
+        """Refresh the stats file (for --status) and the Prometheus textfile; return the snapshot."""
+        snapshot = self.counters.snapshot()
+        if self.processor.acks is not None:
+            snapshot['ack_high_water'] = self.processor.acks.high_water()
         try:
-            snapshot = self.counters.snapshot()
-            if self.processor.acks is not None:
-                snapshot['ack_high_water'] = self.processor.acks.high_water()
             write_json_atomically(stats_path(self.config), snapshot)
         except OSError as error:
             self.reporter.report('stats', logging.WARNING, 'cannot write the stats file: %s', error)
+        textfile = self.config.stats.prometheus_textfile
+        if textfile is not None:
+            try:
+                write_text_atomically(textfile, prometheus_text(snapshot))
+            except OSError as error:
+                self.reporter.report('prometheus', logging.WARNING, 'cannot write %s: %s', textfile, error)
+        return snapshot
 
 
 def _mtime(path: str) -> float:

@@ -8,8 +8,11 @@ import collections
 import json
 import logging
 import os
+import re
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
+
+from loghogd import __version__
 
 log = logging.getLogger('loghogd')
 
@@ -46,10 +49,13 @@ class Counters:
         by_app: Dict[str, int] = collections.Counter()
         for name, count in accepted.items():
             by_app[name.split(':', 1)[0]] += count
+        now = time.time()
         return {
+            'version': __version__,
             'pid': os.getpid(),
+            'time': now,
             'started': self.started,
-            'uptime_seconds': round(time.time() - self.started, 3),
+            'uptime_seconds': round(now - self.started, 3),
             'accepted': sum(accepted.values()),
             'accepted_by_app': dict(by_app),
             'accepted_by_facility': accepted,
@@ -74,11 +80,101 @@ class Counters:
 
 def write_json_atomically(path: str, data: Any) -> None:
     """Readers never see half a file: write a temporary one, then rename it."""
+    write_text_atomically(path, json.dumps(data, indent=1, sort_keys=True) + '\n')
+
+
+def write_text_atomically(path: str, text: str) -> None:
+    """`text` replaces `path` whole; the temporary name never ends in .prom or .json."""
     temporary = '%s.%d.tmp' % (path, os.getpid())
-    with open(temporary, 'w', encoding='utf-8') as stream:
-        json.dump(data, stream, indent=1, sort_keys=True)
-        stream.write('\n')
-    os.replace(temporary, path)
+    try:
+        with open(temporary, 'w', encoding='utf-8') as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except OSError:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+
+
+# (snapshot key, metric name, type, help, label name of a by-key mapping)
+PROMETHEUS_METRICS = (
+    ('accepted_by_facility', 'messages_accepted_total', 'counter',
+     'Messages written to a log file, by application and facility.', 'facility'),
+    ('rejected_by_reason', 'messages_rejected_total', 'counter',
+     'Messages or frames rejected, by reason.', 'reason'),
+    ('rejected_by_app', 'messages_rejected_by_app_total', 'counter',
+     'Messages of a configured application rejected (e.g. bad signature), by application.', 'app'),
+    ('bytes_received', 'received_bytes_total', 'counter', 'Bytes read from clients (TCP, UDP, TLS).', None),
+    ('frames_received', 'received_frames_total', 'counter', 'Complete frames read from clients.', None),
+    ('connections_accepted', 'connections_accepted_total', 'counter', 'Client connections accepted.', None),
+    ('connections_open', 'connections_open', 'gauge', 'Client connections open now.', None),
+    ('connections_refused', 'connections_refused_total', 'counter',
+     'Client connections refused (max_connections, out of file descriptors).', None),
+    ('tls_failures', 'tls_handshake_failures_total', 'counter', 'TLS handshakes that failed or timed out.', None),
+    ('rotations', 'rotations_total', 'counter', 'Log files rotated.', None),
+    ('compressions', 'compressions_total', 'counter', 'Rotated files compressed.', None),
+    ('compression_failures', 'compression_failures_total', 'counter', 'Compressions that failed.', None),
+    ('write_errors', 'write_errors_total', 'counter', 'Failed writes to log files (lines kept and retried).',
+     None),
+    ('messages_dropped_unwritable', 'messages_dropped_unwritable_total', 'counter',
+     'Lines dropped because their file stayed unwritable and the memory buffer was full.', None),
+    ('started', 'start_time_seconds', 'gauge', 'When this loghogd started, in seconds since the epoch.', None),
+)
+PROMETHEUS_PREFIX = 'loghogd_'
+_PROMETHEUS_NAME = re.compile(r'[^a-zA-Z0-9_]')
+
+
+def prometheus_label_value(value: str) -> str:
+    """A label value as the text format wants it: backslash, quote and newline escaped."""
+    return value.replace('\\', '\\\\').replace('"', '\\"').replace('\n', '\\n')
+
+
+def prometheus_text(snapshot: Dict[str, Any]) -> str:
+    """The counters in the Prometheus text exposition format (node_exporter's textfile collector).
+
+    Known counters get their HELP and TYPE; a numeric counter added later
+    without an entry here still appears, typed untyped, rather than missing.
+    """
+    lines: List[str] = []
+    known = set()
+    for key, name, kind, help_text, label in PROMETHEUS_METRICS:
+        known.add(key)
+        if key not in snapshot:
+            continue
+        _metric_header(lines, name, kind, help_text)
+        value = snapshot[key]
+        if label is None:
+            lines.append('%s%s %s' % (PROMETHEUS_PREFIX, name, _number(value)))
+        elif label == 'facility':
+            for facility, count in sorted(value.items()):
+                lines.append('%s%s{app="%s",facility="%s"} %d' % (
+                    PROMETHEUS_PREFIX, name, prometheus_label_value(facility.split(':', 1)[0]),
+                    prometheus_label_value(facility), count))
+        else:
+            for label_value, count in sorted(value.items()):
+                lines.append('%s%s{%s="%s"} %d' % (PROMETHEUS_PREFIX, name, label,
+                                                    prometheus_label_value(label_value), count))
+    for key, value in sorted(snapshot.items()):
+        if key not in known and key not in _NOT_METRICS and isinstance(value, int) and not isinstance(value, bool):
+            name = _PROMETHEUS_NAME.sub('_', key)
+            _metric_header(lines, name, 'untyped', key.replace('_', ' ') + '.')
+            lines.append('%s%s %d' % (PROMETHEUS_PREFIX, name, value))
+    return '\n'.join(lines) + '\n'
+
+
+_NOT_METRICS = {'pid', 'time', 'uptime_seconds', 'accepted', 'rejected', 'accepted_by_app', 'version'}
+
+
+def _metric_header(lines: List[str], name: str, kind: str, help_text: str) -> None:
+    escaped_help = help_text.replace('\\', '\\\\').replace('\n', '\\n')
+    lines.append('# HELP %s%s %s' % (PROMETHEUS_PREFIX, name, escaped_help))
+    lines.append('# TYPE %s%s %s' % (PROMETHEUS_PREFIX, name, kind))
+
+
+def _number(value: Any) -> str:
+    return repr(float(value)) if isinstance(value, float) else str(int(value))
 
 
 def peer_text(value: Any) -> str:
@@ -118,3 +214,70 @@ class RateLimitedReporter:
             log.log(level, message, *args)
         else:
             window[2] += 1
+
+
+# (snapshot key, label) of the single numbers in --status, in this order
+STATUS_NUMBERS = (
+    ('bytes_received', 'bytes received'),
+    ('frames_received', 'frames received'),
+    ('connections_accepted', 'connections accepted'),
+    ('connections_open', 'connections open'),
+    ('connections_refused', 'connections refused'),
+    ('tls_failures', 'TLS handshake failures'),
+    ('rotations', 'rotations'),
+    ('compressions', 'compressions'),
+    ('compression_failures', 'compression failures'),
+    ('write_errors', 'write errors'),
+    ('messages_dropped_unwritable', 'lines dropped (unwritable)'),
+)
+STATUS_WIDTH = 40
+
+
+def format_status(snapshot: Dict[str, Any]) -> str:
+    """The counters for a person: one `label  number` per line, breakdowns indented."""
+    started = time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(snapshot.get('started', 0)))
+    lines = ['loghogd %s, PID %s, up %s (since %s)' % (
+        snapshot.get('version', '?'), snapshot.get('pid', '?'),
+        _duration(snapshot.get('uptime_seconds', 0)), started), '']
+    _status_number(lines, 'messages accepted', snapshot.get('accepted', 0))
+    _status_breakdown(lines, 'by application', snapshot.get('accepted_by_app', {}))
+    _status_breakdown(lines, 'by facility', snapshot.get('accepted_by_facility', {}))
+    _status_number(lines, 'messages rejected', snapshot.get('rejected', 0))
+    _status_breakdown(lines, 'by reason', snapshot.get('rejected_by_reason', {}))
+    _status_breakdown(lines, 'by application', snapshot.get('rejected_by_app', {}))
+    shown = {key for key, _label in STATUS_NUMBERS}
+    for key, label in STATUS_NUMBERS:
+        if key in snapshot:
+            _status_number(lines, label, snapshot[key])
+    for key, value in sorted(snapshot.items()):
+        if key not in shown and key not in _NOT_METRICS and key != 'started' and _is_count(value):
+            _status_number(lines, key.replace('_', ' '), value)
+    return '\n'.join(lines) + '\n'
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _status_number(lines: List[str], label: str, value: int, indent: int = 0) -> None:
+    text = ' ' * indent + label
+    lines.append('%s %*d' % (text, max(1, STATUS_WIDTH - len(text)), value))
+
+
+def _status_breakdown(lines: List[str], title: str, counts: Dict[str, int]) -> None:
+    if not counts:
+        return
+    lines.append('  ' + title)
+    for name, count in sorted(counts.items()):
+        _status_number(lines, peer_text(name), count, indent=4)
+
+
+def _duration(seconds: float) -> str:
+    minutes, second = divmod(int(seconds), 60)
+    hours, minute = divmod(minutes, 60)
+    days, hour = divmod(hours, 24)
+    if days:
+        return '%dd %02dh %02dm %02ds' % (days, hour, minute, second)
+    if hours:
+        return '%dh %02dm %02ds' % (hour, minute, second)
+    return '%dm %02ds' % (minute, second)
