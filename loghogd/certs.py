@@ -621,7 +621,7 @@ def _server_parser() -> argparse.ArgumentParser:
                         help="the server's host name, common name and first SAN (default: this host's FQDN)")
     parser.add_argument('--san', metavar='NAME', action='append', default=[],
                         help='another host name or IP address for the server certificate (repeatable)')
-    parser.add_argument('--days', type=_days, default=DEFAULT_DAYS,
+    parser.add_argument('--days', metavar='N', type=_days, default=DEFAULT_DAYS,
                         help='validity in days (default %(default)s)')
     parser.add_argument('--rsa', action='store_true', help='RSA %d-bit keys instead of EC P-256' % RSA_BITS)
     parser.add_argument('--force', action='store_true',
@@ -639,9 +639,10 @@ def _client_parser() -> argparse.ArgumentParser:
         description='Issue (or revoke) a LogHog client certificate signed by the private CA.')
     parser.add_argument('name', metavar='NAME', help='the client: its common name and, by default, NAME.pem')
     parser.add_argument('--dir', default=DEFAULT_DIR, help='where the CA lives (default %(default)s)')
-    parser.add_argument('--ca-name', default=DEFAULT_CA_NAME, help='CA file name prefix (default %(default)s)')
+    parser.add_argument('--ca-name', metavar='NAME', default=DEFAULT_CA_NAME,
+                        help='CA file name prefix (default %(default)s)')
     parser.add_argument('--out', metavar='FILE', help='where to write key + certificate (default ./NAME.pem)')
-    parser.add_argument('--days', type=_days, default=DEFAULT_DAYS,
+    parser.add_argument('--days', metavar='N', type=_days, default=DEFAULT_DAYS,
                         help="validity in days, at most the CA's (default %(default)s)")
     parser.add_argument('--rsa', action='store_true', help='an RSA %d-bit key instead of EC P-256' % RSA_BITS)
     parser.add_argument('--force', action='store_true', help='replace an existing output file')
