@@ -8,6 +8,11 @@ The daemon listens on 127.0.0.1 port 0 for TCP, UDP and (with `pki`) TLS;
 its bound ports come from <rundir>/listening.json (`daemon.ports`). Every
 wait polls with a deadline. `config` adds or overrides loghogd.conf keys:
 `config={'server': {'max_message_size': '8192'}}`.
+
+`start_detached()` runs `loghogd -d` instead: it returns the starter's
+CompletedProcess once the daemon serves (or failed); the daemon is then no
+child of the test, so `stop()` signals the PID from its PID file and waits
+until that process is gone.
 """
 
 import json
@@ -21,6 +26,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from loghog.protocol import encode_message
+from loghogd.daemon import process_alive, read_pidfile
 
 BIN = os.path.dirname(sys.executable)
 LOGHOGD = os.path.join(BIN, 'loghogd')
@@ -62,6 +68,8 @@ class Loghogd:
         self.facilities_path = os.path.join(self.directory, 'facilities.conf')
         self.internal_log = os.path.join(self.directory, 'loghogd.log')
         self.output_path = os.path.join(self.directory, 'loghogd.out')
+        self.pidfile = os.path.join(self.rundir, 'loghogd.pid')
+        self.detached_pid: Optional[int] = None
         self.pki = pki
         self.env = env
         self.process: Optional[subprocess.Popen] = None
@@ -77,7 +85,7 @@ class Loghogd:
         sections: Dict[str, Dict[str, str]] = {
             'main': {'workdir': self.workdir, 'logdir': self.logdir, 'rundir': self.rundir,
                      'facilities_config': self.facilities_path,
-                     'pidfile': os.path.join(self.rundir, 'loghogd.pid')},
+                     'pidfile': self.pidfile},
             'log': {'filename': self.internal_log, 'level': 'INFO'},
             'server': {'listen_ipv4': '127.0.0.1:0', 'listen_ipv6': '', 'listen_ipv4_ssl': '',
                        'listen_ipv6_ssl': ''},
@@ -118,10 +126,40 @@ class Loghogd:
         return self
 
     def send_signal(self, signum: int) -> None:
-        self.process.send_signal(signum)
+        if self.detached_pid is not None:
+            os.kill(self.detached_pid, signum)
+        else:
+            self.process.send_signal(signum)
+
+    def start_detached(self, *arguments: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """`loghogd -c CONF -d ARGUMENTS`; on exit 0 `ports` and `detached_pid` are set."""
+        listening = os.path.join(self.rundir, 'listening.json')
+        if os.path.exists(listening):
+            os.unlink(listening)
+        environment = dict(os.environ, **(self.env or {}))
+        started = subprocess.run(self.command('-d', *arguments), capture_output=True, text=True,
+                                 timeout=timeout, env=environment)
+        if started.returncode == 0:
+            self.detached_pid = read_pidfile(self.pidfile)
+            with open(listening, encoding='utf-8') as stream:
+                self.ports = {entry['transport']: entry['port'] for entry in json.load(stream)}
+        return started
+
+    def _stop_detached(self, signum: int, timeout: float) -> None:
+        pid, self.detached_pid = self.detached_pid, None
+        if pid is None or not process_alive(pid):
+            return
+        os.kill(pid, signum)
+        try:
+            wait_for(lambda: not process_alive(pid), timeout, 'loghogd PID %d to exit' % pid)
+        except AssertionError:
+            os.kill(pid, signal.SIGKILL)
+            raise
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-        """Stop the daemon and return its exit status."""
+        """Stop the daemon and return its exit status (0 for a detached one that exited)."""
+        if self.detached_pid is not None:
+            self._stop_detached(signum, timeout)
         if self.process is None:
             return 0
         if self.process.poll() is None:
