@@ -421,9 +421,13 @@ SCRIPT_100 = textwrap.dedent('''
 ''')
 
 
+def run_script_logging_100_records(port: int) -> None:
+    """A separate Python that logs 'record 0'..'record 99' to 127.0.0.1:port and just exits."""
+    subprocess.run([sys.executable, '-c', SCRIPT_100.format(repo=REPO), str(port)], check=True, timeout=60)
+
+
 def test_a_script_that_logs_100_records_and_exits_delivers_all_100(capture):
-    subprocess.run([sys.executable, '-c', SCRIPT_100.format(repo=REPO), str(capture.port)], check=True,
-                   timeout=60)
+    run_script_logging_100_records(capture.port)
     capture.wait_for_records(100)
     assert capture.bodies() == ['record %d' % i for i in range(100)]
 
@@ -455,7 +459,7 @@ def test_a_forked_child_makes_its_own_connection_and_thread(capture, make_handle
         assert pipe.read() == b'own thread'
     assert status == 0
     logger.info('parent after fork')
-    records = capture.wait_for_records(22)
+    capture.wait_for_records(22)
     assert sorted(capture.bodies()) == sorted(['parent before fork', 'parent after fork']
                                               + ['child %d' % i for i in range(20)])
     assert len(capture.connections) == 2

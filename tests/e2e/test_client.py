@@ -5,17 +5,14 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from typing import Dict, List
 
 import pytest
 
-from loghog import LoghogHandler
-from tests.support.daemon import REPO, Loghogd, wait_for
+from tests.support.daemon import Loghogd, wait_for
+from tests.test_handler import logger_for, make_handler, run_script_logging_100_records  # noqa: F401 (fixture)
 
 FACILITIES = """
 [demo]
@@ -55,28 +52,6 @@ def bodies(daemon: Loghogd, relative: str = 'demo/root.log') -> List[str]:
 def wait_for_bodies(daemon: Loghogd, count: int, relative: str = 'demo/root.log', timeout: float = 15.0) -> List[str]:
     daemon.wait_for_lines(relative, count, timeout)
     return bodies(daemon, relative)
-
-
-@pytest.fixture
-def make_handler():
-    handlers = []
-
-    def make(*args, **kwargs) -> LoghogHandler:
-        handler = LoghogHandler(*args, **kwargs)
-        handlers.append(handler)
-        return handler
-    yield make
-    for handler in handlers:
-        handler.flush_timeout = 0.0
-        handler.close()
-
-
-def logger_for(handler: logging.Handler, name: str = 'e2e') -> logging.Logger:
-    logger = logging.getLogger('%s' % name)
-    logger.handlers = [handler]
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)
-    return logger
 
 
 @pytest.mark.parametrize('stream, options', [
@@ -189,22 +164,10 @@ def test_restart_mid_stream_counts_what_was_lost(tmp_path, make_handler):
     assert duplicated == 0  # plain mode never resends what the kernel accepted
 
 
-SCRIPT = textwrap.dedent('''
-    import logging, sys
-    sys.path.insert(0, {repo!r})
-    from loghog import LoghogHandler
-    logging.basicConfig(level=logging.INFO, format='%(message)s',
-                        handlers=[LoghogHandler('demo', '127.0.0.1', int(sys.argv[1]))])
-    for i in range(100):
-        logging.info('script %d', i)
-''')
-
-
 def test_a_process_that_logs_100_records_and_exits_delivers_all_100(tmp_path):
     with Loghogd(tmp_path, FACILITIES) as daemon:
-        subprocess.run([sys.executable, '-c', SCRIPT.format(repo=REPO), str(daemon.ports['tcp'])], check=True,
-                       timeout=60)
-        assert wait_for_bodies(daemon, 100) == ['script %d' % i for i in range(100)]
+        run_script_logging_100_records(daemon.ports['tcp'])
+        assert wait_for_bodies(daemon, 100) == ['record %d' % i for i in range(100)]
 
 
 @pytest.mark.filterwarnings('ignore:This process .* is multi-threaded')  # the point: fork after threads
