@@ -303,6 +303,14 @@ def test_package_installs_serves_reloads_and_purges(installation: Installation, 
                   resend=lambda: send_tcp(frame(NEW_APP, body='after reload ' + marker)))
     assert daemon_pid() == pid, 'reload restarted the daemon instead of signalling it'
 
+    with open(ETC / 'facilities.conf', 'a') as facilities:
+        facilities.write('\n[deb-broken-app]\nbackup_count = 2\n')
+    refused = service('reload', check=False)
+    assert refused.returncode != 0 and 'facilities.conf' in refused.stdout, refused.stdout
+    assert daemon_pid() == pid, 'a broken reload stopped the daemon'
+    lines = (ETC / 'facilities.conf').read_text().splitlines()
+    (ETC / 'facilities.conf').write_text('\n'.join(lines[:-3]) + '\n')
+
     service('restart')
     restarted = daemon_pid()
     installation.pids.append(restarted)
@@ -315,6 +323,9 @@ def test_package_installs_serves_reloads_and_purges(installation: Installation, 
     assert not PIDFILE.exists(), 'the PID file outlived the daemon'
     assert not port_in_use(TCP_PORT)
     assert service('status', check=False).returncode != 0
+    internal_log = (LOGDIR / 'loghogd.log').read_text()
+    assert owner_and_mode(LOGDIR / 'loghogd.log') == 'loghog:loghog 0640'
+    assert 'Traceback' not in internal_log and ' ERROR ' not in internal_log, internal_log
 
     loghog_uid = pwd.getpwnam(USER).pw_uid
     run(['apt-get', 'remove', '-y', '-q', PACKAGE], timeout=APT_TIMEOUT)
