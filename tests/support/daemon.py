@@ -7,7 +7,9 @@
 The daemon listens on 127.0.0.1 port 0 for TCP, UDP and (with `pki`) TLS;
 its bound ports come from <rundir>/listening.json (`daemon.ports`). Every
 wait polls with a deadline. `config` adds or overrides loghogd.conf keys:
-`config={'server': {'max_message_size': '8192'}}`.
+`config={'server': {'max_message_size': '8192'}}`. `open_files` sets the
+daemon's RLIMIT_NOFILE (soft and hard) before it starts, for tests of
+descriptor exhaustion; by default it inherits the test's limits.
 
 `start_detached()` runs `loghogd -d` instead: it returns the starter's
 CompletedProcess once the daemon serves (or failed); the daemon is then no
@@ -17,6 +19,7 @@ until that process is gone.
 
 import json
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -59,8 +62,10 @@ class Loghogd:
     """One loghogd process with its own config, directories and ports."""
 
     def __init__(self, directory: str, facilities: str = '', pki: object = None,
-                 config: Optional[Dict[str, Dict[str, str]]] = None, env: Optional[Dict[str, str]] = None) -> None:
+                 config: Optional[Dict[str, Dict[str, str]]] = None, env: Optional[Dict[str, str]] = None,
+                 open_files: Optional[int] = None) -> None:
         self.directory = str(directory)
+        self.open_files = open_files
         self.logdir = os.path.join(self.directory, 'log')
         self.rundir = os.path.join(self.directory, 'run')
         self.workdir = os.path.join(self.directory, 'lib')
@@ -113,7 +118,8 @@ class Loghogd:
             os.unlink(listening)
         output = open(self.output_path, 'ab')
         environment = dict(os.environ, **(self.env or {}))
-        self.process = subprocess.Popen(self.command(), stdout=output, stderr=subprocess.STDOUT, env=environment)
+        self.process = subprocess.Popen(self.command(), stdout=output, stderr=subprocess.STDOUT, env=environment,
+                                        preexec_fn=self._limit_open_files if self.open_files else None)
         output.close()
 
         def ready() -> bool:
@@ -124,6 +130,10 @@ class Loghogd:
         with open(listening, encoding='utf-8') as stream:
             self.ports = {entry['transport']: entry['port'] for entry in json.load(stream)}
         return self
+
+    def _limit_open_files(self) -> None:
+        """Runs in the child between fork and exec: the daemon's own descriptor limit."""
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     def send_signal(self, signum: int) -> None:
         if self.detached_pid is not None:
