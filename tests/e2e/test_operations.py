@@ -1,0 +1,493 @@
+"""loghogd as an init script meets it: detached, locked, reloaded, stopped, asked for its counters."""
+
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+
+import pytest
+
+from loghogd.daemon import process_alive
+from tests.support.daemon import LOGHOGD, REPO, Loghogd, frame, wait_for
+from tests.support.pki import make_pki
+
+FACILITIES = """
+[app]
+rotate = daily
+backup_count = 3
+
+[signed]
+rotate = daily
+backup_count = 3
+secret = sekrit
+"""
+BODY = re.compile(r' - [^ ]* - (?P<body>.*)\n\Z', re.S)
+TEST_USER = 'loghogtest'
+
+
+def bodies(lines):
+    return [BODY.search(line).group('body') for line in lines]
+
+
+def internal_log(daemon: Loghogd) -> str:
+    try:
+        with open(daemon.internal_log, encoding='utf-8') as stream:
+            return stream.read()
+    except FileNotFoundError:
+        return ''
+
+
+def wait_for_log(daemon: Loghogd, text: str, count: int = 1) -> str:
+    wait_for(lambda: internal_log(daemon).count(text) >= count, 10,
+             '%r %d time(s) in the internal log' % (text, count))
+    return internal_log(daemon)
+
+
+def proc_status(pid: int) -> dict:
+    with open('/proc/%d/status' % pid, encoding='ascii') as stream:
+        return dict(line.rstrip('\n').split(':\t', 1) for line in stream if ':\t' in line)
+
+
+def started_ok(started: subprocess.CompletedProcess) -> None:
+    assert started.returncode == 0, 'loghogd -d failed (%d): %s' % (started.returncode, started.stderr)
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    running = Loghogd(tmp_path, FACILITIES)
+    started_ok(running.start_detached())
+    yield running
+    running.stop()
+
+
+# starting and stopping --------------------------------------------------------
+
+def test_start_returns_once_the_ports_accept_and_the_daemon_is_detached(tmp_path):
+    daemon = Loghogd(tmp_path, FACILITIES)
+    try:
+        started = daemon.start_detached()
+        with daemon.connect_tcp() as sock:
+            sock.sendall(frame('app', 'root', 'right after the start'))
+        started_ok(started)
+        assert started.stdout == '' and started.stderr == ''
+        assert bodies(daemon.wait_for_lines('app/root.log', 1)) == ['right after the start']
+        pid = daemon.detached_pid
+        assert pid is not None and process_alive(pid)
+        assert os.readlink('/proc/%d/cwd' % pid) == '/'
+        assert proc_status(pid)['Umask'] == '0027'
+        assert all(os.readlink('/proc/%d/fd/%d' % (pid, fd)) == '/dev/null' for fd in (0, 1, 2))
+        assert os.getsid(pid) != os.getsid(0) and os.getsid(pid) != pid
+        assert 'loghogd %d ready' % pid in internal_log(daemon)
+    finally:
+        daemon.stop()
+    assert not process_alive(pid)
+    assert not os.path.exists(daemon.pidfile)
+    assert 'stopped: 1 messages written' in internal_log(daemon)
+
+
+def test_daemon_yes_in_the_config_detaches_like_d(tmp_path):
+    daemon = Loghogd(tmp_path, FACILITIES, config={'main': {'daemon': 'yes'}})
+    started = subprocess.run(daemon.command(), capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0, started.stderr
+    daemon.detached_pid = int(open(daemon.pidfile, encoding='ascii').read())
+    try:
+        assert os.getsid(daemon.detached_pid) != os.getsid(0)
+    finally:
+        daemon.stop()
+    assert not os.path.exists(daemon.pidfile)
+
+
+def test_second_start_fails_naming_the_pid_that_holds_the_lock(daemon):
+    first = daemon.detached_pid
+    second = Loghogd(daemon.directory, FACILITIES).start_detached()
+    assert second.returncode != 0
+    assert 'already running with PID %d' % first in second.stderr
+    assert daemon.pidfile in second.stderr
+    assert int(open(daemon.pidfile, encoding='ascii').read()) == first
+    daemon.send_tcp(frame('app', 'root', 'first one still serves'))
+    assert bodies(daemon.wait_for_lines('app/root.log', 1)) == ['first one still serves']
+
+
+def test_foreground_loghogd_holds_the_pid_file_too(tmp_path):
+    with Loghogd(tmp_path, FACILITIES) as foreground:
+        assert int(open(foreground.pidfile, encoding='ascii').read()) == foreground.process.pid
+        detached = Loghogd(tmp_path, FACILITIES).start_detached()
+        assert detached.returncode != 0
+        assert 'already running with PID %d' % foreground.process.pid in detached.stderr
+    assert not os.path.exists(foreground.pidfile)
+
+
+def test_kill_9_leaves_a_stale_pid_file_that_does_not_block_the_next_start(daemon):
+    killed = daemon.detached_pid
+    daemon.kill()
+    assert int(open(daemon.pidfile, encoding='ascii').read()) == killed
+    started = daemon.start_detached()
+    started_ok(started)
+    assert 'removing the stale PID file %s (process %d is gone)' % (daemon.pidfile, killed) in started.stderr
+    assert daemon.detached_pid not in (None, killed)
+    daemon.send_tcp(frame('app', 'root', 'after kill -9'))
+    assert bodies(daemon.wait_for_lines('app/root.log', 1)) == ['after kill -9']
+
+
+def test_bad_config_with_d_exits_non_zero_with_the_error_on_stderr(tmp_path):
+    daemon = Loghogd(tmp_path, FACILITIES, config={'server': {'max_connections': 'many'}})
+    started = daemon.start_detached()
+    assert started.returncode == 2
+    assert daemon.config_path in started.stderr and '[server] max_connections' in started.stderr
+
+
+def test_port_in_use_with_d_exits_non_zero_with_the_error_on_stderr(tmp_path):
+    with socket.socket() as blocker:
+        blocker.bind(('127.0.0.1', 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        daemon = Loghogd(tmp_path, FACILITIES, config={'server': {'listen_ipv4': '127.0.0.1:%d' % port}})
+        started = daemon.start_detached()
+    assert started.returncode == 1
+    assert 'cannot listen on TCP 127.0.0.1:%d' % port in started.stderr
+    assert not os.path.exists(daemon.pidfile)
+    wait_for(lambda: 'cannot start: cannot listen' in internal_log(daemon), what='the error in the internal log')
+
+
+def test_unreadable_certificate_with_d_exits_non_zero_naming_the_file(tmp_path):
+    broken = tmp_path / 'broken.pem'
+    broken.write_text('not a certificate\n')
+    daemon = Loghogd(tmp_path, FACILITIES, config={'server': {
+        'listen_ipv4_ssl': '127.0.0.1:0', 'pemfile': str(broken), 'cacert': str(broken)}})
+    started = daemon.start_detached()
+    assert started.returncode == 1
+    assert 'cannot load the server certificate and key from %s' % broken in started.stderr
+    assert not os.path.exists(daemon.pidfile)
+
+
+def test_sigterm_with_clients_mid_stream_loses_none_of_their_sent_records(daemon):
+    """Records whose sendall() returned before SIGTERM all land, each client's as an unbroken prefix."""
+    clients = 4
+    sent = [0] * clients
+    stop = threading.Event()
+
+    def stream(number: int) -> None:
+        sock = daemon.connect_tcp()
+        try:
+            while not stop.is_set():
+                batch = b''.join(frame('app', 'root', 'c%d %d' % (number, sent[number] + i)) for i in range(20))
+                sock.sendall(batch)
+                sent[number] += 20
+        except OSError:
+            pass
+        finally:
+            sock.close()
+    threads = [threading.Thread(target=stream, args=(number,)) for number in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: min(sent) >= 2000, 30, 'every client to have sent 2000 records')
+        before = list(sent)
+        daemon.send_signal(signal.SIGTERM)
+        pid = daemon.detached_pid
+        wait_for(lambda: not process_alive(pid), 30, 'loghogd to exit')
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    landed = {number: [] for number in range(clients)}
+    for body in bodies(daemon.read_lines('app/root.log')):
+        number, index = body[1:].split()
+        landed[int(number)].append(int(index))
+    for number in range(clients):
+        assert landed[number] == list(range(len(landed[number]))), 'client %d has gaps or duplicates' % number
+        assert len(landed[number]) >= before[number]
+    total = sum(len(indexes) for indexes in landed.values())
+    assert 'stopped: %d messages written' % total in internal_log(daemon)
+    assert not os.path.exists(daemon.pidfile)
+
+
+def test_sigint_stops_cleanly_and_removes_the_pid_file(daemon):
+    daemon.send_tcp(frame('app', 'root', 'before SIGINT'))
+    daemon.wait_for_lines('app/root.log', 1)
+    daemon.stop(signal.SIGINT)
+    assert not os.path.exists(daemon.pidfile)
+    assert 'received SIGINT' in wait_for_log(daemon, 'stopped: 1 messages written')
+
+
+# reloading ---------------------------------------------------------------------
+
+def test_reload_adds_an_app_while_an_open_connection_keeps_working(daemon):
+    sock = daemon.connect_tcp()
+    sock.sendall(frame('app', 'root', 'before reload'))
+    daemon.wait_for_lines('app/root.log', 1)
+    daemon.write_facilities(FACILITIES + '\n[newapp]\nrotate = daily\nbackup_count = 1\n')
+    daemon.send_signal(signal.SIGHUP)
+    wait_for_log(daemon, 'reloaded %s: 3 facilities' % daemon.facilities_path)
+    sock.sendall(frame('newapp', 'root', 'new app on the old connection') + frame('app', 'root', 'after reload'))
+    assert bodies(daemon.wait_for_lines('newapp/root.log', 1)) == ['new app on the old connection']
+    assert bodies(daemon.wait_for_lines('app/root.log', 2)) == ['before reload', 'after reload']
+    sock.close()
+    stats = daemon.stats()
+    assert stats['connections_accepted'] == 1 and stats['rejected'] == 0
+
+
+def test_reload_reopens_the_file_of_a_changed_facility(daemon):
+    daemon.send_tcp(frame('app', 'root', 'one file', hostname='web1'))
+    daemon.wait_for_lines('app/root.log', 1)
+    daemon.write_facilities(FACILITIES.replace('[app]\n', '[app]\nfile_per_host = yes\n'))
+    daemon.send_signal(signal.SIGHUP)
+    wait_for_log(daemon, 'reloaded %s' % daemon.facilities_path)
+    daemon.send_tcp(frame('app', 'root', 'per host now', hostname='web1'))
+    assert bodies(daemon.wait_for_lines('app/web1-root.log', 1)) == ['per host now']
+    assert bodies(daemon.read_lines('app/root.log')) == ['one file']
+
+
+def test_broken_reload_keeps_the_old_facilities_and_names_file_and_line(daemon):
+    sock = daemon.connect_tcp()
+    daemon.write_facilities(FACILITIES + '\n[newapp]\nrotate = sometimes\nbackup_count = 1\n')
+    daemon.send_signal(signal.SIGHUP)
+    text = wait_for_log(daemon, 'reload failed, keeping the facilities in force')
+    line = (FACILITIES + '\n[newapp]\n').count('\n') + 1
+    assert '%s, line %d, [newapp] rotate' % (daemon.facilities_path, line) in text
+    sock.sendall(frame('app', 'root', 'old facilities still work') + frame('newapp', 'root', 'not yet'))
+    assert bodies(daemon.wait_for_lines('app/root.log', 1)) == ['old facilities still work']
+    wait_for(lambda: daemon.stats()['rejected_by_reason'].get('unknown_app') == 1, what='newapp rejected')
+    sock.close()
+    assert process_alive(daemon.detached_pid)
+
+
+def test_changed_loghogd_conf_is_logged_as_needing_a_restart(daemon):
+    with open(daemon.config_path, 'a', encoding='utf-8') as stream:
+        stream.write('[stats]\nprometheus_textfile = %s\n' % os.path.join(daemon.directory, 'x.prom'))
+    daemon.send_signal(signal.SIGHUP)
+    wait_for_log(daemon, '%s changed; restart loghogd to apply it' % daemon.config_path)
+    assert process_alive(daemon.detached_pid)
+
+
+def test_reload_reopens_the_internal_log_after_an_external_rotation(daemon):
+    os.rename(daemon.internal_log, daemon.internal_log + '.1')
+    daemon.send_signal(signal.SIGHUP)
+    wait_for(lambda: 'reloaded' in internal_log(daemon), what='a new internal log with the reload in it')
+    assert 'loghogd %d ready' % daemon.detached_pid in open(daemon.internal_log + '.1', encoding='utf-8').read()
+
+
+def test_tls_reload_with_a_broken_certificate_keeps_serving_tls(tmp_path):
+    pki = make_pki(tmp_path)
+    client = pki.client_pem('web1')
+    served_pem = str(tmp_path / 'served.pem')
+    shutil.copy(pki.server_pem, served_pem)
+    daemon = Loghogd(tmp_path, FACILITIES, pki=pki, config={'server': {'pemfile': served_pem}})
+    started_ok(daemon.start_detached())
+    try:
+        with open(served_pem, 'w', encoding='ascii') as stream:
+            stream.write('-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n')
+        daemon.send_signal(signal.SIGHUP)
+        text = wait_for_log(daemon, 'reload of the TLS files failed, keeping the old ones')
+        assert served_pem in text
+        with daemon.connect_tls(client) as sock:
+            sock.sendall(frame('app', 'root', 'TLS after a broken reload'))
+        assert bodies(daemon.wait_for_lines('app/root.log', 1)) == ['TLS after a broken reload']
+        shutil.copy(pki.server_pem, served_pem)
+        daemon.send_signal(signal.SIGHUP)
+        wait_for_log(daemon, 'reloaded %s' % daemon.facilities_path, count=2)
+        with daemon.connect_tls(client) as sock:
+            sock.sendall(frame('app', 'root', 'TLS after a good reload'))
+        assert bodies(daemon.wait_for_lines('app/root.log', 2))[1] == 'TLS after a good reload'
+        assert internal_log(daemon).count('reload of the TLS files failed') == 1
+    finally:
+        daemon.stop()
+
+
+# counters ------------------------------------------------------------------------
+
+def send_known_traffic(daemon: Loghogd) -> dict:
+    """Traffic with exactly known counts; returns what --status must report."""
+    good = [frame('app', 'root', 'tcp %d' % i) for i in range(7)]
+    signed = [frame('signed', 'root', 'ok', secret='sekrit'), frame('signed', 'root', 'forged', secret='x')]
+    udp = [frame('app', 'root', 'udp %d' % i) for i in range(3)]
+    daemon.send_tcp(b''.join(good))
+    daemon.send_tcp(b''.join(signed))
+    for datagram in udp:
+        daemon.send_udp(datagram)
+    daemon.wait_for_lines('app/root.log', 10)
+    daemon.wait_for_lines('signed/root.log', 1)
+    return {'accepted': 11, 'app': 10, 'signed': 1, 'bad_signature': 1, 'connections': 2,
+            'bytes': sum(map(len, good + signed + udp)), 'frames': len(good + signed + udp)}
+
+
+def status_number(text: str, label: str, indent: int = 0) -> int:
+    match = re.search(r'^%s%s +(\d+)$' % (' ' * indent, re.escape(label)), text, re.M)
+    assert match, '%r not in:\n%s' % (label, text)
+    return int(match.group(1))
+
+
+def test_status_prints_exactly_what_was_sent(daemon):
+    expected = send_known_traffic(daemon)
+    status = subprocess.run([LOGHOGD, '--status', '-c', daemon.config_path], capture_output=True, text=True,
+                            timeout=30)
+    assert status.returncode == 0, status.stderr
+    text = status.stdout
+    assert text.startswith('loghogd ') and 'PID %d' % daemon.detached_pid in text.splitlines()[0]
+    assert status_number(text, 'messages accepted') == expected['accepted']
+    assert status_number(text, 'app', indent=4) == expected['app']
+    assert status_number(text, 'signed', indent=4) == expected['signed']
+    assert status_number(text, 'messages rejected') == 1
+    assert status_number(text, 'bad_signature', indent=4) == expected['bad_signature']
+    assert status_number(text, 'bytes received') == expected['bytes']
+    assert status_number(text, 'frames received') == expected['frames']
+    assert status_number(text, 'connections accepted') == expected['connections']
+    for label in ('connections refused', 'TLS handshake failures', 'rotations', 'compressions', 'write errors'):
+        assert status_number(text, label) == 0
+    as_json = subprocess.run([LOGHOGD, '--status', '--json', '-c', daemon.config_path], capture_output=True,
+                             text=True, timeout=30)
+    stats = json.loads(as_json.stdout)
+    assert stats['accepted_by_facility'] == {'app:root': 10, 'signed:root': 1}
+    assert stats['rejected_by_reason'] == {'bad_signature': 1}
+    assert stats['bytes_received'] == expected['bytes'] and stats['pid'] == daemon.detached_pid
+
+
+def test_status_of_a_stopped_daemon_says_it_is_not_running(daemon):
+    daemon.stop()
+    status = subprocess.run([LOGHOGD, '--status', '-c', daemon.config_path], capture_output=True, text=True,
+                            timeout=30)
+    assert status.returncode == 3
+    assert 'loghogd is not running (no PID file %s)' % daemon.pidfile in status.stderr
+
+
+def test_sigusr1_writes_the_counters_to_the_internal_log(daemon):
+    expected = send_known_traffic(daemon)
+    daemon.send_signal(signal.SIGUSR1)
+    text = wait_for_log(daemon, 'counters: ')
+    counters = json.loads(text.split('counters: ', 1)[1].splitlines()[0])
+    assert counters['accepted'] == expected['accepted'] and counters['bytes_received'] == expected['bytes']
+
+
+def test_prometheus_textfile_holds_the_same_counters(tmp_path):
+    textfile = tmp_path / 'metrics' / 'loghogd.prom'
+    textfile.parent.mkdir()
+    daemon = Loghogd(tmp_path, FACILITIES, config={'stats': {'prometheus_textfile': str(textfile)}})
+    started_ok(daemon.start_detached())
+    try:
+        expected = send_known_traffic(daemon)
+        wanted = 'loghogd_received_bytes_total %d\n' % expected['bytes']
+        wait_for(lambda: textfile.exists() and wanted in textfile.read_text(), what='the counters in the textfile')
+        text = textfile.read_text()
+    finally:
+        daemon.stop()
+    assert os.listdir(textfile.parent) == ['loghogd.prom']
+    assert 'loghogd_messages_accepted_total{app="app",facility="app:root"} 10\n' in text
+    assert 'loghogd_messages_accepted_total{app="signed",facility="signed:root"} 1\n' in text
+    assert 'loghogd_messages_rejected_total{reason="bad_signature"} 1\n' in text
+    assert 'loghogd_connections_accepted_total 2\n' in text
+    sample = re.compile(r'^(loghogd_[a-z_]+)(\{[a-z_]+="[^"\\\n]*"(,[a-z_]+="[^"\\\n]*")*\})? -?[0-9.e+]+$')
+    typed = set()
+    for line in text.splitlines():
+        if line.startswith('# TYPE '):
+            typed.add(line.split()[2])
+        elif not line.startswith('# HELP '):
+            match = sample.match(line)
+            assert match and match.group(1) in typed, line
+
+
+# privileges -------------------------------------------------------------------------
+
+@pytest.fixture
+def test_user():
+    if os.geteuid() != 0:
+        pytest.skip('dropping privileges needs root; this test runs as uid %d' % os.geteuid())
+    try:
+        return pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(['useradd', '--system', '--no-create-home', '--shell', '/usr/sbin/nologin', TEST_USER],
+                       check=True, capture_output=True, timeout=60)
+        return pwd.getpwnam(TEST_USER)
+
+
+@pytest.fixture
+def open_directory():
+    """A directory the dropped user can reach (pytest's tmp_path sits under a 0700 one)."""
+    directory = tempfile.mkdtemp(prefix='loghogd-ops-', dir='/tmp')
+    os.chmod(directory, 0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_root_start_drops_to_the_user_after_binding(test_user, open_directory):
+    pki = make_pki(os.path.join(open_directory, 'pki'))
+    os.chmod(pki.server_pem, 0o600)
+    daemon = Loghogd(open_directory, FACILITIES, pki=pki, config={'main': {'user': TEST_USER}})
+    started = daemon.start_detached()
+    started_ok(started)
+    try:
+        assert 'a reload (SIGHUP) will fail; %s not readable by user %s' % (pki.server_pem, TEST_USER) \
+            in started.stderr
+        status = proc_status(daemon.detached_pid)
+        assert status['Uid'].split() == [str(test_user.pw_uid)] * 4
+        assert status['Gid'].split() == [str(test_user.pw_gid)] * 4
+        assert status['Groups'].strip() == ''
+        daemon.send_tcp(frame('app', 'root', 'written by the user'))
+        daemon.wait_for_lines('app/root.log', 1)
+        for path in (daemon.path('app/root.log'), daemon.path('app'), daemon.logdir, daemon.rundir,
+                     daemon.workdir, daemon.internal_log, daemon.pidfile):
+            owner = os.stat(path)
+            assert (owner.st_uid, owner.st_gid) == (test_user.pw_uid, test_user.pw_gid), path
+        daemon.send_signal(signal.SIGHUP)
+        text = wait_for_log(daemon, 'reload of the TLS files failed, keeping the old ones')
+        assert 'not readable by user %s (uid %d)' % (TEST_USER, test_user.pw_uid) in text
+        with daemon.connect_tls(pki.client_pem('web1')) as sock:
+            sock.sendall(frame('app', 'root', 'TLS still served'))
+        daemon.wait_for_lines('app/root.log', 2)
+    finally:
+        daemon.stop()
+    assert not os.path.exists(daemon.pidfile)
+
+
+def loghogd_for(user: pwd.struct_passwd) -> tuple:
+    """(command prefix, environment) that `user` can run: this loghogd, else Debian's python3 on the checkout.
+
+    The suite's interpreter may sit under root's home; Debian's python3
+    with python3-daemon and python3-lockfile then runs the same code.
+    """
+    candidates = [([LOGHOGD], dict(os.environ)),
+                  (['/usr/bin/python3', '-m', 'loghogd.main'], dict(os.environ, PYTHONPATH=REPO))]
+    for prefix, environment in candidates:
+        try:
+            probe = subprocess.run(prefix + ['--version'], capture_output=True, timeout=60, env=environment,
+                                   user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd='/')
+        except OSError:
+            continue
+        if probe.returncode == 0:
+            return prefix, environment
+    pytest.skip('user %s can run neither %s nor /usr/bin/python3 with loghogd\'s dependencies'
+                % (user.pw_name, LOGHOGD))
+
+
+def run_as_test_user(daemon: Loghogd, user: pwd.struct_passwd) -> subprocess.CompletedProcess:
+    prefix, environment = loghogd_for(user)
+    for top, directories, files in os.walk(daemon.directory):
+        for name in [top] + [os.path.join(top, entry) for entry in directories + files]:
+            os.chown(name, user.pw_uid, user.pw_gid)
+    return subprocess.run(prefix + ['-c', daemon.config_path, '-d'], capture_output=True, text=True, timeout=60,
+                          env=environment, user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd='/')
+
+
+def test_non_root_start_as_another_user_is_refused(test_user, open_directory):
+    daemon = Loghogd(open_directory, FACILITIES, config={'main': {'user': 'root'}})
+    started = run_as_test_user(daemon, test_user)
+    assert started.returncode == 1
+    assert 'user = root: only root can switch to that user, but loghogd was started as %s' % TEST_USER \
+        in started.stderr
+
+
+def test_non_root_start_as_that_user_warns_and_runs(test_user, open_directory):
+    daemon = Loghogd(open_directory, FACILITIES, config={'main': {'user': TEST_USER}})
+    started = run_as_test_user(daemon, test_user)
+    assert started.returncode == 0, started.stderr
+    assert 'started as %s itself, not as root' % TEST_USER in started.stderr
+    daemon.detached_pid = int(open(daemon.pidfile, encoding='ascii').read())
+    try:
+        assert proc_status(daemon.detached_pid)['Uid'].split()[0] == str(test_user.pw_uid)
+    finally:
+        daemon.stop()
