@@ -319,7 +319,7 @@ class Rotator:
             if match:
                 backups.setdefault(match.group(1), []).append(name)
         stamps = sorted(backups)
-        doomed = set(stamps[:len(stamps) - entry.backup_count])
+        doomed = set(stamps[:max(0, len(stamps) - entry.backup_count)])
         if entry.max_age is not None and stamps:
             last = self.state.last_rotation(entry.path)
             ends = [_stamp_time(stamp) for stamp in stamps[1:]] + [last.timestamp() if last else now]
