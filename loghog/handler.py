@@ -28,6 +28,7 @@ BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 5.0
 MAX_BATCH_BYTES = 256 * 1024
 IDLE_WAKEUP = 1.0
+ABORT_GRACE = 0.5
 
 _live_handlers: 'weakref.WeakSet[LoghogHandler]' = weakref.WeakSet()
 
@@ -128,10 +129,14 @@ class LoghogHandler(logging.Handler):
         if sender is not None:
             self._interrupt.set()
             self._outbox.wake()
-            sender.join(self.flush_timeout + 1.0)
-        left = len(self._outbox)
+            sender.join(self.flush_timeout)
+            if sender.is_alive():  # still in a send the server is not reading
+                connection = self._connection
+                if connection is not None:
+                    connection.abort()
+                sender.join(ABORT_GRACE)
+        left = self._outbox.discard()
         if left:
-            self._outbox.count_dropped(left)
             self._warn('%d record(s) not delivered to %s:%s within flush_timeout=%ss; they are lost'
                        % (left, self.address[0], self.address[1], self.flush_timeout))
         if sender is None or not sender.is_alive():

@@ -29,7 +29,7 @@ class Outbox:
         self.capacity = capacity
         self.dropped_total = 0
         self._entries: Deque[Entry] = deque()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a signal handler that logs may interrupt push() in the same thread
         self._next_seq = 1
         self._first_unsent = 1
         self._dropped_unreported = 0
@@ -125,6 +125,16 @@ class Outbox:
             self._first_unsent = self._entries[0][0] if self._entries else self._next_seq
             self._count_dropped(len(self._evicted_in_flight))
             self._evicted_in_flight.clear()
+
+    def discard(self) -> int:
+        """Give up on every record not yet confirmed (at close); return how many, counted as dropped."""
+        with self._lock:
+            count = len(self._entries) + len(self._evicted_in_flight)
+            self._entries.clear()
+            self._evicted_in_flight.clear()
+            self._first_unsent = self._next_seq
+            self._count_dropped(count)
+            return count
 
     def _evict_oldest(self) -> None:
         """Make room. A record already handed to the sender counts as dropped only if it is never confirmed."""

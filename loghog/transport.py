@@ -78,6 +78,13 @@ class StreamConnection:
             raise SendError(_last_whole_record(batch, written), error) from error
         return batch[-1][0]
 
+    def abort(self) -> None:
+        """Make a send blocked in another thread fail now (the TLS layer is left to that thread)."""
+        try:
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def close(self) -> None:
         self.sock.close()
 
@@ -107,6 +114,9 @@ class DatagramConnection:
                     self._on_oversized()
             last_sent = seq
         return last_sent
+
+    def abort(self) -> None:
+        """Nothing to do: a datagram send does not wait for the server."""
 
     def close(self) -> None:
         self.sock.close()

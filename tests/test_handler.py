@@ -393,6 +393,30 @@ def test_a_server_closing_the_connection_loses_nothing_logged_after(capture, mak
     assert len(capture.connections) == 2
 
 
+def test_a_server_that_stops_reading_costs_records_not_time(make_handler):
+    stalled = socket.socket()
+    stalled.bind(('127.0.0.1', 0))
+    stalled.listen(1)
+    try:
+        handler = make_handler('demo', '127.0.0.1', stalled.getsockname()[1], max_buffer_size=100)
+        logger = logger_for(handler)
+        started = time.monotonic()
+        for i in range(3000):
+            logger.info('%d %s', i, 'x' * 20000)  # 60 MB: far more than the socket buffers hold
+        logging_time = time.monotonic() - started
+        wait_for(lambda: handler.dropped_total > 0, 10, 'drops while the server is not reading')
+        handler.flush_timeout = 0.5
+        started = time.monotonic()
+        handler.close()
+        print('3000 records to a stalled server: %.3f s of logging calls, close() took %.2f s, %d dropped'
+              % (logging_time, time.monotonic() - started, handler.dropped_total))
+        assert handler.queued == 0
+        assert handler.dropped_total >= 3000 - 100 - 8e6 // 20000  # at most the queue and the buffers got out
+        assert time.monotonic() - started < 5  # close() is bounded by flush_timeout, not by the server
+    finally:
+        stalled.close()
+
+
 def test_udp_sends_one_datagram_per_record_and_drops_oversized_ones(make_handler):
     server = Capture(udp=True)
     try:
@@ -554,6 +578,25 @@ def test_a_failed_handshake_never_sends_a_byte_in_plaintext(pki, make_handler, m
         listener.close()
 
 
+def test_tls_key_and_certificate_in_separate_files(pki, make_handler, tmp_path):
+    with open(pki.client_pem('web1'), encoding='ascii') as stream:
+        pem = stream.read()
+    parts = ['-----BEGIN' + part for part in pem.split('-----BEGIN')[1:]]
+    key = ''.join(part for part in parts if 'PRIVATE KEY' in part)
+    cert = ''.join(part for part in parts if 'PRIVATE KEY' not in part)
+    (tmp_path / 'web1.key').write_text(key)
+    (tmp_path / 'web1.crt').write_text(cert)
+    server = Capture(tls=server_context(pki))
+    try:
+        ssl_info = {'pemfile': str(tmp_path / 'web1.crt'), 'keyfile': str(tmp_path / 'web1.key'),
+                    'cacert': pki.ca_cert}
+        handler = make_handler('demo', '127.0.0.1', server.port, ssl_info=ssl_info)
+        logger_for(handler).info('separate key')
+        assert [r['body'] for r in server.wait_for_records(1)] == ['separate key']
+    finally:
+        server.close()
+
+
 def test_a_server_with_a_certificate_from_another_ca_gets_nothing(pki, make_handler, capsys):
     impostor = Capture(tls=server_context(pki, pki.other_ca_client_pem('impostor')))
     try:
@@ -596,3 +639,7 @@ def test_outbox_never_loses_count_of_a_record_and_never_confirms_one_twice(capac
         assert len(outbox) <= capacity
     assert confirmed == sorted(set(confirmed))
     assert pushed == len(confirmed) + outbox.dropped_total + len(outbox)
+    left = len(outbox)
+    dropped = outbox.dropped_total
+    assert outbox.discard() == left
+    assert (len(outbox), outbox.dropped_total) == (0, dropped + left)
