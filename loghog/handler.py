@@ -262,8 +262,20 @@ class LoghogHandler(logging.Handler):
 
 
 def _reset_handlers_in_child() -> None:
-    for handler in list(_live_handlers):
+    handlers = list(_live_handlers)
+    for handler in handlers:
         handler._after_fork_in_child()
+    multiprocessing_util = sys.modules.get('multiprocessing.util')
+    if multiprocessing_util is not None:
+        # multiprocessing ends a child with os._exit(), so logging.shutdown() never runs there;
+        # its exit finalizers do, but it clears them after this hook: register through its own
+        # after-fork list instead, which it runs once the child is set up.
+        for handler in handlers:
+            multiprocessing_util.register_after_fork(handler, _close_at_process_exit)
+
+
+def _close_at_process_exit(handler: LoghogHandler) -> None:
+    sys.modules['multiprocessing.util'].Finalize(handler, handler.close, exitpriority=0)
 
 
 if hasattr(os, 'register_at_fork'):

@@ -489,6 +489,26 @@ def test_a_forked_child_makes_its_own_connection_and_thread(capture, make_handle
     assert len(capture.connections) == 2
 
 
+def log_twenty_records(logger_name: str) -> None:
+    for i in range(20):
+        logging.getLogger(logger_name).info('worker %d', i)
+
+
+@pytest.mark.filterwarnings('ignore:This process .* is multi-threaded')  # the point: fork after threads
+def test_a_multiprocessing_child_delivers_its_records_before_it_exits(capture, make_handler):
+    import multiprocessing
+    handler = make_handler('demo', '127.0.0.1', capture.port)
+    logger = logger_for(handler)
+    logger.info('parent')
+    capture.wait_for_records(1)
+    child = multiprocessing.get_context('fork').Process(target=log_twenty_records, args=(logger.name,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    capture.wait_for_records(21)
+    assert capture.bodies() == ['parent'] + ['worker %d' % i for i in range(20)]
+
+
 def test_emit_never_raises_into_the_application(make_handler, capsys):
     handler = make_handler('demo', '127.0.0.1', 1)
     logger = logger_for(handler)
