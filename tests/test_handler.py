@@ -630,6 +630,29 @@ def test_a_server_with_a_certificate_from_another_ca_gets_nothing(pki, make_hand
         impostor.close()
 
 
+# Packaging ------------------------------------------------------------------
+
+def test_client_distribution_is_the_loghog_package_alone_with_no_dependencies(tmp_path):
+    import shutil
+    import zipfile
+    shutil.copytree(os.path.join(REPO, 'loghog'), tmp_path / 'loghog',
+                    ignore=shutil.ignore_patterns('__pycache__'))
+    shutil.copytree(os.path.join(REPO, 'client'), tmp_path / 'client',
+                    ignore=shutil.ignore_patterns('build', '*.egg-info'))
+    # the 0.7 venv has setuptools and wheel, so the build needs no index (and proves old setuptools works)
+    subprocess.run([VENV07_PYTHON, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '--no-index',
+                    '-q', '-w', str(tmp_path / 'dist'), str(tmp_path / 'client')], check=True, timeout=300)
+    [wheel] = os.listdir(tmp_path / 'dist')
+    assert wheel.startswith('loghog-') and wheel.endswith('-py3-none-any.whl')
+    with zipfile.ZipFile(tmp_path / 'dist' / wheel) as archive:
+        names = archive.namelist()
+        metadata = archive.read(next(name for name in names if name.endswith('/METADATA'))).decode()
+    assert sorted(name for name in names if '.dist-info/' not in name) == [
+        'loghog/__init__.py', 'loghog/encoder.py', 'loghog/handler.py', 'loghog/outbox.py',
+        'loghog/protocol.py', 'loghog/transport.py']
+    assert 'Requires-Dist' not in metadata
+
+
 # The queue ------------------------------------------------------------------
 
 @settings(max_examples=300)
