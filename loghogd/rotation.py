@@ -30,7 +30,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from dateutil import tz
 
@@ -217,8 +217,7 @@ class Rotator:
     def rotate_all(self, now: float) -> None:
         """SIGUSR2 (a test and operator hook): rotate every file that holds lines, now."""
         log.info('rotating every log file now (SIGUSR2)')
-        for entry in list(self._tracked.values()):
-            self._rotate(entry, now, 'requested')
+        self._rotate(list(self._tracked.values()), now, 'requested')
         self._recompute_next_due()
 
     def rotate_full(self, logfile: LogFile) -> None:
@@ -228,7 +227,7 @@ class Rotator:
         if entry is None:
             self._track_key(logfile.path, logfile.key, now)
             entry = self._tracked[logfile.path]
-        self._rotate_now(entry, logfile, now, 'max_size %d reached' % logfile.max_size)
+        self._rotate_now([(entry, logfile)], now, 'max_size %d reached' % logfile.max_size)
         self._next_due = min(self._next_due, entry.due)
 
     def stop(self, timeout: float = STOP_WAIT_SECONDS) -> None:
@@ -239,46 +238,68 @@ class Rotator:
     # rotating -----------------------------------------------------------------
 
     def _rotate_due(self, now: float) -> None:
-        for entry in list(self._tracked.values()):
-            if entry.due <= now:
-                self._rotate(entry, now, 'scheduled (%s)' % entry.schedule.spec)
+        due = [entry for entry in self._tracked.values() if entry.due <= now]
+        for schedule in sorted({entry.schedule.spec for entry in due}):
+            self._rotate([entry for entry in due if entry.schedule.spec == schedule], now,
+                         'scheduled (%s)' % schedule)
         self._recompute_next_due()
 
-    def _rotate(self, entry: Tracked, now: float, reason: str) -> None:
-        """Rotate unless the file is empty; an empty one only moves its due time on."""
-        logfile = self.writer.get(entry.key) if entry.key is not None else None
-        if logfile is not None and logfile.partial:
-            log.warning('not rotating %s yet: a write to it is unfinished', entry.path)
-            entry.due = now + RETRY_SECONDS
-            return
-        size = logfile.current_size() if logfile is not None else _size(entry.path)
-        if size == 0:
-            when = local_time(now)
-            self.state.record(entry.path, when)
-            self._state_dirty = True
-            entry.due = _due_after(entry.schedule, when)
-            return
-        self._rotate_now(entry, logfile, now, reason)
+    def _rotate(self, entries: List[Tracked], now: float, reason: str) -> None:
+        """Rotate those that hold bytes; an empty file only moves its due time on."""
+        ready = []
+        for entry in entries:
+            logfile = self.writer.get(entry.key) if entry.key is not None else None
+            if logfile is not None and logfile.partial:
+                log.warning('not rotating %s yet: a write to it is unfinished', entry.path)
+                entry.due = now + RETRY_SECONDS
+            elif (logfile.current_size() if logfile is not None else _size(entry.path)) == 0:
+                when = local_time(now)
+                self.state.record(entry.path, when)
+                self._state_dirty = True
+                entry.due = _due_after(entry.schedule, when)
+            else:
+                ready.append((entry, logfile))
+        self._rotate_now(ready, now, reason)
 
-    def _rotate_now(self, entry: Tracked, logfile: Optional[LogFile], now: float, reason: str) -> None:
-        path = entry.path
+    def _rotate_now(self, files: List[Tuple[Tracked, Optional[LogFile]]], now: float, reason: str) -> None:
+        """Record the rotation of all `files` with one state save, then rename each.
+
+        One fsync'd save for a whole batch keeps a midnight with many files
+        from stalling the loop for one disk flush per file.
+        """
+        if not files:
+            return
         when = local_time(now)
-        backup = self._backup_name(path, self.state.last_rotation(path) or when)
-        self.state.record(path, when)
+        plans = []
+        for entry, logfile in files:
+            previous = self.state.last_rotation(entry.path) or when
+            plans.append((entry, logfile, self._backup_name(entry.path, previous), previous))
+            self.state.record(entry.path, when)
         try:
             self.state.save()
             self._state_dirty = False
-            os.rename(path, backup)
         except OSError as error:
-            log.error('cannot rotate %s: %s; trying again in %.0f s', path, error, RETRY_SECONDS)
-            self._state_dirty = True
+            log.error('cannot save the rotation state %s: %s; rotating nothing, trying again in %.0f s',
+                      self.state.path, error, RETRY_SECONDS)
+            for entry, _logfile, _backup, previous in plans:
+                self.state.record(entry.path, previous)
+                entry.due = now + RETRY_SECONDS
+            return
+        for entry, logfile, backup, _previous in plans:
+            self._rename(entry, logfile, backup, now, reason)
+
+    def _rename(self, entry: Tracked, logfile: Optional[LogFile], backup: str, now: float, reason: str) -> None:
+        try:
+            os.rename(entry.path, backup)
+        except OSError as error:
+            log.error('cannot rotate %s: %s; trying again in %.0f s', entry.path, error, RETRY_SECONDS)
             entry.due = now + RETRY_SECONDS
             return
         if logfile is not None:
             logfile.renamed()
         self.counters.rotations += 1
-        entry.due = _due_after(entry.schedule, when)
-        log.info('rotated %s to %s: %s', path, os.path.basename(backup), reason)
+        entry.due = _due_after(entry.schedule, self.state.last_rotation(entry.path))
+        log.info('rotated %s to %s: %s', entry.path, os.path.basename(backup), reason)
         self._retain(entry, now)
         if os.path.exists(backup):
             self.compressor.submit(backup, self._compressed)
