@@ -135,6 +135,29 @@ def test_kill_9_leaves_a_stale_pid_file_that_does_not_block_the_next_start(daemo
     assert bodies(daemon.wait_for_lines('app/root.log', 1)) == ['after kill -9']
 
 
+def test_pid_file_without_a_pid_is_stale_too(tmp_path):
+    daemon = Loghogd(tmp_path, FACILITIES)
+    os.makedirs(daemon.rundir)
+    with open(daemon.pidfile, 'w', encoding='ascii') as stream:
+        stream.write('not a pid\n')
+    try:
+        started = daemon.start_detached()
+        started_ok(started)
+        assert 'removing the stale PID file %s (no PID in it)' % daemon.pidfile in started.stderr
+        assert int(open(daemon.pidfile, encoding='ascii').read()) == daemon.detached_pid
+    finally:
+        daemon.stop()
+
+
+def test_pid_file_that_cannot_be_created_is_a_start_up_error(tmp_path):
+    blocker = tmp_path / 'not-a-directory'
+    blocker.write_text('')
+    daemon = Loghogd(tmp_path, FACILITIES, config={'main': {'pidfile': str(blocker / 'loghogd.pid')}})
+    started = daemon.start_detached()
+    assert started.returncode == 1
+    assert str(blocker) in started.stderr
+
+
 def test_bad_config_with_d_exits_non_zero_with_the_error_on_stderr(tmp_path):
     daemon = Loghogd(tmp_path, FACILITIES, config={'server': {'max_connections': 'many'}})
     started = daemon.start_detached()
@@ -167,7 +190,11 @@ def test_unreadable_certificate_with_d_exits_non_zero_naming_the_file(tmp_path):
 
 
 def test_sigterm_with_clients_mid_stream_loses_none_of_their_sent_records(daemon):
-    """Records whose sendall() returned before SIGTERM all land, each client's as an unbroken prefix."""
+    """Records whose sendall() returned before SIGTERM all land, each client's as an unbroken prefix.
+
+    The daemon is stopped (SIGSTOP) while the clients go on, so at SIGTERM
+    each connection has hundreds of records waiting unread in the kernel.
+    """
     clients = 4
     sent = [0] * clients
     stop = threading.Event()
@@ -188,8 +215,13 @@ def test_sigterm_with_clients_mid_stream_loses_none_of_their_sent_records(daemon
         thread.start()
     try:
         wait_for(lambda: min(sent) >= 2000, 30, 'every client to have sent 2000 records')
+        daemon.send_signal(signal.SIGSTOP)
+        unread = list(sent)
+        wait_for(lambda: all(now - then >= 500 for now, then in zip(sent, unread)), 30,
+                 '500 more records of each client waiting unread in the kernel')
         before = list(sent)
         daemon.send_signal(signal.SIGTERM)
+        daemon.send_signal(signal.SIGCONT)
         pid = daemon.detached_pid
         wait_for(lambda: not process_alive(pid), 30, 'loghogd to exit')
     finally:
