@@ -80,7 +80,11 @@ class PidLock:
 
     def acquire(self) -> None:
         """Take the lock for this process; DaemonError if another holds it."""
-        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+        except OSError as error:
+            raise DaemonError('cannot create the directory of the PID file %s: %s'
+                              % (self.path, error.strerror or error)) from None
         for _ in range(3):
             try:
                 self._lock.acquire()
