@@ -41,6 +41,9 @@ LOGDIR = Path('/var/log/loghogd')
 WORKDIR = Path('/var/lib/loghogd')
 RUNDIR = Path('/run/loghogd')
 PIDFILE = RUNDIR / 'loghogd.pid'
+# Left by this test's installs (purge removes it): tells its own leftovers,
+# from a run killed before its finalizer, from an administrator's install.
+TEST_MARKER = WORKDIR / '.installed-by-test-deb'
 APT_ENV = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
 BUILD_TIMEOUT = 300
 APT_TIMEOUT = 300
@@ -91,6 +94,8 @@ def skip_unless_usable() -> None:
     for tool in ('apt-get', 'dpkg', 'dpkg-query', 'service', 'start-stop-daemon', 'git'):
         if shutil.which(tool) is None:
             pytest.skip('the Debian package test needs %s, which this machine lacks' % tool)
+    if package_state() and TEST_MARKER.exists():
+        Installation().cleanup()
     if package_state():
         pytest.skip('loghogd is already known to dpkg here (%s); refusing to replace or purge it'
                     % package_state())
@@ -157,6 +162,7 @@ def installation(deb: Path) -> Iterator[Installation]:
     try:
         error = apt_get('install', str(deb))
         assert error is None, 'apt-get install %s failed:\n%s' % (deb, error)
+        TEST_MARKER.touch()
         yield installed
     finally:
         installed.cleanup()
