@@ -115,16 +115,16 @@ def generate_key(use_rsa: bool = False) -> PrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def validate_name(name: str, what: str) -> str:
-    """A name that becomes both a file name and a certificate common name."""
+def validate_name(name: str, what: str, max_length: int = MAX_COMMON_NAME) -> str:
+    """A name that becomes both a file name and (part of) a certificate common name."""
     if not name:
         raise CertError('%s must not be empty' % what)
     if '/' in name or '\0' in name or name in ('.', '..'):
         raise CertError('%s %r must not contain "/" or be "." or ".."' % (what, name))
     if not name.isprintable():
         raise CertError('%s %r must not contain control characters' % (what, name))
-    if len(name) > MAX_COMMON_NAME:
-        raise CertError('%s %r is longer than %d characters' % (what, name, MAX_COMMON_NAME))
+    if len(name) > max_length:
+        raise CertError('%s %r is longer than %d characters' % (what, name, max_length))
     return name
 
 
@@ -213,10 +213,19 @@ def _key_usage(cert_sign: bool = False, key_encipherment: bool = False) -> x509.
         encipher_only=False, decipher_only=False)
 
 
+def ca_common_name(ca_name: str) -> str:
+    return '%s CA' % ca_name
+
+
+def validate_ca_name(ca_name: str, what: str) -> str:
+    """A CA name fits in a file name and, with ' CA' appended, in a common name."""
+    return validate_name(ca_name, what, MAX_COMMON_NAME - len(ca_common_name('')))
+
+
 def build_ca_certificate(key: PrivateKey, ca_name: str, host: str,
                          not_before: datetime.datetime, not_after: datetime.datetime) -> x509.Certificate:
     """A self-signed CA that may sign leaf certificates and CRLs, nothing else."""
-    subject = _subject('%s CA' % ca_name, unit=host)
+    subject = _subject(ca_common_name(ca_name), unit=host)
     builder = (x509.CertificateBuilder()
                .subject_name(subject).issuer_name(subject)
                .public_key(key.public_key())
@@ -668,17 +677,17 @@ def server_cert_main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     def crl_only() -> None:
-        ca = load_ca(args.dir, validate_name(args.name, '--name'))
+        ca = load_ca(args.dir, validate_ca_name(args.name, '--name'))
         count = refresh_crl(ca)
         print('wrote %s: %d revoked certificate%s' % (ca.files.crl, count, '' if count == 1 else 's'))
 
     def server_only() -> None:
-        ca = load_ca(args.dir, validate_name(args.name, '--name'))
+        ca = load_ca(args.dir, validate_ca_name(args.name, '--name'))
         print('wrote %s' % renew_server_file(ca, args.cn or socket.getfqdn(), args.san, args.days,
                                               args.rsa, args.force))
 
     def create() -> None:
-        files = CaFiles(args.dir, validate_name(args.name, '--name'))
+        files = CaFiles(args.dir, validate_ca_name(args.name, '--name'))
         host = args.cn or socket.getfqdn()
         make_directory(args.dir)
         for path in create_server_files(files, host, args.san, args.days, args.rsa, args.force):
@@ -699,7 +708,7 @@ def client_cert_main(argv: Optional[Sequence[str]] = None) -> int:
 
     def issue() -> None:
         name = validate_name(args.name, 'client name')
-        ca = load_ca(args.dir, validate_name(args.ca_name, '--ca-name'))
+        ca = load_ca(args.dir, validate_ca_name(args.ca_name, '--ca-name'))
         out = _client_output(name, args.out)
         cert = create_client_file(ca, name, out, args.days, args.rsa, args.force)
         print('wrote %s: CN=%s, serial %s, valid until %s'
@@ -707,7 +716,7 @@ def client_cert_main(argv: Optional[Sequence[str]] = None) -> int:
 
     def revoke() -> None:
         name = validate_name(args.name, 'client name')
-        ca = load_ca(args.dir, validate_name(args.ca_name, '--ca-name'))
+        ca = load_ca(args.dir, validate_ca_name(args.ca_name, '--ca-name'))
         new = revoke_client(ca, name, args.cert)
         if new:
             print('revoked %s (serial %s) in %s; reload loghogd (SIGHUP) to apply it'

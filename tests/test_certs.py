@@ -448,3 +448,24 @@ def test_server_only_renews_the_server_certificate_and_keeps_the_ca(pki):
     assert read_bytes(pki.ca_cert) == ca_before
     data, error = handshake(server_context(pki), client_context(pki, client), 'logs.example.com')
     assert error is None and data == b'hello'
+
+
+def test_ca_name_must_leave_room_for_the_common_name(tmp_path):
+    result = run_command('loghog-server-cert', '--dir', str(tmp_path), '--name', 'x' * 62, check=False)
+    assert result.returncode == 1 and 'is longer than 61 characters' in result.stderr
+    run_command('loghog-server-cert', '--dir', str(tmp_path), '--name', 'x' * 61, '--cn', 'localhost')
+    assert load_cert(str(tmp_path / ('x' * 61 + '-ca.cert'))).subject.get_attributes_for_oid(
+        NameOID.COMMON_NAME)[0].value == 'x' * 61 + ' CA'
+
+
+def test_commands_use_no_deprecated_api(tmp_path):
+    """Warnings would reach the operator's terminal: none on this cryptography version."""
+    strict = dict(os.environ, PYTHONWARNINGS='error')
+    for command, *arguments in (
+            ('loghog-server-cert', '--dir', str(tmp_path), '--cn', 'localhost'),
+            ('loghog-client-cert', 'web1', '--dir', str(tmp_path), '--out', str(tmp_path)),
+            ('loghog-client-cert', '--revoke', 'web1', '--dir', str(tmp_path)),
+            ('loghog-server-cert', '--dir', str(tmp_path), '--crl-only'),
+            ('loghog-server-cert', '--dir', str(tmp_path), '--server-only', '--force')):
+        result = run_command(command, *arguments, env=strict)
+        assert result.stderr == ''
