@@ -30,7 +30,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from dateutil import tz
 
@@ -76,8 +76,10 @@ def local_time(timestamp: float) -> datetime:
 class Rotator:
     """Owns the rotation state and the compressor; rotates what is due."""
 
-    def __init__(self, config: Config, facilities: Facilities, writer: Writer, counters: Counters) -> None:
+    def __init__(self, config: Config, facilities: Facilities, writer: Writer, counters: Counters,
+                 clock: Callable[[], float] = time.time) -> None:
         self.writer = writer
+        self.clock = clock
         self.counters = counters
         self.logdir = config.main.logdir
         self.workdir = config.main.workdir
@@ -154,7 +156,7 @@ class Rotator:
 
     def track_file(self, logfile: LogFile) -> None:
         """The writer made a LogFile: learn when it is due."""
-        self._track_key(logfile.path, logfile.key, time.time())
+        self._track_key(logfile.path, logfile.key, self.clock())
 
     def _track_key(self, path: str, key: FileKey, now: float) -> None:
         facility = key[0]
@@ -177,7 +179,7 @@ class Rotator:
 
     def set_facilities(self, facilities: Facilities, now: Optional[float] = None) -> None:
         """After a reload: new schedules for changed facilities; removed ones are left alone."""
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         current = {(facility.app_id, facility.module): facility for facility in facilities}
         for path, entry in list(self._tracked.items()):
             if entry.key is None:
@@ -196,6 +198,11 @@ class Rotator:
         self._next_due = min((entry.due for entry in self._tracked.values()), default=NEVER)
 
     # the loop's side ----------------------------------------------------------
+
+    @property
+    def next_due(self) -> float:
+        """When the next file is due (a timestamp; inf when none has a schedule)."""
+        return self._next_due
 
     def next_wakeup(self, now: float) -> float:
         """Seconds the loop may sleep: until the next due rotation (or compressor poll)."""
@@ -222,7 +229,7 @@ class Rotator:
 
     def rotate_full(self, logfile: LogFile) -> None:
         """The writer's next write would take `logfile` past max_size: rotate it first."""
-        now = time.time()
+        now = self.clock()
         entry = self._tracked.get(logfile.path)
         if entry is None:
             self._track_key(logfile.path, logfile.key, now)
@@ -317,7 +324,7 @@ class Rotator:
         """A compression ended: retention may now delete what it had to leave."""
         entry = self._tracked.get(plain[:-STAMP_LENGTH - 1])
         if entry is not None:
-            self._retain(entry, time.time())
+            self._retain(entry, self.clock())
 
     # retention ----------------------------------------------------------------
 
