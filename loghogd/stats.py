@@ -120,6 +120,9 @@ PROMETHEUS_METRICS = (
      None),
     ('messages_dropped_unwritable', 'messages_dropped_unwritable_total', 'counter',
      'Lines dropped because their file stayed unwritable and the memory buffer was full.', None),
+    ('duplicates_dropped', 'duplicates_dropped_total', 'counter',
+     'Acknowledged-delivery records dropped because they were already written (a client resent them).', None),
+    ('acks_sent', 'acks_sent_total', 'counter', 'Acknowledgement frames sent to clients.', None),
     ('started', 'start_time_seconds', 'gauge', 'When this loghogd started, in seconds since the epoch.', None),
 )
 PROMETHEUS_PREFIX = 'loghogd_'
@@ -229,6 +232,8 @@ STATUS_NUMBERS = (
     ('compression_failures', 'compression failures'),
     ('write_errors', 'write errors'),
     ('messages_dropped_unwritable', 'lines dropped (unwritable)'),
+    ('duplicates_dropped', 'duplicates dropped (resent)'),
+    ('acks_sent', 'acknowledgements sent'),
 )
 STATUS_WIDTH = 40
 
