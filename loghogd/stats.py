@@ -257,6 +257,10 @@ def format_status(snapshot: Dict[str, Any]) -> str:
     for key, value in sorted(snapshot.items()):
         if key not in shown and key not in _NOT_METRICS and key != 'started' and _is_count(value):
             _status_number(lines, key.replace('_', ' '), value)
+    high_water = snapshot.get('ack_high_water')
+    if high_water:
+        _status_number(lines, 'acknowledged-delivery clients', len(high_water))
+        _status_breakdown(lines, 'highest seq handled, by client id', high_water)
     return '\n'.join(lines) + '\n'
 
 

@@ -134,6 +134,16 @@ def test_status_text_shows_a_counter_it_has_no_label_for():
     assert status_number(format_status(snapshot), 'brand new counter') == 9
 
 
+def test_status_text_lists_the_high_water_mark_of_each_acknowledging_client():
+    snapshot = busy_counters().snapshot()
+    snapshot['ack_high_water'] = {'web1-4242': 5120, 'cron-7': 3}
+    text = format_status(snapshot)
+    assert status_number(text, 'acknowledged-delivery clients') == 2
+    assert status_number(text, 'web1-4242', indent=4) == 5120
+    assert text.index('highest seq handled, by client id') < text.index('cron-7')
+    assert 'acknowledged-delivery' not in format_status(busy_counters().snapshot())
+
+
 def test_status_text_neutralises_control_characters_in_names():
     counters = Counters()
     counters.reject('odd\nreason')
