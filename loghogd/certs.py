@@ -360,17 +360,16 @@ def write_file(path: str, data: bytes, mode: int, replace: bool) -> None:
     directory = os.path.dirname(path) or '.'
     temporary = os.path.join(directory, '.%s.%s.tmp' % (os.path.basename(path), secrets.token_hex(6)))
     try:
-        fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        try:
-            os.write(fd, data)
-            os.fchmod(fd, mode)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with open(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600), 'wb') as stream:
+            stream.write(data)
+            stream.flush()
+            os.fchmod(stream.fileno(), mode)
+            os.fsync(stream.fileno())
         if replace:
             os.replace(temporary, path)
         else:
             os.link(temporary, path)
+        _fsync_directory(directory)
     except FileExistsError:
         raise CertError('refusing to overwrite %s; use --force to replace it' % path) from None
     except OSError as error:
@@ -378,6 +377,15 @@ def write_file(path: str, data: bytes, mode: int, replace: bool) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make a new directory entry survive a crash: the CA is made once, at installation."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def make_directory(path: str) -> None:
