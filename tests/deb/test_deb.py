@@ -273,6 +273,13 @@ def test_package_installs_serves_reloads_and_purges(installation: Installation, 
     certificates = digests([CERTS / 'loghog-ca.key', CERTS / 'loghog-ca.cert', CERTS / 'loghog-server.pem'])
     run(['dpkg', '-i', str(deb)], timeout=APT_TIMEOUT)
     assert digests(list(certificates)) == certificates, 'reinstalling replaced the certificates'
+    ca_files = [CERTS / 'loghog-ca.key', CERTS / 'loghog-ca.cert']
+    for path in (CERTS / 'loghog-server.pem', CERTS / 'loghog-ca.crl'):
+        path.unlink()
+    run(['dpkg-reconfigure', '-f', 'noninteractive', PACKAGE])
+    assert digests(ca_files) == {path: certificates[path] for path in ca_files}, 'configure replaced the CA'
+    assert owner_and_mode(CERTS / 'loghog-server.pem') == 'root:loghog 0640', 'no new server pem for the CA'
+    assert (CERTS / 'loghog-ca.crl').exists(), 'configure did not make the missing CRL'
 
     if service('status', check=False).returncode == 0:
         service('stop')  # started by the install where no policy-rc.d forbids it
