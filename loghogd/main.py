@@ -72,7 +72,12 @@ def print_status(config: Config, as_json: bool) -> int:
     pidfile = config.main.pidfile
     pid = read_pidfile(pidfile)
     if pid is None or not process_alive(pid):
-        reason = 'no PID file %s' % pidfile if pid is None else 'process %d from %s is gone' % (pid, pidfile)
+        if pid is not None:
+            reason = 'process %d from %s is gone' % (pid, pidfile)
+        elif os.path.exists(pidfile):
+            reason = 'no PID readable in %s' % pidfile
+        else:
+            reason = 'no PID file %s' % pidfile
         print('loghogd is not running (%s)' % reason, file=sys.stderr)
         return STATUS_NOT_RUNNING
     path = stats_path(config)
@@ -147,8 +152,12 @@ def _warn_unreadable_for_reload(config: Config) -> None:
 
 
 def serve(service: Service, lock: PidLock) -> int:
+    """Run until stopped; a crash is written to the internal log, which outlives /dev/null stderr."""
     try:
         return service.run()
+    except Exception:
+        log.exception('loghogd failed')
+        raise
     finally:
         lock.release()
 

@@ -127,6 +127,10 @@ def test_kill_9_leaves_a_stale_pid_file_that_does_not_block_the_next_start(daemo
     killed = daemon.detached_pid
     daemon.kill()
     assert int(open(daemon.pidfile, encoding='ascii').read()) == killed
+    status = subprocess.run([LOGHOGD, '--status', '-c', daemon.config_path], capture_output=True, text=True,
+                            timeout=30)
+    assert status.returncode == 3
+    assert 'not running (process %d from %s is gone)' % (killed, daemon.pidfile) in status.stderr
     started = daemon.start_detached()
     started_ok(started)
     assert 'removing the stale PID file %s (process %d is gone)' % (daemon.pidfile, killed) in started.stderr
