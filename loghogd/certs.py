@@ -35,6 +35,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 import sys
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
@@ -349,20 +350,39 @@ def private_umask() -> Iterator[None]:
         os.umask(previous)
 
 
+def _group_access(path: str) -> Optional[Tuple[int, int]]:
+    """(gid, group read bit) of a file about to be replaced, None if there is none.
+
+    An operator who let the daemon's group read the server's pem file
+    (Debian: root:loghog 0640) keeps that across a renewal with --force.
+    """
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return status.st_gid, status.st_mode & stat.S_IRGRP
+
+
 def write_file(path: str, data: bytes, mode: int, replace: bool) -> None:
     """Create `path` with `mode` atomically; replace it only when `replace`.
 
     The data goes to a new 0600 file in the same directory first, so `path`
     is never seen partly written nor with a looser mode than `mode`; it is
     then renamed over `path` (replace) or hard-linked to it, which fails if
-    `path` exists (no replace).
+    `path` exists (no replace). A replaced file's group and group read
+    permission are kept.
     """
     directory = os.path.dirname(path) or '.'
     temporary = os.path.join(directory, '.%s.%s.tmp' % (os.path.basename(path), secrets.token_hex(6)))
+    previous = _group_access(path) if replace else None
     try:
         with open(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600), 'wb') as stream:
             stream.write(data)
             stream.flush()
+            if previous is not None:
+                with contextlib.suppress(PermissionError):
+                    os.fchown(stream.fileno(), -1, previous[0])
+                    mode |= previous[1]
             os.fchmod(stream.fileno(), mode)
             os.fsync(stream.fileno())
         if replace:

@@ -469,3 +469,15 @@ def test_commands_use_no_deprecated_api(tmp_path):
             ('loghog-server-cert', '--dir', str(tmp_path), '--server-only', '--force')):
         result = run_command(command, *arguments, env=strict)
         assert result.stderr == ''
+
+
+def test_force_keeps_the_group_that_may_read_the_server_pem(pki):
+    """Debian makes loghog-server.pem root:loghog 0640 so that the daemon's user can read it."""
+    group = os.getgid() if os.geteuid() != 0 else 65534
+    os.chown(pki.server_pem, -1, group)
+    os.chmod(pki.server_pem, 0o640)
+    run_command('loghog-server-cert', '--dir', pki.directory, '--server-only', '--force', '--cn', 'localhost')
+    status = os.stat(pki.server_pem)
+    assert (status.st_gid, stat.S_IMODE(status.st_mode)) == (group, 0o640)
+    run_command('loghog-server-cert', '--dir', pki.directory, '--force', '--cn', 'localhost')
+    assert mode(pki.ca_key) == 0o600 and mode(pki.server_pem) == 0o640
