@@ -12,6 +12,7 @@ rotates the file first, so the batch starts the new file.
 """
 
 import collections
+import itertools
 import logging
 import os
 import re
@@ -28,6 +29,7 @@ FILE_MODE = 0o640
 MAX_OPEN_FILES = 512
 MAX_HELD_BYTES = 64 * 1024 * 1024
 HELD_FLUSH_SECONDS = 1.0
+MOVED_CHECK_SECONDS = 1.0
 HOSTNAME_MAX = 64
 _UNSAFE_NAME_CHARS = re.compile(r'[^A-Za-z0-9_.-]')
 _LINE_CONTROL_CHARS = re.compile(r'[\x00-\x1f\x7f]')
@@ -203,6 +205,7 @@ class Writer:
         self.on_new_file: Optional[Callable[[LogFile], None]] = None
         self.on_full: Optional[Callable[[LogFile], None]] = None
         self._held_bytes = 0
+        self._next_moved_check = 0.0
 
     def path_for(self, facility: Facility, hostname: Optional[str]) -> str:
         name = facility.module if hostname is None else '%s-%s' % (hostname, facility.module)
@@ -232,13 +235,20 @@ class Writer:
         return self._files.get(key)
 
     def _evict_oldest(self) -> None:
+        """Forget the least recently used files; one still holding lines counts as used.
+
+        At most max_open_files // 8 are looked at, so that a pass with
+        thousands of new hosts costs a bounded amount of work per new file.
+        """
         self.generation += 1
-        for key in list(self._files)[:len(self._files) // 8 or 1]:
-            logfile = self._files[key]
+        files = self._files
+        for key in list(itertools.islice(files, self.max_open_files // 8 or 1)):
+            logfile = files[key]
             if logfile.pending or logfile.unwritten:
+                files.move_to_end(key)
                 continue
             logfile.close()
-            del self._files[key]
+            del files[key]
 
     def open_files(self) -> List[LogFile]:
         return list(self._files.values())
@@ -254,14 +264,24 @@ class Writer:
         self.dirty = [logfile for logfile in self.dirty if logfile.facility in keep]
 
     def flush(self, now: float, force: bool = False) -> None:
-        """Write the lines of this loop pass: one write() per file."""
+        """Write the lines of this loop pass: one write() per file.
+
+        While more files are in use than max_open_files (many hosts in one
+        pass), each is closed after its write, so descriptors stay bounded.
+        """
+        if now >= self._next_moved_check:
+            self._next_moved_check = now + MOVED_CHECK_SECONDS
+            self.check_moved_files()
         still_dirty = []
+        over_cache = len(self._files) > self.max_open_files
         for logfile in self.dirty:
             facility = logfile.facility
             if (force or facility.flush_every <= len(logfile.pending)
                     or now - logfile.first_pending_at >= HELD_FLUSH_SECONDS or logfile.unwritten):
                 if not self.flush_file(logfile):
                     still_dirty.append(logfile)
+                elif over_cache:
+                    logfile.close()
             else:
                 still_dirty.append(logfile)
         self.dirty = still_dirty
@@ -281,7 +301,7 @@ class Writer:
             self.counters.write_errors += 1
             self._held_bytes += len(logfile.unwritten) - logfile.held
             logfile.held = len(logfile.unwritten)
-            self.reporter.report('write:' + logfile.path, logging.ERROR,
+            self.reporter.report('write:%s' % error.errno, logging.ERROR,
                                  'cannot write %s: %s; keeping %d bytes in memory',
                                  logfile.path, error.strerror or error, len(logfile.unwritten))
             logfile.close()
