@@ -50,9 +50,12 @@ def _make_handler(kind: str, port: int, workdir: str):
     import logging
     if kind == 'file':
         return logging.FileHandler(os.path.join(workdir, 'bench.log'))
-    if kind == 'ours':
+    if kind.startswith('ours'):
         sys.path.insert(0, REPO)
     from loghog import LoghogHandler
+    if kind == 'ours-acked':
+        return LoghogHandler('bench', '127.0.0.1', port, hostname='bench1', max_buffer_size=100000,
+                             acknowledged=True)
     return LoghogHandler('bench', '127.0.0.1', port, hostname='bench1', max_buffer_size=100000)
 
 
@@ -71,14 +74,14 @@ def measure(kind: str, port: int, down_port: int, count: int, workdir: str) -> D
         _time_calls(logger, min(count, 2000))
         results[phase] = _summary(_time_calls(logger, count))
         logger.removeHandler(handler)
-        if kind == 'ours':
+        if kind.startswith('ours'):
             handler.flush_timeout = 0.0 if phase == 'down' else 10.0
         handler.close()
     return results
 
 
 class DiscardingListener:
-    """Accepts TCP connections and reads everything, like a server that keeps up."""
+    """Accepts TCP connections and reads everything, like a server that keeps up; acknowledges on request."""
 
     def __init__(self) -> None:
         self.sock = socket.socket()
@@ -94,9 +97,17 @@ class DiscardingListener:
 
     @staticmethod
     def _drain(conn: socket.socket) -> None:
+        sys.path.insert(0, REPO)
+        from loghog.protocol import FLAG_ACK_REQUEST, StreamDecoder, encode_ack
+        decoder = StreamDecoder()
         with conn:
-            while conn.recv(1 << 20):
-                pass
+            while True:
+                data = conn.recv(1 << 20)
+                if not data:
+                    return
+                acked = [frame for frame in decoder.feed(data) if frame[0] & FLAG_ACK_REQUEST]
+                if acked:
+                    conn.sendall(encode_ack(json.loads(acked[-1][1])['seq']))
 
 
 def closed_port() -> int:
@@ -120,7 +131,7 @@ def main() -> None:
     parser.add_argument('--records', type=int, default=20000)
     parser.add_argument('--rounds', type=int, default=3,
                         help='runs per handler, interleaved; each figure is the best round (noise only adds)')
-    parser.add_argument('--measure', choices=('ours', 'file', 'legacy'), help=argparse.SUPPRESS)
+    parser.add_argument('--measure', choices=('ours', 'ours-acked', 'file', 'legacy'), help=argparse.SUPPRESS)
     parser.add_argument('--port', type=int, help=argparse.SUPPRESS)
     parser.add_argument('--down-port', type=int, help=argparse.SUPPRESS)
     parser.add_argument('--workdir', help=argparse.SUPPRESS)
@@ -131,6 +142,7 @@ def main() -> None:
     listener = DiscardingListener()
     down_port = closed_port()
     rows = [('loghog (this repo)', sys.executable, 'ours'),
+            ('loghog, acknowledged', sys.executable, 'ours-acked'),
             ('logging.FileHandler', sys.executable, 'file'),
             ('loghog 0.7', LEGACY_PYTHON, 'legacy')]
     if not os.path.exists(LEGACY_PYTHON):

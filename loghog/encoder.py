@@ -9,9 +9,9 @@ for arbitrary text); anything but str fields falls back to it.
 
 import zlib
 from json.encoder import encode_basestring_ascii
-from typing import Union
+from typing import Optional, Union
 
-from loghog.protocol import FLAG_ZLIB, HEADER, VERSION, encode_message, sign
+from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, HEADER, VERSION, encode_message, sign
 
 
 class RecordEncoder:
@@ -28,13 +28,20 @@ class RecordEncoder:
             self._head = '{"version": %d, "app_id": %s, "module": ' % (VERSION, encode_basestring_ascii(app_id))
             self._host = ', "hostname": %s, "body": ' % encode_basestring_ascii(hostname)
 
-    def encode(self, module: str, stamp: int, nsecs: int, body: str) -> bytes:
+    def encode(self, module: str, stamp: int, nsecs: int, body: str, client_id: Optional[str] = None,
+               seq: Optional[int] = None) -> bytes:
+        """One frame; with `client_id` and `seq` it asks for an acknowledgement (protocol 1.1)."""
         if not (self._templated and type(module) is str and type(body) is str
-                and type(stamp) is int and type(nsecs) is int):
+                and type(stamp) is int and type(nsecs) is int
+                and (client_id is None or (type(client_id) is str and type(seq) is int))):
             return encode_message(self.app_id, module, stamp, nsecs, self.hostname, body,
-                                  self.secret, self.compress)
+                                  self.secret, self.compress, client_id, seq)
         payload = '%s%s, "stamp": %d, "nsecs": %d%s%s' % (
             self._head, encode_basestring_ascii(module), stamp, nsecs, self._host, encode_basestring_ascii(body))
+        flags = 0
+        if client_id is not None:
+            payload += ', "client_id": %s, "seq": %d' % (encode_basestring_ascii(client_id), seq)
+            flags = FLAG_ACK_REQUEST
         if self.secret is not None:
             payload += ', "signature": "%s"}' % sign(self.secret, self.app_id, module, stamp, nsecs, body)
         else:
@@ -42,6 +49,6 @@ class RecordEncoder:
         data = payload.encode('ascii')
         if self.compress:
             data = zlib.compress(data)
-            return HEADER.pack(len(data), FLAG_ZLIB) + data
-        return HEADER.pack(len(data), 0) + data
+            flags |= FLAG_ZLIB
+        return HEADER.pack(len(data), flags) + data
 

@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 import weakref
 from typing import Any, Dict, Optional, Union
 
@@ -29,6 +30,8 @@ BACKOFF_MAX = 5.0
 MAX_BATCH_BYTES = 256 * 1024
 IDLE_WAKEUP = 1.0
 ABORT_GRACE = 0.5
+ACK_POLL = 0.02
+ACK_FALLBACK_AFTER = 10.0
 
 _live_handlers: 'weakref.WeakSet[LoghogHandler]' = weakref.WeakSet()
 
@@ -58,13 +61,16 @@ class LoghogHandler(logging.Handler):
     with optional 'keyfile' and 'check_hostname'. At most `max_buffer_size`
     records wait for the server. close() (called by logging.shutdown at
     exit) waits up to `flush_timeout` seconds for them to be sent.
+    With `acknowledged`, over TCP or TLS, a record leaves the queue only when
+    the server acknowledges it (protocol 1.1), so records in flight when the
+    server restarts are resent and the server drops the duplicates.
     """
 
     def __init__(self, app_name: str, host: str = 'localhost', port: int = 5566, stream: bool = True,
                  secret: Union[str, bytes, None] = None, compression: bool = False,
                  hostname: Optional[str] = None, ssl_info: Optional[Dict[str, Any]] = None,
                  max_buffer_size: int = 1024, print_debug: bool = False, *,
-                 flush_timeout: float = 5.0) -> None:
+                 flush_timeout: float = 5.0, acknowledged: bool = False) -> None:
         if ssl_info and not stream:
             raise ValueError('ssl_info needs stream=True: TLS is not available over UDP')
         if max_buffer_size < 1:
@@ -80,6 +86,7 @@ class LoghogHandler(logging.Handler):
         self.max_buffer_size = max_buffer_size
         self.print_debug = print_debug
         self.flush_timeout = flush_timeout
+        self._acknowledged = bool(acknowledged and stream)
         self.pemfile = ssl_info['pemfile'] if ssl_info else None
         self.cacert = ssl_info['cacert'] if ssl_info else None
         self._encoder = RecordEncoder(app_name, self.hostname, self.secret, self.compression)
@@ -93,22 +100,33 @@ class LoghogHandler(logging.Handler):
 
     @property
     def queued(self) -> int:
-        """Records waiting to be sent (or, later, acknowledged)."""
+        """Records waiting to be sent or, in acknowledged mode, to be acknowledged."""
         return len(self._outbox)
+
+    @property
+    def acknowledged(self) -> bool:
+        """Whether records wait for the server's ACK (false after falling back to version 1)."""
+        return self._acknowledged
 
     def emit(self, record: logging.LogRecord) -> None:
         """Encode the record and queue it; the network is the sender thread's business."""
         try:
-            frame = self._encoder.encode(record.name, int(record.created), int(record.msecs * 10**6),
-                                         self.format(record))
             if self._closed:
                 self._outbox.count_dropped()
-            elif not self.use_stream and len(frame) > MAX_UDP_PAYLOAD:
-                self._outbox.count_dropped()
+                return
+            module, stamp, nsecs, body = record.name, int(record.created), int(record.msecs * 10**6), \
+                self.format(record)
+            if self._acknowledged:
+                client_id, encode = self._client_id, self._encoder.encode
+                self._outbox.push_numbered(lambda seq: encode(module, stamp, nsecs, body, client_id, seq))
             else:
+                frame = self._encoder.encode(module, stamp, nsecs, body)
+                if not self.use_stream and len(frame) > MAX_UDP_PAYLOAD:
+                    self._outbox.count_dropped()
+                    return
                 self._outbox.push(frame)
-                if self._sender is None:
-                    self._start_sender()
+            if self._sender is None:
+                self._start_sender()
         except RecursionError:
             raise
         except Exception:
@@ -137,8 +155,9 @@ class LoghogHandler(logging.Handler):
                 sender.join(ABORT_GRACE)
         left = self._outbox.discard()
         if left:
-            self._warn('%d record(s) not delivered to %s:%s within flush_timeout=%ss; they are lost'
-                       % (left, self.address[0], self.address[1], self.flush_timeout))
+            self._warn('%d record(s) not %s by %s:%s within flush_timeout=%ss; they may be lost'
+                       % (left, 'acknowledged' if self._acknowledged else 'delivered', self.address[0],
+                          self.address[1], self.flush_timeout))
         if sender is None or not sender.is_alive():
             self._drop_connection()
         logging.Handler.close(self)
@@ -152,6 +171,8 @@ class LoghogHandler(logging.Handler):
         self._interrupt = threading.Event()
         self._closed = False
         self._deadline = 0.0
+        self._client_id = uuid.uuid4().hex  # a forked child numbers its records afresh, under its own id
+        self._ack_wait_started: Optional[float] = None
 
     def _after_fork_in_child(self) -> None:
         connection = self._connection
@@ -179,19 +200,22 @@ class LoghogHandler(logging.Handler):
         failing = False
         while not self._finished():
             try:
-                if not outbox.wait_for_unsent(IDLE_WAKEUP):
+                if not self._wait_for_work():
                     continue
                 if self._connection is None:
                     self._connection = self._connect()
                     self._debug('connected to %s:%s' % self.address)
-                elif self._connection.peer_closed():
+                elif not self._server_still_there():
                     self._debug('server closed the connection; reconnecting')
                     self._drop_connection()
+                    outbox.rewind()
                     continue
-                self._send_batch()
+                if outbox.has_unsent():
+                    self._send_batch()
                 backoff.reset()
                 failing = False
             except Exception as error:
+                self._ack_wait_started = None
                 if not isinstance(error, (OSError, ValueError)):
                     self._warn('unexpected sender error, retrying: %r' % (error,))
                 elif not failing or self.print_debug:
@@ -203,6 +227,40 @@ class LoghogHandler(logging.Handler):
                 outbox.rewind()
                 self._sleep(backoff.next_delay())
         self._drop_connection()
+
+    def _wait_for_work(self) -> bool:
+        """Wait for records to send or, with records awaiting an ACK, for the server to answer."""
+        if self._acknowledged and self._connection is not None and self._outbox.last_in_flight():
+            if not self._outbox.has_unsent():
+                self._connection.wait_readable(ACK_POLL)
+            return True
+        return self._outbox.wait_for_unsent(IDLE_WAKEUP)
+
+    def _server_still_there(self) -> bool:
+        """False when the server closed the connection; in acknowledged mode, apply its ACKs."""
+        if not self._acknowledged:
+            return not self._connection.peer_closed()
+        try:
+            acknowledged = self._connection.read_acks()
+        except ConnectionError:
+            return False
+        if acknowledged:
+            self._outbox.confirm(acknowledged)
+            self._ack_wait_started = None
+        self._check_acks_arrive()
+        return True
+
+    def _check_acks_arrive(self) -> None:
+        """Fall back to version 1 when records have waited ACK_FALLBACK_AFTER seconds for any ACK."""
+        in_flight = self._outbox.last_in_flight()
+        now = time.monotonic()
+        if not in_flight or self._ack_wait_started is None:
+            self._ack_wait_started = now if in_flight else None
+        elif now - self._ack_wait_started > ACK_FALLBACK_AFTER:
+            self._acknowledged = False
+            self._outbox.confirm(in_flight)
+            self._warn('%s:%s sent no acknowledgement for %.0f s; sending without acknowledgements from now on'
+                       % (self.address[0], self.address[1], ACK_FALLBACK_AFTER))
 
     def _finished(self) -> bool:
         if not self._closed:
@@ -223,13 +281,15 @@ class LoghogHandler(logging.Handler):
         batch = self._outbox.take_unsent(MAX_BATCH_BYTES)
         if not batch:
             return
+        acknowledged = self._acknowledged  # then only an ACK confirms a record
         try:
             last_sent = self._connection.send(batch)
         except SendError as error:
-            if error.last_sent:
+            if error.last_sent and not acknowledged:
                 self._outbox.confirm(error.last_sent)
             raise
-        self._outbox.confirm(last_sent)
+        if not acknowledged:
+            self._outbox.confirm(last_sent)
         dropped = self._outbox.take_dropped()
         if dropped:
             self._warn('%d record(s) were dropped before this send (queue of %d full or record too big)'

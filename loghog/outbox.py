@@ -10,7 +10,7 @@ both modes can say "everything up to seq N is done".
 import itertools
 import threading
 from collections import deque
-from typing import Deque, List, Optional, Tuple
+from typing import Callable, Deque, List, Optional, Tuple
 
 Entry = Tuple[int, bytes]
 """(seq, frame): seq rises by one per record pushed, starting at 1."""
@@ -44,15 +44,28 @@ class Outbox:
     def push(self, frame: bytes) -> None:
         """Queue one frame, dropping the oldest record when the queue is full."""
         with self._lock:
-            entries = self._entries
-            if len(entries) >= self.capacity:
-                self._evict_oldest()
-            entries.append((self._next_seq, frame))
-            self._next_seq += 1
-            ring = self._sender_idle
-            self._sender_idle = False
+            ring = self._append(frame)
         if ring:
             self._ring()
+
+    def push_numbered(self, make_frame: Callable[[int], bytes]) -> None:
+        """Queue the frame `make_frame` builds for the record's seq (acknowledged mode carries it)."""
+        with self._lock:
+            ring = self._append(make_frame(self._next_seq))
+        if ring:
+            self._ring()
+
+    def has_unsent(self) -> bool:
+        with self._lock:
+            return self._has_unsent()
+
+    def last_in_flight(self) -> int:
+        """The seq of the newest record handed out and not yet confirmed; 0 when there is none."""
+        with self._lock:
+            entries = self._entries
+            if self._evicted_in_flight or (entries and entries[0][0] < self._first_unsent):
+                return self._first_unsent - 1
+            return 0
 
     def count_dropped(self, count: int = 1) -> None:
         """Count records lost outside the queue (e.g. too big for a datagram)."""
@@ -135,6 +148,17 @@ class Outbox:
             self._first_unsent = self._next_seq
             self._count_dropped(count)
             return count
+
+    def _append(self, frame: bytes) -> bool:
+        """Add under the lock; True when the sender is idle and must be woken."""
+        entries = self._entries
+        if len(entries) >= self.capacity:
+            self._evict_oldest()
+        entries.append((self._next_seq, frame))
+        self._next_seq += 1
+        ring = self._sender_idle
+        self._sender_idle = False
+        return ring
 
     def _evict_oldest(self) -> None:
         """Make room. A record already handed to the sender counts as dropped only if it is never confirmed."""

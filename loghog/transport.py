@@ -12,7 +12,7 @@ import ssl
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from loghog.outbox import Entry
-from loghog.protocol import MAX_UDP_PAYLOAD
+from loghog.protocol import ACK_PAYLOAD, FLAG_ACK, MAX_UDP_PAYLOAD, StreamDecoder, decode_ack
 
 Address = Tuple[str, int]
 
@@ -49,23 +49,54 @@ class StreamConnection:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self._acks = StreamDecoder(max_size=ACK_PAYLOAD.size, allowed_flags=FLAG_ACK)
 
     def peer_closed(self) -> bool:
-        """True when the server has closed its end; the server never sends data in version 1."""
+        """True when the server has closed its end; a version-1 server sends nothing else."""
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-            if not readable:
-                return False
-            timeout = self.sock.gettimeout()
-            self.sock.settimeout(0)
-            try:
-                return not self.sock.recv(4096)
-            finally:
-                self.sock.settimeout(timeout)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-            return False  # a TLS record with no application data (e.g. a session ticket)
-        except (OSError, ValueError):
+            while self._read_available():
+                pass
+            return False
+        except (ConnectionError, OSError, ValueError):
             return True
+
+    def read_acks(self) -> int:
+        """The highest seq acknowledged in what the server sent since the last call (0: none).
+
+        Raises ConnectionError when the server has closed the connection or sent
+        something other than ACK frames.
+        """
+        highest = 0
+        data = self._read_available()
+        while data:
+            for _, payload in self._acks.feed(data):
+                highest = max(highest, decode_ack(payload))
+            if self._acks.error is not None:
+                raise ConnectionError('server sent a frame that is not an ACK: %s' % self._acks.error)
+            data = self._read_available()
+        return highest
+
+    def wait_readable(self, timeout: float) -> None:
+        """Wait up to `timeout` for the server to send something (an ACK)."""
+        if not (isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()):
+            select.select([self.sock], [], [], timeout)
+
+    def _read_available(self) -> bytes:
+        """What the server sent, without waiting: b'' when nothing is there; ConnectionError at EOF."""
+        pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
+        if not pending and not select.select([self.sock], [], [], 0)[0]:
+            return b''
+        timeout = self.sock.gettimeout()
+        self.sock.settimeout(0)
+        try:
+            data = self.sock.recv(65536)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return b''  # a TLS record with no application data (e.g. a session ticket)
+        finally:
+            self.sock.settimeout(timeout)
+        if not data:
+            raise ConnectionError('server closed the connection')
+        return data
 
     def send(self, batch: List[Entry]) -> int:
         """Write the batch; return the seq of its last record or raise SendError."""
@@ -98,6 +129,12 @@ class DatagramConnection:
 
     def peer_closed(self) -> bool:
         return False
+
+    def read_acks(self) -> int:
+        return 0  # never acknowledged on UDP
+
+    def wait_readable(self, timeout: float) -> None:
+        """Nothing to wait for: acknowledgements never come over UDP."""
 
     def send(self, batch: List[Entry]) -> int:
         """Send each frame as a datagram; frames too big for one are dropped and counted."""

@@ -26,7 +26,8 @@ import loghog.handler
 from loghog import LoghogHandler
 from loghog.encoder import RecordEncoder
 from loghog.outbox import Outbox
-from loghog.protocol import FLAG_ZLIB, StreamDecoder, decode_datagram, encode_message, sign
+from loghog.protocol import (
+    FLAG_ACK_REQUEST, FLAG_ZLIB, StreamDecoder, decode_datagram, encode_ack, encode_message, sign)
 from tests.support.daemon import REPO, VENV07_PYTHON, wait_for
 
 # Frames captured from the deployed 0.7 client (CLIENT-0.7.md): app demo, logger
@@ -58,10 +59,11 @@ class Capture:
     """
 
     def __init__(self, udp: bool = False, listening: bool = True,
-                 tls: Optional[ssl.SSLContext] = None, greeting: bytes = b'') -> None:
+                 tls: Optional[ssl.SSLContext] = None, greeting: bytes = b'', acking: bool = False) -> None:
         self.udp = udp
         self.tls = tls
         self.greeting = greeting
+        self.acking = acking
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
         self.sock.bind(('127.0.0.1', 0))
         self.port = self.sock.getsockname()[1]
@@ -97,12 +99,17 @@ class Capture:
             if self.tls is not None:
                 conn = self.tls.wrap_socket(conn, server_side=True)
             self.peers.append(conn)
+            decoder = StreamDecoder()
             while True:
                 data = conn.recv(65536)
                 if not data:
                     break
                 with self._lock:
                     buffer += data
+                if self.acking:
+                    seqs = [decode(encode_message_bytes(*frame))['seq'] for frame in decoder.feed(data)]
+                    if seqs:
+                        conn.sendall(encode_ack(max(seqs)))
         except (OSError, ssl.SSLError):
             pass
         finally:
@@ -262,12 +269,15 @@ def test_frames_are_byte_identical_to_the_captured_07_frames(capture, make_handl
 @settings(max_examples=300, deadline=None)
 @given(app_id=st.text(), hostname=st.text(), module=st.text(), body=st.text(),
        stamp=st.integers(min_value=0, max_value=2**40), nsecs=st.integers(min_value=0, max_value=999999999),
-       secret=st.none() | st.text(min_size=1) | st.binary(min_size=1), compress=st.booleans())
+       secret=st.none() | st.text(min_size=1) | st.binary(min_size=1), compress=st.booleans(),
+       client_id=st.none() | st.from_regex(r'[A-Za-z0-9_-]{1,64}', fullmatch=True),
+       seq=st.integers(min_value=1, max_value=2**63))
 def test_record_encoder_matches_the_protocol_encoder(app_id, hostname, module, body, stamp, nsecs, secret,
-                                                     compress):
+                                                     compress, client_id, seq):
     encoder = RecordEncoder(app_id, hostname, secret, compress)
-    assert encoder.encode(module, stamp, nsecs, body) == \
-        encode_message(app_id, module, stamp, nsecs, hostname, body, secret, compress)
+    seq = seq if client_id else None
+    assert encoder.encode(module, stamp, nsecs, body, client_id, seq) == \
+        encode_message(app_id, module, stamp, nsecs, hostname, body, secret, compress, client_id, seq)
 
 
 def test_handler_frames_match_the_protocol_encoder_for_traceback_records(capture, make_handler):
@@ -628,6 +638,91 @@ def test_a_server_with_a_certificate_from_another_ca_gets_nothing(pki, make_hand
         assert impostor.frames() == []
     finally:
         impostor.close()
+
+
+# Acknowledged delivery (protocol 1.1) -------------------------------------------
+
+def test_acknowledged_records_carry_client_id_and_seq_and_leave_the_queue_on_ack(make_handler):
+    server = Capture(acking=True)
+    try:
+        handler = make_handler('demo', '127.0.0.1', server.port, acknowledged=True, secret='sekrit')
+        logger = logger_for(handler)
+        for i in range(50):
+            logger.info('acked %d', i)
+        wait_for(lambda: handler.queued == 0, 10, 'every record acknowledged')
+        frames = server.frames()
+        records = server.records()
+        assert [r['seq'] for r in records] == list(range(1, 51))
+        assert len({r['client_id'] for r in records}) == 1
+        assert all(decode_datagram(frame)[0] == FLAG_ACK_REQUEST for frame in frames)
+        assert frames[0] == encode_message('demo', logger.name, records[0]['stamp'], records[0]['nsecs'],
+                                           handler.hostname, 'acked 0', 'sekrit', False,
+                                           records[0]['client_id'], 1)
+        assert handler.acknowledged and handler.dropped_total == 0
+    finally:
+        server.close()
+
+
+def test_unacknowledged_records_are_resent_in_order_on_the_next_connection(make_handler):
+    server = Capture()
+    try:
+        handler = make_handler('demo', '127.0.0.1', server.port, acknowledged=True)
+        logger = logger_for(handler)
+        for i in range(5):
+            logger.info('kept %d', i)
+        server.wait_for_records(5)
+        assert handler.queued == 5  # written, but nobody acknowledged them
+        server.acking = True
+        server.peers[0].shutdown(socket.SHUT_RDWR)
+        wait_for(lambda: handler.queued == 0, 10, 'the resent records acknowledged')
+        first, second = [[decode(encode_message_bytes(*frame)) for frame in StreamDecoder().feed(bytes(data))]
+                         for data in server.connections]
+        assert [r['seq'] for r in first] == [r['seq'] for r in second] == [1, 2, 3, 4, 5]
+        assert [r['body'] for r in second] == ['kept %d' % i for i in range(5)]
+    finally:
+        server.close()
+
+
+def test_a_server_that_never_acknowledges_makes_the_handler_fall_back_once(make_handler, monkeypatch, capsys):
+    monkeypatch.setattr(loghog.handler, 'ACK_FALLBACK_AFTER', 0.3)
+    server = Capture()
+    try:
+        handler = make_handler('demo', '127.0.0.1', server.port, acknowledged=True)
+        logger = logger_for(handler)
+        logger.info('asks for an ack')
+        wait_for(lambda: not handler.acknowledged, 10, 'the fallback')
+        logger.info('plain again')
+        server.wait_for_records(2)
+        handler.close()
+        assert [decode_datagram(frame)[0] for frame in server.frames()] == [FLAG_ACK_REQUEST, 0]
+        assert capsys.readouterr().err.count('sent no acknowledgement') == 1
+        assert handler.dropped_total == 0 and len(server.connections) == 1
+    finally:
+        server.close()
+
+
+@pytest.mark.filterwarnings('ignore:This process .* is multi-threaded')  # the point: fork after threads
+def test_a_forked_child_acknowledges_under_its_own_client_id(make_handler):
+    server = Capture(acking=True)
+    try:
+        handler = make_handler('demo', '127.0.0.1', server.port, acknowledged=True)
+        logger = logger_for(handler)
+        logger.info('parent')
+        wait_for(lambda: handler.queued == 0, 10, 'the parent record acknowledged')
+        pid = os.fork()
+        if pid == 0:
+            try:
+                logger.info('child')
+                handler.close()
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        parent, child = server.wait_for_records(2)
+        assert (parent['body'], child['body']) == ('parent', 'child')
+        assert parent['client_id'] != child['client_id']
+        assert parent['seq'] == child['seq'] == 1
+    finally:
+        server.close()
 
 
 # Packaging ------------------------------------------------------------------
