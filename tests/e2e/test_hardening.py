@@ -1,0 +1,543 @@
+"""Hardening: hostile input, load and faults against a real loghogd on 127.0.0.1.
+
+Each test is bounded in connections, records and seconds. What a test
+measured (connections held, records lost, ...) is printed, so `pytest -s`
+shows the figures. The long variants are marked `slow`.
+"""
+
+import os
+import random
+import re
+import resource
+import select
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from loghog.protocol import HEADER
+from tests.support.daemon import Loghogd, frame, wait_for
+from tests.support.pki import make_pki
+
+FACILITIES = """
+[app]
+rotate = daily
+backup_count = 3
+
+[app:web]
+rotate = daily
+backup_count = 3
+
+[app:udp]
+rotate = daily
+backup_count = 3
+
+[perhost]
+rotate = daily
+backup_count = 3
+file_per_host = yes
+"""
+
+
+def bodies(lines):
+    return [line.split(' - ', 2)[2] for line in lines]
+
+
+def raise_open_files(needed: int) -> None:
+    """This process (and the daemon it starts) must hold `needed` descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip('RLIMIT_NOFILE hard limit %d is below %d' % (hard, needed))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def open_descriptors(pid: int) -> int:
+    try:
+        return len(os.listdir('/proc/%d/fd' % pid))
+    except OSError:
+        return 0
+
+
+def tree(directory: str):
+    """Every path under `directory`, as (relative path, is a directory)."""
+    found = set()
+    for top, directories, files in os.walk(directory):
+        for name in directories + files:
+            path = os.path.join(top, name)
+            found.add((os.path.relpath(path, directory), os.path.isdir(path)))
+    return found
+
+
+# bad input ------------------------------------------------------------------------
+
+HOSTILE_NAMES = ['../', '../../etc', '/', '/etc/passwd', 'a/b', 'a\x00b', '\x00', 'a\nb', '\r\n', '..', '.',
+                 'x' * 4096, '../' * 1400, 'аpp', 'perhоst', 'web\u2215x', '\u2024\u2024/x', 'con', '\ud800']
+
+
+def test_hostile_app_id_module_and_hostname_never_leave_logdir(tmp_path):
+    """app_id, module and hostname try ../, /, NUL, newlines, 4 KB and look-alikes, with file_per_host."""
+    directory = tmp_path / 'daemon'
+    directory.mkdir()
+    outside_before = tree(str(tmp_path.parent))
+    with Loghogd(directory, FACILITIES) as daemon:
+        frames = []
+        for name in HOSTILE_NAMES:
+            frames.append(frame(name, 'root', 'app_id', 'h'))
+            frames.append(frame('perhost', name, 'module', name))
+            frames.append(frame('perhost', 'root', 'hostname', name))
+            frames.append(frame('app', name, 'module', name))
+        with daemon.connect_tcp() as sock:
+            sock.sendall(b''.join(frames))
+        stats = wait_for(lambda: (lambda s: s if s['accepted'] + s['rejected'] >= len(frames) else None)(
+            daemon.stats()), what='every hostile frame handled')
+        assert stats['accepted'] + stats['rejected'] == len(frames)
+        assert stats['accepted'] == 3 * len(HOSTILE_NAMES)
+        logged = tree(daemon.logdir)
+    for relative, is_directory in logged:
+        parts = relative.split(os.sep)
+        assert parts[0] in ('app', 'perhost'), relative
+        assert is_directory == (len(parts) == 1), relative
+        if not is_directory:
+            assert len(parts) == 2 and parts[1].endswith('.log') and not parts[1].startswith('.'), relative
+            assert all(c.isascii() and (c.isalnum() or c in '._-') for c in parts[1]), relative
+    assert {relative for relative, _ in logged if relative.startswith('app' + os.sep)} == {'app/root.log'}
+    outside_after = {entry for entry in tree(str(tmp_path.parent)) if not entry[0].startswith(
+        os.path.join(tmp_path.name, 'daemon') + os.sep)}
+    assert outside_after == outside_before | {(os.path.join(tmp_path.name, 'daemon'), True)}
+
+
+def test_injected_control_characters_are_data_and_the_internal_log_escapes_them(tmp_path):
+    with Loghogd(tmp_path, FACILITIES) as daemon:
+        forged = '\n2026-01-01 00:00:00.000000 - trusted - forged line'
+        payloads = ['carriage\rreturn', '\x1b[2J\x1b[31mred\x1b[0m', forged, '\x07\x08\x00\x7f', '\u202eevil']
+        with daemon.connect_tcp() as sock:
+            for body in payloads:
+                sock.sendall(frame('app', 'root', body, 'host\n\x1b[1mfake'))
+            sock.sendall(frame('evil\napp\x1b[2J\r', 'root', 'unknown', 'h'))
+        wait_for(lambda: daemon.stats()['rejected'] == 1, what='the unknown app counted')
+        daemon.wait_for_lines('app/root.log', len(payloads))
+        with open(daemon.path('app/root.log'), 'rb') as stream:
+            written = stream.read()
+        with open(daemon.internal_log, 'rb') as stream:
+            internal = stream.read()
+    stamp = rb'\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}'
+    expected = b''.join(stamp + re.escape(b' - host??[1mfake - ' + body.encode('utf-8') + b'\n') for body in payloads)
+    assert re.fullmatch(expected, written, re.S), written
+    assert b'\x1b' not in internal and b'\r' not in internal
+    [line] = [line for line in internal.splitlines() if b'no facility for app' in line]
+    assert line.endswith(b'no facility for app evil\\napp\\x1b[2J\\r'), line
+
+
+# load -------------------------------------------------------------------------------
+
+class Background(threading.Thread):
+    """A loop in a thread until `stop` is set; errors are kept for the test to raise."""
+
+    def __init__(self, step, interval: float) -> None:
+        super().__init__(daemon=True)
+        self.step = step
+        self.interval = interval
+        self.stop = threading.Event()
+        self.error = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                self.step()
+                self.stop.wait(self.interval)
+        except Exception as error:  # reported by finish()
+            self.error = error
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.join(10)
+        if self.error is not None:
+            raise self.error
+
+
+class StalledTls:
+    """`count` connections to the TLS port that never send a ClientHello; each one cut is reopened."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.port = port
+        self.socks = [self._open() for _ in range(count)]
+        self.cut = 0
+
+    def _open(self) -> socket.socket:
+        sock = socket.create_connection(('127.0.0.1', self.port), timeout=5)
+        sock.setblocking(False)
+        return sock
+
+    def step(self) -> None:
+        readable, _, _ = select.select(self.socks, [], [], 0)
+        for sock in readable:
+            try:
+                closed = sock.recv(100) == b''
+            except (ConnectionResetError, BlockingIOError):
+                closed = True
+            if closed:
+                self.socks[self.socks.index(sock)] = self._open()
+                sock.close()
+                self.cut += 1
+
+    def close(self) -> None:
+        for sock in self.socks:
+            sock.close()
+
+
+class SlowHeaders:
+    """`count` connections that each send one byte of a frame per step."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.data = frame('app', 'root', 'slow')
+        self.socks = [socket.create_connection(('127.0.0.1', port), timeout=5) for _ in range(count)]
+        self.sent = 0
+
+    def step(self) -> None:
+        for sock in self.socks:
+            sock.sendall(self.data[self.sent:self.sent + 1])
+        self.sent += 1
+
+    def close(self) -> None:
+        for sock in self.socks:
+            sock.close()
+
+
+@pytest.fixture(scope='module')
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp('pki'))
+
+
+def test_1000_connections_idle_slow_and_stalled_tls_while_a_good_client_sends_10000(tmp_path, pki):
+    raise_open_files(4096)
+    with Loghogd(tmp_path, FACILITIES, pki=pki) as daemon:
+        port = daemon.ports['tcp']
+        idle = [socket.create_connection(('127.0.0.1', port), timeout=5) for _ in range(100)]
+        slow = SlowHeaders(port, 100)
+        stalled = StalledTls(daemon.ports['tls'], 100)
+        others = [socket.create_connection(('127.0.0.1', port), timeout=5) for _ in range(700)]
+        for number, sock in enumerate(others):
+            sock.sendall(b''.join(frame('app', 'root', 'other %d.%d' % (number, i)) for i in range(3)))
+        threads = [Background(slow.step, 1.0), Background(stalled.step, 0.05)]
+        for thread in threads:
+            thread.start()
+        try:
+            held = wait_for(lambda: (lambda s: s['connections_open'] if s['connections_open'] >= 950 else None)(
+                daemon.stats()), 30, 'about 1 000 open connections')
+            client_pem = pki.client_pem('good')
+            handshakes = []
+            for batch in range(10):
+                started = time.monotonic()
+                with daemon.connect_tls(client_pem) as sock:
+                    handshakes.append(time.monotonic() - started)
+                    sock.sendall(b''.join(frame('app', 'web', 'good %d' % (batch * 1000 + i)) for i in range(1000)))
+                time.sleep(0.5)
+            good = daemon.wait_for_lines('app/web.log', 10000, timeout=30)  # in order within each connection
+            others_written = daemon.wait_for_lines('app/root.log', 2100, timeout=30)
+            peak = daemon.stats()
+        finally:
+            for thread in threads:
+                thread.finish()
+        assert sorted(bodies(good)) == sorted('good %d\n' % i for i in range(10000))
+        assert sorted(bodies(others_written)) == sorted('other %d.%d\n' % (n, i) for n in range(700) for i in range(3))
+        assert max(handshakes) < 1.0, handshakes
+        assert stalled.cut >= 100
+        assert slow.sent >= 5
+        for sock in idle[:10]:
+            sock.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                sock.recv(1)
+        print('\nload: %d connections held, %d stalled TLS handshakes cut, TLS handshakes max %.3f s, '
+              '%d records landed, daemon %d descriptors' % (held, stalled.cut, max(handshakes),
+                                                            len(good) + len(others_written),
+                                                            open_descriptors(daemon.process.pid)))
+        for sock in idle + others:
+            sock.close()
+        slow.close()
+        stalled.close()
+        assert daemon.process.poll() is None
+        assert peak['accepted'] == 12100
+
+
+def test_udp_flood_does_not_starve_tcp(tmp_path):
+    records = 2000
+    with Loghogd(tmp_path, FACILITIES) as daemon:
+        flood = [frame('app', 'udp', 'flood %d' % i) for i in range(64)] + [b'garbage', HEADER.pack(5, 0)]
+        target = ('127.0.0.1', daemon.ports['udp'])
+        blaster = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        blasted = [0]
+
+        def blast():
+            for data in flood:
+                try:
+                    blaster.sendto(data, target)
+                    blasted[0] += 1
+                except (BlockingIOError, OSError):
+                    pass
+        flooder = Background(blast, 0)
+        flooder.start()
+        try:
+            wait_for(lambda: daemon.stats()['frames_received'] > 10000, 20, 'the flood to reach the daemon')
+            started = time.monotonic()
+            with daemon.connect_tcp() as sock:
+                for i in range(records):
+                    sock.sendall(frame('app', 'web', 'tcp %d' % i))
+                    if i % 100 == 99:
+                        time.sleep(0.05)
+            lines = daemon.wait_for_lines('app/web.log', records, timeout=30)
+            latency = time.monotonic() - started
+            flooding = flooder.is_alive()
+        finally:
+            flooder.finish()
+            blaster.close()
+        assert flooding
+        assert bodies(lines) == ['tcp %d\n' % i for i in range(records)]
+        assert latency < 30
+        stats = daemon.stats()
+        print('\nUDP flood: %d datagrams sent, %d frames received; %d TCP records landed in %.1f s'
+              % (blasted[0], stats['frames_received'], records, latency))
+
+
+def test_descriptor_exhaustion_is_logged_and_the_daemon_recovers(tmp_path):
+    with Loghogd(tmp_path, FACILITIES, open_files=64) as daemon:
+        existing = daemon.connect_tcp()
+        existing.sendall(frame('app', 'root', 'before'))
+        daemon.wait_for_lines('app/root.log', 1)
+        fillers = [daemon.connect_tcp() for _ in range(120)]
+        daemon.wait_for_output('cannot accept connections', timeout=15)
+        for i in range(3):
+            existing.sendall(frame('app', 'root', 'during %d' % i))
+        assert bodies(daemon.wait_for_lines('app/root.log', 4)) == ['before\n'] + ['during %d\n' % i for i in range(3)]
+        time.sleep(2.0)  # let the paused accepts retry a few times: each retry may log, within the rate limit
+        for sock in fillers:
+            sock.close()
+
+        def new_client_lands():
+            try:
+                daemon.send_tcp(frame('app', 'web', 'after'))
+            except OSError:
+                return False
+            return daemon.read_lines('app/web.log')
+        wait_for(new_client_lands, 20, 'a new client to be served again', interval=0.5)
+        existing.sendall(frame('app', 'root', 'existing still served'))
+        daemon.wait_for_lines('app/root.log', 5)
+        existing.close()
+        assert daemon.process.poll() is None
+        reports = daemon.output().count('cannot accept connections')
+        assert 1 <= reports <= 6, reports
+        refused = daemon.stats()['connections_refused']
+        assert refused >= 1
+        print('\ndescriptor exhaustion: limit 64, %d accept failures, %d logged' % (refused, reports))
+
+
+def test_10000_hosts_with_file_per_host_stay_within_the_open_file_cache(tmp_path):
+    hosts = 10000
+    with Loghogd(tmp_path, FACILITIES, open_files=1024) as daemon:
+        pid = daemon.process.pid
+        peak = [0]
+
+        def sample():
+            peak[0] = max(peak[0], open_descriptors(pid))
+        sampler = Background(sample, 0.01)
+        sampler.start()
+        try:
+            with daemon.connect_tcp() as sock:
+                for start in range(0, hosts, 500):
+                    sock.sendall(b''.join(frame('perhost', 'root', 'from host%05d' % i, 'host%05d' % i)
+                                          for i in range(start, start + 500)))
+            wait_for(lambda: daemon.stats()['accepted'] == hosts, 60, '%d records accepted' % hosts)
+            wait_for(lambda: len(os.listdir(daemon.path('perhost'))) == hosts, 30, '%d files' % hosts)
+        finally:
+            sampler.finish()
+        missing = [i for i in range(hosts)
+                   if bodies(daemon.read_lines('perhost/host%05d-root.log' % i)) != ['from host%05d\n' % i]]
+        stats = daemon.stats()
+        print('\n%d hosts: peak %d descriptors in the daemon, %d write errors' % (hosts, peak[0],
+                                                                                 stats['write_errors']))
+        assert missing == []
+        assert peak[0] <= 600
+        assert stats['write_errors'] == 0
+
+
+# faults -----------------------------------------------------------------------------
+
+def mount_tmpfs(directory, size: str):
+    """A tmpfs of `size` on `directory` (needs root and mount); unmounted when the test ends."""
+    directory.mkdir()
+    mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=%s,mode=0750' % size, 'tmpfs', str(directory)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip('cannot mount a tmpfs: %s' % mounted.stderr.strip())
+    try:
+        yield str(directory)
+    finally:
+        subprocess.run(['umount', '-l', str(directory)], check=True)
+
+
+@pytest.fixture
+def small_logdir(tmp_path):
+    """The daemon's log directory on a 1 MB tmpfs."""
+    yield from mount_tmpfs(tmp_path / 'log', '1m')
+
+
+@pytest.fixture
+def larger_logdir(tmp_path):
+    """The daemon's log directory on a 100 MB tmpfs: room for the whole memory buffer."""
+    yield from mount_tmpfs(tmp_path / 'log', '100m')
+
+
+def fill(path: str) -> int:
+    """Fill the filesystem of `path` with one file; return its size."""
+    written = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    block = b'\0' * 65536
+    try:
+        while True:
+            written += os.write(fd, block)
+    except OSError:
+        return written
+    finally:
+        os.close(fd)
+
+
+def test_disk_full_keeps_the_records_and_writes_them_when_space_returns(tmp_path, small_logdir):
+    records = 3000
+    with Loghogd(tmp_path, FACILITIES) as daemon:
+        daemon.send_tcp(frame('app', 'root', 'first'))
+        daemon.wait_for_lines('app/root.log', 1)
+        filler = os.path.join(small_logdir, 'filler')
+        fill(filler)
+        expected = ['first\n'] + ['record %d %s\n' % (i, 'x' * 100) for i in range(records)]
+        with daemon.connect_tcp() as sock:
+            for start in range(0, records, 300):
+                sock.sendall(b''.join(frame('app', 'root', body[:-1]) for body in expected[1 + start:301 + start]))
+                time.sleep(0.2)
+        wait_for(lambda: daemon.stats()['accepted'] == records + 1, 20, 'every record accepted')
+        daemon.wait_for_output('No space left on device')
+        time.sleep(2.0)  # the daemon retries every pass: the reports stay rate-limited
+        full = daemon.stats()
+        assert full['write_errors'] >= 1
+        assert len(daemon.read_lines('app/root.log')) < records + 1
+        os.unlink(filler)
+        lines = daemon.wait_for_lines('app/root.log', records + 1, timeout=20)
+        assert bodies(lines) == expected
+        reports = daemon.output().count('No space left on device')
+        assert 1 <= reports <= 6, reports
+        assert daemon.stats()['messages_dropped_unwritable'] == 0
+        daemon.send_tcp(frame('app', 'root', 'after'))
+        assert bodies(daemon.wait_for_lines('app/root.log', records + 2))[-1] == 'after\n'
+        assert daemon.process.poll() is None
+        print('\ndisk full: %d write errors, %d reports, 0 of %d records lost' % (full['write_errors'], reports,
+                                                                               records))
+
+
+@pytest.mark.slow
+def test_disk_full_past_the_memory_buffer_counts_what_it_drops(tmp_path, larger_logdir):
+    """Over 64 MB held: held lines are dropped and counted; every record is on disk or counted."""
+    records = 80000
+    body = 'y' * 1000
+    with Loghogd(tmp_path, FACILITIES) as daemon:
+        daemon.send_tcp(frame('app', 'root', 'first'))
+        daemon.wait_for_lines('app/root.log', 1)
+        filler = os.path.join(larger_logdir, 'filler')
+        fill(filler)
+        with daemon.connect_tcp() as sock:
+            for start in range(0, records, 1000):
+                sock.sendall(b''.join(frame('app', 'root', '%d %s' % (i, body)) for i in range(start, start + 1000)))
+        wait_for(lambda: daemon.stats()['accepted'] == records + 1, 60, 'every record accepted')
+        dropped = daemon.stats()['messages_dropped_unwritable']
+        assert dropped > 0
+        os.unlink(filler)
+        wait_for(lambda: len(daemon.read_lines('app/root.log')) + dropped == records + 1, 30,
+                 'the held records on disk')
+        stats = daemon.stats()
+        assert stats['messages_dropped_unwritable'] == dropped
+        print('\ndisk full past 64 MB: %d records dropped and counted, %d on disk, %d write errors'
+              % (dropped, records + 1 - dropped, stats['write_errors']))
+        assert daemon.process.poll() is None
+
+
+def test_deleted_and_moved_log_files_are_recreated(tmp_path):
+    """An operator's rm or mv: the file comes back within about a second of records."""
+    with Loghogd(tmp_path, FACILITIES) as daemon:
+        daemon.send_tcp(frame('app', 'root', 'one'))
+        daemon.wait_for_lines('app/root.log', 1)
+        os.unlink(daemon.path('app/root.log'))
+        deleted = send_until_recreated(daemon, 'after delete')
+        recreated = bodies(daemon.read_lines('app/root.log'))
+        assert recreated == deleted[len(deleted) - len(recreated):]
+        os.rename(daemon.path('app/root.log'), daemon.path('app/root.log.moved'))
+        moved = send_until_recreated(daemon, 'after move')
+        with open(daemon.path('app/root.log.moved'), encoding='utf-8') as stream:
+            in_moved = bodies(stream.read().splitlines(keepends=True))
+        assert in_moved[:len(recreated)] == recreated
+        assert in_moved[len(recreated):] + bodies(daemon.read_lines('app/root.log')) == moved
+
+
+def send_until_recreated(daemon: Loghogd, text: str):
+    """Send a record every 0.1 s until app/root.log exists again; return the bodies sent."""
+    sent = []
+    with daemon.connect_tcp() as sock:
+        def recreated():
+            sent.append('%s %d\n' % (text, len(sent)))
+            sock.sendall(frame('app', 'root', sent[-1][:-1]))
+            return os.path.exists(daemon.path('app/root.log'))
+        wait_for(recreated, 10, 'app/root.log to be recreated', interval=0.1)
+    wait_for(lambda: bodies(daemon.read_lines('app/root.log'))[-1:] == sent[-1:], what='the last record written')
+    return sent
+
+
+# kill -9 ------------------------------------------------------------------------------
+
+def kill_under_load(daemon: Loghogd, seed: int):
+    """Send records until a random moment, kill -9, restart; return (on disk before, sent, on disk after)."""
+    rng = random.Random(seed)
+    sent = [0]
+    stop = threading.Event()
+
+    def send():
+        try:
+            with daemon.connect_tcp() as sock:
+                while not stop.is_set():
+                    sock.sendall(b''.join(frame('app', 'root', 'seed %d record %d' % (seed, sent[0] + i))
+                                          for i in range(50)))
+                    sent[0] += 50
+        except OSError:
+            pass
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    wait_for(lambda: len(daemon.read_lines('app/root.log')) > 500, 20, 'records under load')
+    time.sleep(rng.uniform(0.05, 0.5))
+    before = daemon.read_lines('app/root.log')
+    daemon.kill()
+    stop.set()
+    sender.join(10)
+    daemon.start()
+    after = daemon.read_lines('app/root.log')
+    return before, sent[0], after
+
+
+def check_kill(daemon: Loghogd, seed: int) -> int:
+    previous = len(daemon.read_lines('app/root.log'))
+    before, sent, after = kill_under_load(daemon, seed)
+    assert after[:len(before)] == before
+    assert all(line.endswith('\n') for line in after)
+    mine = [body for body in bodies(after[previous:]) if body.startswith('seed %d ' % seed)]
+    assert mine == ['seed %d record %d\n' % (seed, i) for i in range(len(mine))]
+    return sent - len(mine)
+
+
+def test_kill_9_under_load_keeps_every_record_already_written(tmp_path):
+    with Loghogd(tmp_path, FACILITIES) as daemon:
+        held = check_kill(daemon, 1)
+        print('\nkill -9: %d records were sent but held by the kernel or the daemon, not on disk' % held)
+
+
+@pytest.mark.slow
+def test_kill_9_under_load_long(tmp_path):
+    with Loghogd(tmp_path, FACILITIES) as daemon:
+        held = [check_kill(daemon, seed) for seed in range(20)]
+        print('\nkill -9 x20: records sent but not on disk per kill: %s' % held)
