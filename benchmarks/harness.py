@@ -14,6 +14,7 @@ them alike.
 import argparse
 import multiprocessing
 import os
+import queue
 import resource
 import shutil
 import socket
@@ -26,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks import ceiling, probe, pyspy, report
 from benchmarks.generator import SenderSpec, TlsClient, run_sender
-from benchmarks.loads import ALL_SERVERS, COOKBOOK, IDLE, LOGHOGD, RSYSLOG, TCP, TLS, UDP, Load, select_loads
+from benchmarks.loads import ALL_SERVERS, COOKBOOK, IDLE, LOADS_BY_NAME, LOGHOGD, RSYSLOG, TCP, TLS, UDP, Load, select_loads
 from benchmarks.servers import (ROOT, Certificates, CookbookServer, LoghogdServer, RsyslogServer, Server,
                                 ServerError, find_rsyslogd, wait_until)
 from benchmarks.workload import WIRE_LOGHOG, RecordCache, loghog_records, split_ranges
@@ -34,13 +35,13 @@ from benchmarks.workload import WIRE_LOGHOG, RecordCache, loghog_records, split_
 DEFAULT_RECORDS = 1000000
 DEFAULT_UDP_RECORDS = 150000
 DEFAULT_COOKBOOK_RECORDS = 100000
-QUICK_RECORDS = 100000
+QUICK_RECORDS = 200000
 QUICK_UDP_RECORDS = 50000
 QUICK_COOKBOOK_RECORDS = 20000
 READY_TIMEOUT = 60.0
 TCP_IDLE_LIMIT = 20.0
 UDP_IDLE_LIMIT = 1.5
-IDLE_SETTLE = 0.5
+IDLE_SETTLE_TIMEOUT = 3.0
 NOFILE_WANTED = 8192
 RESULTS_DIR = os.path.join(ROOT, 'benchmarks', 'results')
 
@@ -83,14 +84,14 @@ class SenderGroup:
             raise ServerError('timed out waiting for %s' % what)
         try:
             return self.channel.get(timeout=remaining)
-        except Exception:
+        except queue.Empty:
             raise ServerError('timed out waiting for %s' % what) from None
 
     def _drain(self) -> None:
         while True:
             try:
                 kind, index, value = self.channel.get_nowait()
-            except Exception:
+            except queue.Empty:
                 return
             if kind == 'sent':
                 self.sent[index] = value
@@ -137,7 +138,10 @@ class Bench:
         self._run_number = 0
         self._certificates: Optional[Certificates] = None
         self._certificate_error: Optional[str] = None
-        self._profiled = False
+        self.profile: Optional[Dict[str, Any]] = None
+        self.ceiling_rates: List[float] = []
+        self._ceiling_data: Optional[bytes] = None
+        self._ack_payloads: Dict[Tuple[str, Tuple[range, ...]], List[List[bytes]]] = {}
         self.rsyslogd = find_rsyslogd()
 
     def record_count(self, server: str, load: Load) -> int:
@@ -187,9 +191,7 @@ class Bench:
             certificates = self.certificates()
             tls = TlsClient(certificates.cacert, certificates.client_pem)
         if load.ack:
-            payloads = [loghog_records(part.start, len(part), load.compress, load.signed,
-                                       client_id='bench%d' % index)
-                        for index, part in enumerate(ranges)]
+            payloads = self.ack_payloads(load, ranges)
         else:
             records = self.cache.records(server.wire, count, datagram, load.compress, load.signed)
             payloads = [records[part.start:part.stop] for part in ranges]
@@ -200,54 +202,28 @@ class Bench:
                            timeout=timeout)
                 for part in payloads]
 
-    def run_traffic(self, name: str, load: Load, check: bool) -> Dict[str, Any]:
+    def ack_payloads(self, load: Load, ranges: Sequence[range]) -> List[List[bytes]]:
+        """One client_id per connection with its own seq from 1, built once per load."""
+        key = (load.name, tuple(ranges))
+        if key not in self._ack_payloads:
+            self._ack_payloads[key] = [loghog_records(part.start, len(part), load.compress, load.signed,
+                                                      client_id='bench%d' % index)
+                                       for index, part in enumerate(ranges)]
+        return self._ack_payloads[key]
+
+    def run_traffic(self, name: str, load: Load, check: bool, profile: bool = False) -> Dict[str, Any]:
         count = self.record_count(name, load)
         server = self.make_server(name, load)
         last_seqs = [part.stop - 1 for part in split_ranges(count, load.connections) if len(part)]
-        figures: Dict[str, Any] = {'records': count, 'connections': load.connections}
         with server:
             senders = SenderGroup(self.sender_specs(server, load, count))
             watcher = probe.OutputWatcher(server.output_path, count, last_seqs)
-            profiler = None
             try:
-                senders.launch()
-                udp_errors = probe.udp_receive_errors()
-                cpu_before = probe.cpu_seconds(server.pid)
-                began = time.perf_counter()
-                senders.start_signal.set()
-                profiler = self.start_profiler(server, load)
-
-                def senders_done() -> bool:
-                    server.check_alive()
-                    return senders.all_sent()
-
-                idle_limit = UDP_IDLE_LIMIT if load.transport == UDP else TCP_IDLE_LIMIT
-                arrival = watcher.wait(began + run_timeout(count), idle_limit, senders_done)
-                cpu_after = probe.cpu_seconds(server.pid)
-                figures['peak_rss_mib'] = probe.memory_kib(server.pid, 'VmHWM') / 1024.0
-                if load.transport == UDP:
-                    figures['kernel_drops'] = probe.udp_socket_drops(server.ports[UDP])
-                    figures['host_udp_rcvbuf_errors'] = probe.udp_receive_errors() - udp_errors
-                senders.finish(10.0)
-                if profiler is not None:
-                    figures['profile'] = pyspy.stop_and_summarize(*profiler)
+                figures = self.measure(server, load, count, senders, watcher, profile)
             finally:
                 watcher.close()
                 senders.kill()
-                if profiler is not None and profiler[0].poll() is None:
-                    profiler[0].kill()
-                    profiler[0].wait(10)
-        delivered = min(arrival.lines, count)
-        elapsed = max(arrival.last_growth - began, 1e-9)
-        figures.update({
-            'seconds': elapsed,
-            'records_per_s': delivered / elapsed,
-            'delivered_pct': 100.0 * delivered / count,
-            'complete': arrival.complete,
-            'cpu_per_million': (cpu_after - cpu_before) * 1e6 / max(delivered, 1),
-            'generator_records_per_s': count / max(max((sent.get('send_seconds', 0) for sent in
-                                                        senders.sent.values()), default=0), 1e-9),
-        })
+        figures.update({'records': count, 'connections': load.connections})
         if load.ack:
             figures['acked_pct'] = 100.0 * sum(done.get('acked', 0) for done in senders.done.values()) / count
         if senders.errors:
@@ -255,6 +231,47 @@ class Bench:
         if check:
             figures['sequence_check'] = probe.check_sequence(server.output_path, count).describe() \
                 if os.path.exists(server.output_path) else 'no output file'
+        return figures
+
+    def measure(self, server: Server, load: Load, count: int, senders: SenderGroup,
+                watcher: probe.OutputWatcher, profile: bool) -> Dict[str, Any]:
+        """From the start signal to the last line: rate, delivery, the server's CPU and memory."""
+        senders.launch()
+        udp_errors = probe.udp_receive_errors()
+        cpu_before = probe.cpu_seconds(server.pid)
+        began = time.perf_counter()
+        senders.start_signal.set()
+        profiler = self.start_profiler(server, load) if profile else None
+        try:
+            def senders_done() -> bool:
+                server.check_alive()
+                return senders.all_sent()
+
+            idle_limit = UDP_IDLE_LIMIT if load.transport == UDP else TCP_IDLE_LIMIT
+            arrival = watcher.wait(began + run_timeout(count), idle_limit, senders_done)
+            cpu = probe.cpu_seconds(server.pid) - cpu_before
+            figures: Dict[str, Any] = {'peak_rss_mib': probe.memory_kib(server.pid, 'VmHWM') / 1024.0}
+            if load.transport == UDP:
+                figures['kernel_drops'] = probe.udp_socket_drops(server.ports[UDP])
+                figures['host_udp_rcvbuf_errors'] = probe.udp_receive_errors() - udp_errors
+            senders.finish(10.0)
+            if profiler is not None:
+                figures['profile'] = pyspy.stop_and_summarize(*profiler)
+        finally:
+            if profiler is not None and profiler[0].poll() is None:
+                profiler[0].kill()
+                profiler[0].wait(10)
+        delivered = min(arrival.lines, count)
+        elapsed = max(arrival.last_growth - began, 1e-9)
+        slowest_sender = max((sent.get('send_seconds', 0) for sent in senders.sent.values()), default=0)
+        figures.update({
+            'seconds': elapsed,
+            'records_per_s': delivered / elapsed,
+            'delivered_pct': 100.0 * delivered / count,
+            'complete': arrival.complete,
+            'cpu_per_million': cpu * 1e6 / max(delivered, 1),
+            'generator_records_per_s': count / max(slowest_sender, 1e-9),
+        })
         return figures
 
     def run_idle(self, name: str, load: Load) -> Dict[str, Any]:
@@ -268,10 +285,8 @@ class Bench:
                     connections.append(socket.create_connection(server.address(TCP), timeout=10))
                 wait_until(lambda: probe.open_fds(server.pid) >= base_fds + load.connections, 30.0,
                            '%s to accept %d connections' % (name, load.connections))
-                settle = time.monotonic() + IDLE_SETTLE
-                wait_until(lambda: time.monotonic() >= settle, IDLE_SETTLE + 1, 'settling')
+                idle_rss = probe.settled_rss_kib(server.pid, IDLE_SETTLE_TIMEOUT)
                 server.check_alive()
-                idle_rss = probe.memory_kib(server.pid, 'VmRSS')
             finally:
                 for connection in connections:
                     connection.close()
@@ -279,14 +294,10 @@ class Bench:
                 'connections': load.connections}
 
     def start_profiler(self, server: Server, load: Load) -> Optional[Tuple[subprocess.Popen, str]]:
-        """py-spy on the first loghogd run of the profiled load only: sampling costs the server CPU."""
-        if not self.args.profile or server.name != LOGHOGD or load.name != self.args.profile_load \
-                or self._profiled:
-            return None
-        self._profiled = True
+        """py-spy, sampling the running server from outside, writing collapsed stacks."""
         output = os.path.join(self.scratch, 'profile-%s.txt' % load.name)
         process = subprocess.Popen([self.args.py_spy, 'record', '--pid', str(server.pid), '--format', 'raw',
-                                    '--output', output, '--rate', '200', '--nonblocking'],
+                                    '--output', output, '--rate', '100', '--nonblocking'],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         return process, output
 
@@ -304,19 +315,19 @@ class Bench:
         self.runs.append(entry)
         self.say(describe_run(entry))
 
-    def run_ceiling(self) -> List[float]:
-        data = b''.join(self.cache.records(WIRE_LOGHOG, self.args.records))
-        rates = []
-        for _ in range(self.args.repetitions):
-            written, seconds = ceiling.measure_ceiling(data)
-            rates.append(written / seconds)
-            self.say('ceiling: %s records/s' % report.format_value(rates[-1], 'rate'))
-        return rates
+    def run_ceiling(self) -> None:
+        """One measurement of the pure-Python loop over the same frames the TCP loads send."""
+        if self._ceiling_data is None:
+            self._ceiling_data = b''.join(self.cache.records(WIRE_LOGHOG, self.args.records))
+        written, seconds = ceiling.measure_ceiling(self._ceiling_data)
+        self.ceiling_rates.append(written / seconds)
+        self.say('ceiling #%d: %s records/s' % (len(self.ceiling_rates),
+                                                report.format_value(self.ceiling_rates[-1], 'rate')))
 
-    def run(self, loads: Sequence[Load], servers: Sequence[str]) -> List[float]:
+    def run(self, loads: Sequence[Load], servers: Sequence[str]) -> None:
+        """Each repetition of the first load also measures the ceiling, so both see the same machine."""
         self.check_servers(servers)
-        ceiling_rates = self.run_ceiling() if not self.args.no_ceiling else []
-        for load in loads:
+        for position, load in enumerate(loads):
             chosen = []
             for name in load.servers:
                 if name not in servers:
@@ -326,9 +337,22 @@ class Bench:
                 else:
                     chosen.append(name)
             for repetition in range(self.args.repetitions):
+                if position == 0 and not self.args.no_ceiling:
+                    self.run_ceiling()
                 for name in chosen:
                     self.run_one(name, load, repetition)
-        return ceiling_rates
+        if self.args.profile and LOGHOGD not in self.unavailable:
+            self.run_profile(LOADS_BY_NAME[self.args.profile_load])
+
+    def run_profile(self, load: Load) -> None:
+        """One extra loghogd run under py-spy, kept out of the medians since sampling slows it."""
+        try:
+            figures = self.run_traffic(LOGHOGD, load, check=False, profile=True)
+            self.profile = dict(figures.get('profile', {}), load=load.name,
+                                records_per_s=figures['records_per_s'])
+        except (ServerError, OSError) as error:
+            self.profile = {'error': str(error), 'load': load.name}
+        self.say('profiled %s under py-spy' % load.name)
 
     def say(self, text: str) -> None:
         if not self.args.silent:
@@ -377,15 +401,15 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help='at most this many records for the cookbook receiver (default %d), '
                              'which runs at a few percent of the others' % DEFAULT_COOKBOOK_RECORDS)
     parser.add_argument('--repetitions', type=int, help='repetitions per load and server (default 3)')
-    parser.add_argument('--loads', help='comma-separated load names, including non-default ones '
-                                        '(ack-c1, ack-sync-c1); default: all default loads')
+    parser.add_argument('--loads', help='comma-separated load names '
+                                        '(see benchmarks/loads.py); default: all default loads')
     parser.add_argument('--servers', default=','.join(ALL_SERVERS), help='comma-separated servers to run')
     parser.add_argument('--loghogd', default=os.path.join(ROOT, '.venv', 'bin', 'loghogd'),
                         help='the loghogd executable (default: .venv/bin/loghogd)')
     parser.add_argument('--no-install', action='store_true', help='do not apt-get install rsyslog')
     parser.add_argument('--no-ceiling', action='store_true', help='skip the pure-Python ceiling')
     parser.add_argument('--profile', action='store_true',
-                        help='sample loghogd with py-spy during the first run of --profile-load')
+                        help='one extra loghogd run of --profile-load under py-spy (not in the medians)')
     parser.add_argument('--profile-load', default='tcp-c1', help='the load to profile (default tcp-c1)')
     parser.add_argument('--py-spy', default=os.path.join(ROOT, '.venv', 'bin', 'py-spy'))
     parser.add_argument('--results-dir', default=RESULTS_DIR, help='where the JSON and Markdown go')
@@ -410,6 +434,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         args.load_list = select_loads(args.loads.split(',') if args.loads else None, quick)
     except ValueError as error:
         parser.error(str(error))
+    if args.profile_load not in LOADS_BY_NAME or LOADS_BY_NAME[args.profile_load].transport == IDLE:
+        parser.error('--profile-load must name a load with traffic')
     if args.profile and not os.access(args.py_spy, os.X_OK):
         parser.error('--profile needs py-spy (%s): .venv/bin/pip install py-spy' % args.py_spy)
     return args
@@ -421,26 +447,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     if RSYSLOG in args.servers and not args.no_install:
         install_rsyslog()
     stamp = datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+    load_before = os.getloadavg()[0]
     scratch = tempfile.mkdtemp(prefix='loghog-bench-')
     try:
         bench = Bench(args, scratch)
-        ceiling_rates = bench.run(args.load_list, args.servers)
+        bench.run(args.load_list, args.servers)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    ceiling_rate = report.median(ceiling_rates)
+    ceiling_rate = report.median(bench.ceiling_rates)
     summary = report.summarize(bench.runs)
     rows = report.table_rows(summary, ceiling_rate, bench.skipped)
     meta = {'records': args.records, 'udp_records': args.udp_records, 'cookbook_records': args.cookbook_records,
             'repetitions': args.repetitions, 'quick': args.quick, 'started': stamp, 'cpus': os.cpu_count(),
-            'python': sys.version.split()[0]}
+            'python': sys.version.split()[0], 'loadavg_before': load_before, 'loadavg_after': os.getloadavg()[0]}
     text = report.render_text(rows) + '\n\n' + '\n'.join(report.notes(summary, bench.skipped, meta))
     markdown = report.render_markdown(rows) + '\n\n' + '\n'.join('- ' + line for line in
                                                                  report.notes(summary, bench.skipped, meta))
-    profiles = [run['figures']['profile'] for run in bench.runs if 'profile' in run.get('figures', {})]
-    if profiles:
-        text += '\n\n' + pyspy.render(profiles[0])
-        markdown += '\n\n```\n' + pyspy.render(profiles[0]) + '\n```'
-    document = {'meta': meta, 'ceiling_records_per_s': ceiling_rates, 'summary': summary, 'runs': bench.runs,
+    if bench.profile is not None:
+        text += '\n\n' + pyspy.render(bench.profile)
+        markdown += '\n\n```\n' + pyspy.render(bench.profile) + '\n```'
+    document = {'meta': meta, 'ceiling_records_per_s': bench.ceiling_rates, 'summary': summary, 'runs': bench.runs,
+                'profile': bench.profile,
                 'skipped': ['%s/%s: %s' % (load, server, reason) for (load, server), reason in bench.skipped.items()]}
     path = report.write_results(args.results_dir, stamp, document, text, markdown)
     print(text)

@@ -51,9 +51,9 @@ LOADS: Tuple[Load, ...] = (
          note='paced at %d records/s' % UDP_RATE),
     Load('idle-1000', IDLE, IDLE_CONNECTIONS, ALL_SERVERS, quick=True,
          note='RSS with %d idle TCP connections' % IDLE_CONNECTIONS),
-    Load('ack-c1', TCP, 1, (LOGHOGD,), ack=True, default=False,
+    Load('ack-c1', TCP, 1, (LOGHOGD,), ack=True,
          note='extension 1.1: FLAG_ACK_REQUEST frames, ACKs read back'),
-    Load('ack-sync-c1', TCP, 1, (LOGHOGD,), ack=True, sync=True, default=False,
+    Load('ack-sync-c1', TCP, 1, (LOGHOGD,), ack=True, sync=True,
          note='extension 1.1 with the facility at sync = yes'),
 )
 

@@ -28,6 +28,19 @@ def memory_kib(pid: int, field: str) -> int:
     raise RuntimeError('/proc/%d/status has no %s' % (pid, field))
 
 
+def settled_rss_kib(pid: int, timeout: float, interval: float = 0.1) -> int:
+    """VmRSS once two reads `interval` apart agree (the server has finished accepting), or at the deadline."""
+    deadline = time.monotonic() + timeout
+    previous = memory_kib(pid, 'VmRSS')
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        current = memory_kib(pid, 'VmRSS')
+        if current == previous:
+            return current
+        previous = current
+    return previous
+
+
 def open_fds(pid: int) -> int:
     return len(os.listdir('/proc/%d/fd' % pid))
 

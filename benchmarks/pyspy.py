@@ -67,7 +67,8 @@ def render(profile: Dict[str, Any]) -> str:
     if 'error' in profile:
         return 'profile: %s' % profile['error']
     total = max(profile['samples'], 1)
-    lines = ['loghogd profile (py-spy, %d samples), top by self time:' % profile['samples']]
+    lines = ['loghogd profile (py-spy, %d samples, %s at %s records/s while sampled), top by self time:'
+             % (profile['samples'], profile.get('load', '?'), '{:,.0f}'.format(profile.get('records_per_s', 0)))]
     lines += ['  %5.1f%%  %s' % (100.0 * samples / total, name) for name, samples in profile['self']]
     lines.append('top by inclusive time:')
     lines += ['  %5.1f%%  %s' % (100.0 * samples / total, name) for name, samples in profile['inclusive']]

@@ -148,7 +148,10 @@ def notes(summary: Dict[str, Dict[str, Dict[str, Any]]], skipped: Dict[Tuple[str
           meta: Dict[str, Any]) -> List[str]:
     """The context a reader needs for the table: N, repetitions, skips and errors."""
     lines = ['records: %(records)s per TCP/TLS load, %(udp_records)s per UDP load, cookbook at most '
-             '%(cookbook_records)s; median of %(repetitions)s repetition(s); servers interleaved' % meta]
+             '%(cookbook_records)s; median of %(repetitions)s repetition(s); servers interleaved' % meta,
+             '%(cpus)s CPUs, Python %(python)s, load average %(loadavg_before).1f before and '
+             '%(loadavg_after).1f after the run (other work on the machine skews records/s, '
+             'less so CPU s per 1M)' % meta]
     for load_name in summary:
         load = LOADS_BY_NAME.get(load_name)
         if load is not None and load.note:
