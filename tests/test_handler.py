@@ -466,12 +466,18 @@ def test_a_script_that_logs_100_records_and_exits_delivers_all_100(capture):
     assert capture.bodies() == ['record %d' % i for i in range(100)]
 
 
-@pytest.mark.filterwarnings('ignore:This process .* is multi-threaded')  # the point: fork after threads
-def test_a_forked_child_makes_its_own_connection_and_thread(capture, make_handler):
+def connected_logger(capture: Capture, make_handler, first_body: str):
+    """A handler whose connection and sender thread exist: one record has arrived."""
     handler = make_handler('demo', '127.0.0.1', capture.port)
     logger = logger_for(handler)
-    logger.info('parent before fork')
+    logger.info(first_body)
     capture.wait_for_records(1)
+    return handler, logger
+
+
+@pytest.mark.filterwarnings('ignore:This process .* is multi-threaded')  # the point: fork after threads
+def test_a_forked_child_makes_its_own_connection_and_thread(capture, make_handler):
+    handler, logger = connected_logger(capture, make_handler, 'parent before fork')
     parent_sender = handler._sender
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -507,10 +513,7 @@ def log_twenty_records(logger_name: str) -> None:
 @pytest.mark.filterwarnings('ignore:This process .* is multi-threaded')  # the point: fork after threads
 def test_a_multiprocessing_child_delivers_its_records_before_it_exits(capture, make_handler):
     import multiprocessing
-    handler = make_handler('demo', '127.0.0.1', capture.port)
-    logger = logger_for(handler)
-    logger.info('parent')
-    capture.wait_for_records(1)
+    _, logger = connected_logger(capture, make_handler, 'parent')
     child = multiprocessing.get_context('fork').Process(target=log_twenty_records, args=(logger.name,))
     child.start()
     child.join(30)
