@@ -127,7 +127,7 @@ class Compressor:
             os.close(job.output_fd)
             job.output_fd = -1
             os.rename(final_path + TEMP_SUFFIX, final_path)
-            _unlink_quietly(job.plain)
+            unlink_quietly(job.plain)
         except OSError as error:
             self._failed(job, str(error))
             return
@@ -150,7 +150,7 @@ class Compressor:
         if job.output_fd >= 0:
             os.close(job.output_fd)
             job.output_fd = -1
-        _unlink_quietly(job.plain + self.extension + TEMP_SUFFIX)
+        unlink_quietly(job.plain + self.extension + TEMP_SUFFIX)
         self._close_errors(job)
 
     @staticmethod
@@ -195,7 +195,7 @@ def recover(directories: List[str], compressor: Compressor, done: Done) -> None:
     for directory, names in listings:
         for name in names:
             if HALF_WRITTEN.match(name):
-                _unlink_quietly(os.path.join(directory, name))
+                unlink_quietly(os.path.join(directory, name))
                 removed += 1
     for directory, names in listings:
         present = set(names)
@@ -204,7 +204,7 @@ def recover(directories: List[str], compressor: Compressor, done: Done) -> None:
                 continue
             path = os.path.join(directory, name)
             if any(name + extension in present for extension in EXTENSIONS.values()):
-                _unlink_quietly(path)
+                unlink_quietly(path)
                 removed += 1
             else:
                 compressor.submit(path, done)
@@ -213,7 +213,7 @@ def recover(directories: List[str], compressor: Compressor, done: Done) -> None:
         log.info('start-up recovery: removed %d leftover compressor files, compressing %d backups', removed, queued)
 
 
-def _unlink_quietly(path: str) -> None:
+def unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -34,7 +34,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from dateutil import tz
 
-from loghogd.compressor import EXTENSIONS, STAMP_PATTERN, Compressor, recover
+from loghogd.compressor import EXTENSIONS, STAMP_PATTERN, Compressor, recover, unlink_quietly
 from loghogd.config import Config
 from loghogd.facilities import Facilities, Facility
 from loghogd.schedule import RotationSchedule, RotationState, parse_rotate
@@ -119,7 +119,7 @@ class Rotator:
             return
         for name in names:
             if name.startswith(STATE_TEMP_PREFIX):
-                _unlink_quietly(os.path.join(self.workdir, name))
+                unlink_quietly(os.path.join(self.workdir, name))
 
     def _backup_directories(self) -> List[str]:
         directories = {self.logdir}
@@ -357,7 +357,7 @@ class Rotator:
             if self.compressor.busy_with(plain):
                 continue
             for name in backups[stamp]:
-                _unlink_quietly(os.path.join(directory, name))
+                unlink_quietly(os.path.join(directory, name))
             log.info('deleted backup %s.%s (backup_count %d%s)', os.path.basename(entry.path), stamp,
                      entry.backup_count, '' if entry.max_age is None else ', max_age %.0f s' % entry.max_age)
 
@@ -393,10 +393,3 @@ def _size(path: str) -> int:
         return os.stat(path).st_size
     except OSError:
         return 0
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -2,7 +2,6 @@
 
 import lzma
 import os
-import re
 import stat
 import time
 from datetime import datetime
@@ -30,7 +29,6 @@ backup_count = 2
 rotate = daily
 backup_count = 2
 """
-STAMP = re.compile(r'\.(\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-\d{6})(\.xz)?$')
 
 
 def local(*args: int) -> float:
