@@ -10,6 +10,7 @@ import random
 import re
 import resource
 import select
+import signal
 import socket
 import subprocess
 import threading
@@ -541,3 +542,40 @@ def test_kill_9_under_load_long(tmp_path):
     with Loghogd(tmp_path, FACILITIES) as daemon:
         held = [check_kill(daemon, seed) for seed in range(20)]
         print('\nkill -9 x20: records sent but not on disk per kill: %s' % held)
+
+
+# a compressor that fails ------------------------------------------------------------
+
+FAKE_XZ = {
+    'exits 1': '#!/bin/sh\ncat >/dev/null\necho "xz: out of cheese" >&2\nprintf partial\nexit 1\n',
+    'kills itself': '#!/bin/sh\nprintf partial\nkill -SEGV $$\n',
+}
+
+
+@pytest.mark.parametrize('failure', sorted(FAKE_XZ))
+def test_crashing_compressor_is_reported_and_the_backup_kept(tmp_path, failure):
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    fake = bin_dir / 'xz'
+    fake.write_text(FAKE_XZ[failure])
+    fake.chmod(0o755)
+    (tmp_path / 'daemon').mkdir()
+    with Loghogd(tmp_path / 'daemon', FACILITIES, config={'compressor': {'format': 'xz'}},
+                 env={'PATH': '%s%s%s' % (bin_dir, os.pathsep, os.environ.get('PATH', ''))}) as daemon:
+        daemon.send_tcp(frame('app', 'root', 'to be rotated'))
+        daemon.wait_for_lines('app/root.log', 1)
+        daemon.send_signal(signal.SIGUSR2)
+        wait_for(lambda: daemon.output().count('failed, keeping it uncompressed') == 2, 20,
+                 'both failures reported (SIGUSR2 rotates the internal log too)')
+        output = daemon.output()
+        appdir = daemon.path('app')
+        names = sorted(os.listdir(appdir))
+        plain = [name for name in names if re.fullmatch(r'root\.log\.[\d-]+', name)]
+        assert len(plain) == 1 and not any(name.endswith(('.xz', '.tmp')) for name in names), names
+        with open(os.path.join(appdir, plain[0]), encoding='utf-8') as stream:
+            assert bodies(stream.read().splitlines(keepends=True)) == ['to be rotated\n']
+        assert ('xz exited with 1: xz: out of cheese' if failure == 'exits 1' else 'xz exited with -11') in output
+        assert daemon.stats()['compression_failures'] == 2
+        daemon.send_tcp(frame('app', 'root', 'after the failure'))
+        assert bodies(daemon.wait_for_lines('app/root.log', 1)) == ['after the failure\n']
+        assert daemon.process.poll() is None
