@@ -75,10 +75,11 @@ class LoghogHandler(logging.Handler):
             raise ValueError('ssl_info needs stream=True: TLS is not available over UDP')
         if max_buffer_size < 1:
             raise ValueError('max_buffer_size must be at least 1, not %r' % (max_buffer_size,))
+        address = (host, int(port))
         self._tls = make_tls_context(ssl_info) if ssl_info else None
         logging.Handler.__init__(self)  # only now: it registers the handler with logging.shutdown
         self.app_name = app_name
-        self.address = (host, int(port))
+        self.address = address
         self.use_stream = stream
         self.secret = secret or None
         self.compression = bool(compression)
