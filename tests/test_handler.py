@@ -751,6 +751,14 @@ def test_client_distribution_is_the_loghog_package_alone_with_no_dependencies(tm
     assert 'Requires-Dist' not in metadata
 
 
+def test_emit_benchmark_runs_and_prints_every_handler():
+    output = subprocess.run([sys.executable, os.path.join(REPO, 'benchmarks', 'client_emit.py'),
+                             '--records', '300', '--rounds', '1'],
+                            check=True, capture_output=True, text=True, timeout=300).stdout
+    rows = [line.split()[0] for line in output.splitlines()[2:]]
+    assert rows == ['loghog', 'loghog,', 'logging.FileHandler', 'loghog'], output
+
+
 # The queue ------------------------------------------------------------------
 
 @settings(max_examples=300)
