@@ -14,6 +14,7 @@ import multiprocessing
 import time
 from typing import Tuple
 
+from benchmarks.servers import die_with_parent
 from loghog.protocol import HEADER, HEADER_SIZE
 
 READ_SIZE = 256 * 1024
@@ -57,6 +58,7 @@ def process_frames(data: bytes) -> Tuple[int, int]:
 
 
 def _measure(data: bytes, connection) -> None:
+    die_with_parent()
     gc.collect()
     gc.disable()
     began = time.perf_counter()

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
+from benchmarks.servers import die_with_parent
 from loghog.protocol import FLAG_ACK, FrameError, StreamDecoder, decode_ack
 
 PACE_INTERVAL = 0.002
@@ -111,6 +112,7 @@ def send_paced(sock: socket.socket, datagrams: Sequence[bytes], rate: float) -> 
 
 def run_sender(index: int, spec: SenderSpec, channel, start, stop) -> None:
     """The body of one generator process; everything it learns goes to `channel`."""
+    die_with_parent()
     sock = None
     try:
         sock = connect(spec)

@@ -17,6 +17,7 @@ import os
 import queue
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -441,8 +442,14 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return args
 
 
+def exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so every `finally` stops its servers and generators."""
+    sys.exit(128 + signum)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     raise_file_limit()
     if RSYSLOG in args.servers and not args.no_install:
         install_rsyslog()

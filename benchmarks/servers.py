@@ -1,10 +1,11 @@
 """The servers under test, each started fresh with its own config, ports and output.
 
-Every server listens on 127.0.0.1 only, on ports picked free for the run,
-and writes one output file whose lines end with the record's body. `stop()`
+Every server listens on 127.0.0.1 only, on free ports (port 0 where the
+server says what it bound), and writes one output file whose lines end with the record's body. `stop()`
 always ends the process, politely first, so no server outlives its run.
 """
 
+import ctypes
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from benchmarks.loads import COOKBOOK, LOGHOGD, RSYSLOG, TCP, TLS, UDP, Load
 from benchmarks.workload import APP_ID, SECRET, WIRE_LOGHOG, WIRE_PICKLE, WIRE_SYSLOG
@@ -24,12 +25,20 @@ STOP_TIMEOUT = 15.0
 UDP_RECEIVE_BUFFER = 8 * 1024 * 1024
 HUGE_SIZE = 1 << 50
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PR_SET_PDEATHSIG = 1
 
 Address = Tuple[str, int]
 
 
 class ServerError(RuntimeError):
     """A server did not start or died; the message carries the tail of its stderr."""
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the harness dies, even by SIGKILL,
+    so that no server or generator outlives an interrupted run."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def free_port() -> int:
@@ -47,7 +56,7 @@ def free_port() -> int:
     raise ServerError('found no port free for both TCP and UDP on %s' % HOST)
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.02) -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
     """Poll `predicate` until true; raise naming `what` at the deadline."""
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -138,7 +147,7 @@ class Server:
         self.prepare()
         with open(self._stderr_path, 'wb') as stderr:
             self.process = subprocess.Popen(self.command(), cwd=ROOT, stdin=subprocess.DEVNULL,
-                                            stdout=stderr, stderr=stderr)
+                                            stdout=stderr, stderr=stderr, preexec_fn=die_with_parent)
         wait_until(self._ready_or_dead, START_TIMEOUT, '%s to listen' % self.name)
 
     def _ready_or_dead(self) -> bool:
