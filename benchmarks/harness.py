@@ -447,39 +447,47 @@ def exit_on_sigterm(signum: int, frame: object) -> None:
     sys.exit(128 + signum)
 
 
+def publish(args: argparse.Namespace, bench: Bench, meta: Dict[str, Any]) -> None:
+    """Print the table with its notes (and the profile), and write them to the results directory."""
+    summary = report.summarize(bench.runs)
+    rows = report.table_rows(summary, report.median(bench.ceiling_rates), bench.skipped)
+    notes = report.notes(summary, bench.runs, bench.skipped, meta)
+    text = report.render_text(rows) + '\n\n' + '\n'.join(notes)
+    markdown = report.render_markdown(rows) + '\n\n' + '\n'.join('- ' + line for line in notes)
+    if bench.profile is not None:
+        text += '\n\n' + pyspy.render(bench.profile)
+        markdown += '\n\n```\n' + pyspy.render(bench.profile) + '\n```'
+    document = {'meta': meta, 'ceiling_records_per_s': bench.ceiling_rates, 'summary': summary,
+                'runs': bench.runs, 'profile': bench.profile,
+                'skipped': ['%s/%s: %s' % (load, server, reason)
+                            for (load, server), reason in bench.skipped.items()]}
+    path = report.write_results(args.results_dir, meta['started'], document, text, markdown)
+    print(text)
+    print('\nresults: %s' % path)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Exit status 1 when a run failed or a stream lost records, so scripts can trust a 0."""
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     raise_file_limit()
     if RSYSLOG in args.servers and not args.no_install:
         install_rsyslog()
-    stamp = datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')
-    load_before = os.getloadavg()[0]
+    meta: Dict[str, Any] = {
+        'records': args.records, 'udp_records': args.udp_records, 'cookbook_records': args.cookbook_records,
+        'repetitions': args.repetitions, 'quick': args.quick, 'cpus': os.cpu_count(),
+        'started': datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ'),
+        'python': sys.version.split()[0], 'loadavg_before': os.getloadavg()[0]}
     scratch = tempfile.mkdtemp(prefix='loghog-bench-')
     try:
         bench = Bench(args, scratch)
         bench.run(args.load_list, args.servers)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    ceiling_rate = report.median(bench.ceiling_rates)
-    summary = report.summarize(bench.runs)
-    rows = report.table_rows(summary, ceiling_rate, bench.skipped)
-    meta = {'records': args.records, 'udp_records': args.udp_records, 'cookbook_records': args.cookbook_records,
-            'repetitions': args.repetitions, 'quick': args.quick, 'started': stamp, 'cpus': os.cpu_count(),
-            'python': sys.version.split()[0], 'loadavg_before': load_before, 'loadavg_after': os.getloadavg()[0]}
-    text = report.render_text(rows) + '\n\n' + '\n'.join(report.notes(summary, bench.skipped, meta))
-    markdown = report.render_markdown(rows) + '\n\n' + '\n'.join('- ' + line for line in
-                                                                 report.notes(summary, bench.skipped, meta))
-    if bench.profile is not None:
-        text += '\n\n' + pyspy.render(bench.profile)
-        markdown += '\n\n```\n' + pyspy.render(bench.profile) + '\n```'
-    document = {'meta': meta, 'ceiling_records_per_s': bench.ceiling_rates, 'summary': summary, 'runs': bench.runs,
-                'profile': bench.profile,
-                'skipped': ['%s/%s: %s' % (load, server, reason) for (load, server), reason in bench.skipped.items()]}
-    path = report.write_results(args.results_dir, stamp, document, text, markdown)
-    print(text)
-    print('\nresults: %s' % path)
-    return 1 if any(run.get('error') for run in bench.runs) else 0
+    meta['loadavg_after'] = os.getloadavg()[0]
+    publish(args, bench, meta)
+    failed = any(run.get('error') for run in bench.runs) or report.stream_losses(bench.runs)
+    return 1 if failed else 0
 
 
 if __name__ == '__main__':

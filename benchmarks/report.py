@@ -9,7 +9,7 @@ import os
 import statistics
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from benchmarks.loads import ALL_SERVERS, COOKBOOK, IDLE, LOADS_BY_NAME, LOGHOGD, RSYSLOG, UDP
+from benchmarks.loads import ALL_SERVERS, COOKBOOK, IDLE, LOADS_BY_NAME, LOGHOGD, RSYSLOG, TCP, TLS, UDP
 
 Metric = Tuple[str, str, str]
 """(key in a run's figures, label in the table, format)."""
@@ -144,8 +144,8 @@ def render_markdown(rows: List[List[str]]) -> str:
     return '\n'.join(lines)
 
 
-def notes(summary: Dict[str, Dict[str, Dict[str, Any]]], skipped: Dict[Tuple[str, str], str],
-          meta: Dict[str, Any]) -> List[str]:
+def notes(summary: Dict[str, Dict[str, Dict[str, Any]]], runs: List[Dict[str, Any]],
+          skipped: Dict[Tuple[str, str], str], meta: Dict[str, Any]) -> List[str]:
     """The context a reader needs for the table: N, repetitions, skips and errors."""
     lines = ['records: %(records)s per TCP/TLS load, %(udp_records)s per UDP load, cookbook at most '
              '%(cookbook_records)s; median of %(repetitions)s repetition(s); servers interleaved' % meta,
@@ -162,7 +162,25 @@ def notes(summary: Dict[str, Dict[str, Dict[str, Any]]], skipped: Dict[Tuple[str
         for server, figures in by_server.items():
             for error in figures.get('errors', []):
                 lines.append('%s / %s error: %s' % (load_name, server, error))
+    lines += ['%s / %s #%d LOST RECORDS over a stream: %s'
+              % (run['load'], run['server'], run['repetition'] + 1, run['problem'])
+              for run in stream_losses(runs)]
     return lines
+
+
+def stream_losses(runs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """TCP and TLS must deliver every record exactly once; the runs where they did not, with why."""
+    losses = []
+    for run in runs:
+        load = LOADS_BY_NAME.get(run['load'])
+        figures = run.get('figures', {})
+        if load is None or load.transport not in (TCP, TLS) or 'delivered_pct' not in figures:
+            continue
+        check = figures.get('sequence_check', 'exact')
+        if figures['delivered_pct'] < 100.0 or check != 'exact':
+            losses.append(dict(run, problem='%.2f%% delivered, sequence check: %s'
+                                            % (figures['delivered_pct'], check)))
+    return losses
 
 
 def write_results(directory: str, stamp: str, document: Dict[str, Any], text: str, markdown: str) -> str:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from benchmarks import probe, pyspy
+from benchmarks import probe, pyspy, report
 from benchmarks.servers import find_rsyslogd
 from benchmarks.workload import body, seq_marker
 
@@ -93,3 +93,13 @@ def test_profile_summary_ranks_self_and_inclusive_time():
     assert profile['samples'] == 40
     assert profile['self'][0] == ('loads (json/__init__.py)', 30)
     assert dict(profile['inclusive'])['run (loghogd/server.py)'] == 40
+
+
+def test_stream_loss_is_flagged_but_udp_loss_is_not():
+    runs = [{'load': 'tcp-c1', 'server': 'loghogd', 'repetition': 0,
+             'figures': {'delivered_pct': 99.5, 'sequence_check': 'missing 5'}},
+            {'load': 'tcp-c4', 'server': 'loghogd', 'repetition': 1, 'figures': {'delivered_pct': 100.0}},
+            {'load': 'udp-c1', 'server': 'loghogd', 'repetition': 0, 'figures': {'delivered_pct': 90.0}}]
+    losses = report.stream_losses(runs)
+    assert [(run['load'], run['problem']) for run in losses] == [
+        ('tcp-c1', '99.50% delivered, sequence check: missing 5')]
