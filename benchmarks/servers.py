@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from benchmarks.loads import COOKBOOK, LOGHOGD, RSYSLOG, TCP, TLS, UDP, Load
+from benchmarks.loads import COOKBOOK, LOGHOGD, RSYSLOG, TCP, UDP, Load
 from benchmarks.workload import APP_ID, SECRET, WIRE_LOGHOG, WIRE_PICKLE, WIRE_SYSLOG
 
 HOST = '127.0.0.1'
