@@ -140,7 +140,7 @@ class Bench:
         self._certificates: Optional[Certificates] = None
         self._certificate_error: Optional[str] = None
         self.profile: Optional[Dict[str, Any]] = None
-        self.ceiling_rates: List[float] = []
+        self.ceiling_runs: List[Dict[str, float]] = []
         self._ceiling_data: Optional[bytes] = None
         self._ack_payloads: Dict[Tuple[str, Tuple[range, ...]], List[List[bytes]]] = {}
         self.rsyslogd = find_rsyslogd()
@@ -320,10 +320,10 @@ class Bench:
         """One measurement of the pure-Python loop over the same frames the TCP loads send."""
         if self._ceiling_data is None:
             self._ceiling_data = b''.join(self.cache.records(WIRE_LOGHOG, self.args.records))
-        written, seconds = ceiling.measure_ceiling(self._ceiling_data)
-        self.ceiling_rates.append(written / seconds)
-        self.say('ceiling #%d: %s records/s' % (len(self.ceiling_rates),
-                                                report.format_value(self.ceiling_rates[-1], 'rate')))
+        self.ceiling_runs.append(ceiling.measure_ceiling(self._ceiling_data))
+        self.say('ceiling #%d: %s records/s, %.2f CPU s/1M' % (
+            len(self.ceiling_runs), report.format_value(self.ceiling_runs[-1]['records_per_s'], 'rate'),
+            self.ceiling_runs[-1]['cpu_per_million']))
 
     def run(self, loads: Sequence[Load], servers: Sequence[str]) -> None:
         """Each repetition of the first load also measures the ceiling, so both see the same machine."""
@@ -450,14 +450,14 @@ def exit_on_sigterm(signum: int, frame: object) -> None:
 def publish(args: argparse.Namespace, bench: Bench, meta: Dict[str, Any]) -> None:
     """Print the table with its notes (and the profile), and write them to the results directory."""
     summary = report.summarize(bench.runs)
-    rows = report.table_rows(summary, report.median(bench.ceiling_rates), bench.skipped)
+    rows = report.table_rows(summary, report.summarize_ceiling(bench.ceiling_runs), bench.skipped)
     notes = report.notes(summary, bench.runs, bench.skipped, meta)
     text = report.render_text(rows) + '\n\n' + '\n'.join(notes)
     markdown = report.render_markdown(rows) + '\n\n' + '\n'.join('- ' + line for line in notes)
     if bench.profile is not None:
         text += '\n\n' + pyspy.render(bench.profile)
         markdown += '\n\n```\n' + pyspy.render(bench.profile) + '\n```'
-    document = {'meta': meta, 'ceiling_records_per_s': bench.ceiling_rates, 'summary': summary,
+    document = {'meta': meta, 'ceiling': bench.ceiling_runs, 'summary': summary,
                 'runs': bench.runs, 'profile': bench.profile,
                 'skipped': ['%s/%s: %s' % (load, server, reason)
                             for (load, server), reason in bench.skipped.items()]}

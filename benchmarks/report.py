@@ -30,7 +30,8 @@ IDLE_METRICS: Tuple[Metric, ...] = (
     ('idle_rss_mib', 'RSS MiB, idle connections open', 'mib'),
     ('base_rss_mib', 'RSS MiB before connecting', 'mib'),
 )
-RATIO_KEYS = ('records_per_s',)
+RATIO_KEYS = ('records_per_s', 'cpu_per_million', 'peak_rss_mib', 'idle_rss_mib')
+CEILING_KEYS = ('records_per_s', 'cpu_per_million')
 HEADERS = ('load', 'figure') + ALL_SERVERS + ('loghogd/rsyslog', 'loghogd/cookbook', 'loghogd/ceiling')
 
 
@@ -99,9 +100,14 @@ def metrics_for(load_name: str) -> Tuple[Metric, ...]:
     return metrics
 
 
-def table_rows(summary: Dict[str, Dict[str, Dict[str, Any]]], ceiling: Optional[float],
+def summarize_ceiling(runs: List[Dict[str, float]]) -> Dict[str, Optional[float]]:
+    return {key: median([run[key] for run in runs]) for key in CEILING_KEYS}
+
+
+def table_rows(summary: Dict[str, Dict[str, Dict[str, Any]]], ceiling: Dict[str, Optional[float]],
                skipped: Dict[Tuple[str, str], str]) -> List[List[str]]:
-    rows = [['ceiling', 'records/s (pure-Python loop)', format_value(ceiling, 'rate'), '', '', '', '', '']]
+    rows = [['ceiling', label + ' (pure-Python loop)', format_value(ceiling.get(key), style), '', '', '', '', '']
+            for key, label, style in TRAFFIC_METRICS if key in CEILING_KEYS]
     for load_name, by_server in summary.items():
         for key, label, style in metrics_for(load_name):
             cells = [load_name, label]
@@ -117,12 +123,12 @@ def table_rows(summary: Dict[str, Dict[str, Dict[str, Any]]], ceiling: Optional[
                 else:
                     cells.append('')
             mine = by_server.get(LOGHOGD, {}).get(key)
-            if key in RATIO_KEYS or key in ('idle_rss_mib', 'cpu_per_million', 'peak_rss_mib'):
+            if key in RATIO_KEYS:
                 cells.append(ratio(mine, by_server.get(RSYSLOG, {}).get(key)))
                 cells.append(ratio(mine, by_server.get(COOKBOOK, {}).get(key)))
             else:
                 cells += ['', '']
-            cells.append(ratio(mine, ceiling) if key in RATIO_KEYS else '')
+            cells.append(ratio(mine, ceiling.get(key)) if key in CEILING_KEYS else '')
             rows.append(cells)
     return rows
 
