@@ -58,8 +58,8 @@ def make_dirs(path: str) -> None:
 class LogFile:
     """One open log file and the lines waiting for it."""
 
-    __slots__ = ('path', 'facility', 'key', 'max_size', 'on_full', 'partial', 'pending', 'unwritten', 'held',
-                 'size', 'first_pending_at', '_fd', '_inode')
+    __slots__ = ('path', 'facility', 'key', 'max_size', 'on_full', 'partial', 'torn', 'pending', 'unwritten',
+                 'held', 'size', 'first_pending_at', '_fd', '_inode')
 
     def __init__(self, path: str, facility: Facility, key: Optional['FileKey'] = None,
                  on_full: Optional[Callable[['LogFile'], None]] = None) -> None:
@@ -69,6 +69,7 @@ class LogFile:
         self.max_size = facility.max_size or 0
         self.on_full = on_full
         self.partial = False
+        self.torn = False
         self.pending: List[str] = []
         self.unwritten = b''
         self.held = 0
@@ -82,7 +83,14 @@ class LogFile:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         status = os.fstat(fd)
         self._fd, self.size, self._inode = fd, status.st_size, (status.st_dev, status.st_ino)
+        self.torn = bool(self.size) and not self.partial and _last_byte(self.path, self.size) != b'\n'
         return fd
+
+    def _end_torn_line(self) -> None:
+        """A kill cut the file's last line short: end it, so the next line starts on its own."""
+        if self.torn:
+            self.unwritten = b'\n' + self.unwritten
+            self.torn = False
 
     def reopen_if_moved(self) -> None:
         """An operator deleted or moved the file: the next write recreates it."""
@@ -108,6 +116,7 @@ class LogFile:
             self.unwritten += encode_lines(self.pending)
             self.pending = []
         self._make_room(len(self.unwritten))
+        self._end_torn_line()
         return self.size, self.size + len(self.unwritten)
 
     def _make_room(self, incoming: int) -> None:
@@ -133,6 +142,8 @@ class LogFile:
         if self._fd is None:
             self._open()
         self._make_room(len(data))
+        self._end_torn_line()
+        data = self.unwritten
         fd = self._fd
         view = memoryview(data)
         written = 0
@@ -170,6 +181,20 @@ class LogFile:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _last_byte(path: str, size: int) -> bytes:
+    """The byte at size - 1 (the descriptor for appending cannot read); b'\\n' if unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return b'\n'
+    try:
+        return os.pread(fd, 1, size - 1)
+    except OSError:
+        return b'\n'
+    finally:
+        os.close(fd)
 
 
 def encode_lines(lines: List[str]) -> bytes:
@@ -314,6 +339,7 @@ class Writer:
         self._held_bytes -= logfile.held
         logfile.unwritten = b''
         logfile.held = 0
+        logfile.partial = False
         lines = dropped.count(b'\n')
         self.counters.messages_dropped_unwritable += lines
         log.error('memory buffer for %s is full: dropped %d held lines', logfile.path, lines)

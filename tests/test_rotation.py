@@ -265,3 +265,14 @@ def test_recovery_removes_half_archives_and_compresses_plain_backups(tmp_path):
                                             'a.log.2026-01-02-00-00-00-000000.gz', 'a.log.notabackup']
     with lzma.open(str(tmp_path / 'a.log.2026-01-01-00-00-00-000000.xz'), 'rt') as stream:
         assert stream.read() == 'plain\n'
+
+
+def test_a_line_cut_short_by_a_kill_is_ended_before_the_next_one(tmp_path):
+    setup = Setup(tmp_path, local(2026, 1, 5, 10, 0))
+    os.makedirs(os.path.dirname(setup.path('web')))
+    with open(setup.path('web'), 'w') as stream:
+        stream.write('whole line\ncut sh')
+    setup.write('web', 'next line')
+    setup.write('web', 'and another')
+    with open(setup.path('web')) as stream:
+        assert stream.read() == 'whole line\ncut sh\nnext line\nand another\n'
