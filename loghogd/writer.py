@@ -89,7 +89,8 @@ class LogFile:
     def _end_torn_line(self) -> None:
         """A kill cut the file's last line short: end it, so the next line starts on its own."""
         if self.torn:
-            self.unwritten = b'\n' + self.unwritten
+            if not self.unwritten.startswith(b'\n'):  # queued by an earlier attempt that failed
+                self.unwritten = b'\n' + self.unwritten
             self.torn = False
 
     def reopen_if_moved(self) -> None:
