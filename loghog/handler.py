@@ -7,6 +7,7 @@ or dead server costs the application nothing but, once the queue is full,
 its oldest records (counted, and reported on the next successful send).
 """
 
+import _thread
 import logging
 import os
 import random
@@ -126,7 +127,7 @@ class LoghogHandler(logging.Handler):
                     self._outbox.count_dropped()
                     return
                 self._outbox.push(frame)
-            if self._sender is None:
+            if self._sender_done is None:
                 self._start_sender()
         except RecursionError:
             raise
@@ -144,22 +145,21 @@ class LoghogHandler(logging.Handler):
                 return
             self._closed = True
             self._deadline = time.monotonic() + self.flush_timeout
-            sender = self._sender
-        if sender is not None:
+            sender_done = self._sender_done
+        if sender_done is not None:
             self._interrupt.set()
             self._outbox.wake()
-            sender.join(self.flush_timeout)
-            if sender.is_alive():  # still in a send the server is not reading
+            if not sender_done.wait(self.flush_timeout):  # still in a send the server is not reading
                 connection = self._connection
                 if connection is not None:
                     connection.abort()
-                sender.join(ABORT_GRACE)
+                sender_done.wait(ABORT_GRACE)
         left = self._outbox.discard()
         if left:
             self._warn('%d record(s) not %s by %s:%s within flush_timeout=%ss; they may be lost'
                        % (left, 'acknowledged' if self._acknowledged else 'delivered', self.address[0],
                           self.address[1], self.flush_timeout))
-        if sender is None or not sender.is_alive():
+        if sender_done is None or sender_done.is_set():
             self._drop_connection()
         logging.Handler.close(self)
 
@@ -167,7 +167,7 @@ class LoghogHandler(logging.Handler):
         """Fresh queue, no connection, no thread: at construction and in a forked child."""
         self._outbox = Outbox(self.max_buffer_size)
         self._connection: Optional[Connection] = None
-        self._sender: Optional[threading.Thread] = None
+        self._sender_done: Optional[threading.Event] = None  # set when the sender thread has ended
         self._state_lock = threading.Lock()
         self._interrupt = threading.Event()
         self._closed = False
@@ -188,13 +188,20 @@ class LoghogHandler(logging.Handler):
 
     def _start_sender(self) -> None:
         with self._state_lock:
-            if self._sender is not None or self._closed:
+            if self._sender_done is not None or self._closed:
                 return
-            self._sender = threading.Thread(target=self._run_sender, daemon=True,
-                                            name='loghog-sender-%s' % self.app_name)
-            self._sender.start()
+            self._sender_done = threading.Event()
+        # A daemon thread. Not threading.Thread: its start() waits until the new thread has run,
+        # which cost the first logging call up to a few ms on a busy machine.
+        _thread.start_new_thread(self._run_sender, (self._sender_done,))
 
-    def _run_sender(self) -> None:
+    def _run_sender(self, done: threading.Event) -> None:
+        try:
+            self._send_until_closed()
+        finally:
+            done.set()
+
+    def _send_until_closed(self) -> None:
         """Send queued records until close() and the queue is empty or its deadline passes."""
         backoff = Backoff()
         outbox = self._outbox

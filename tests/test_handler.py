@@ -478,7 +478,7 @@ def connected_logger(capture: Capture, make_handler, first_body: str):
 @pytest.mark.filterwarnings('ignore:This process .* is multi-threaded')  # the point: fork after threads
 def test_a_forked_child_makes_its_own_connection_and_thread(capture, make_handler):
     handler, logger = connected_logger(capture, make_handler, 'parent before fork')
-    parent_sender = handler._sender
+    parent_sender = handler._sender_done
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -487,7 +487,7 @@ def test_a_forked_child_makes_its_own_connection_and_thread(capture, make_handle
             os.close(read_end)
             for i in range(20):
                 logger.info('child %d', i)
-            own_thread = handler._sender is not None and handler._sender is not parent_sender
+            own_thread = handler._sender_done is not None and handler._sender_done is not parent_sender
             handler.close()
             os.write(write_end, b'own thread' if own_thread else b'shared thread')
             status = 0
