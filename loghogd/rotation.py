@@ -44,7 +44,6 @@ from loghogd.writer import FileKey, LogFile, Writer, safe_hostname
 log = logging.getLogger('loghogd')
 
 STATE_FILE = 'rotation-state.json'
-STATE_TEMP_PREFIX = '.rotation-state.'
 BACKUP_STAMP = '%Y-%m-%d-%H-%M-%S-%f'
 STAMP_LENGTH = len('2000-01-01-00-00-00-000000')
 RETRY_SECONDS = 10.0
@@ -100,7 +99,7 @@ class Rotator:
         """Before serving: finish interrupted work, then rotate what is overdue."""
         if self.state.warning:
             log.warning('%s', self.state.warning)
-        self._remove_state_leftovers()
+        self.state.remove_temporary_files()
         recover(self._backup_directories(), self.compressor, self._compressed)
         if self.internal_log.filename:
             self._track(Tracked(self.internal_log.filename, parse_rotate(self.internal_log.when),
@@ -110,16 +109,6 @@ class Rotator:
         for entry in list(self._tracked.values()):
             self._retain(entry, now)
         self._save_state_if_dirty(now)
-
-    def _remove_state_leftovers(self) -> None:
-        """Temporary state files a kill left behind (the state is replaced atomically)."""
-        try:
-            names = os.listdir(self.workdir)
-        except OSError:
-            return
-        for name in names:
-            if name.startswith(STATE_TEMP_PREFIX):
-                unlink_quietly(os.path.join(self.workdir, name))
 
     def _backup_directories(self) -> List[str]:
         directories = {self.logdir}

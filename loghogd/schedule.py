@@ -59,6 +59,7 @@ _AGE = re.compile(r'^([0-9]+)\s*([smhdw])$', re.IGNORECASE)
 _AGE_UNITS = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 7 * 86400}
 
 STATE_VERSION = 1
+STATE_TEMP_PREFIX = '.rotation-state.'
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,20 @@ class RotationState:
         except (TypeError, ValueError, KeyError) as error:
             return cls(path, warning='%s: rotation state malformed, starting empty: %s' % (path, error))
 
+    def remove_temporary_files(self) -> int:
+        """Delete the temporary files a kill during save() left beside the state; return how many."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            names = [name for name in os.listdir(directory) if name.startswith(STATE_TEMP_PREFIX)]
+        except OSError:
+            return 0
+        for name in names:
+            try:
+                os.unlink(os.path.join(directory, name))
+            except FileNotFoundError:
+                pass
+        return len(names)
+
     def last_rotation(self, log_path: str) -> Optional[datetime]:
         """When `log_path` last rotated (aware, local zone), None if never."""
         return self._rotations.get(log_path)
@@ -289,7 +304,7 @@ class RotationState:
             'version': STATE_VERSION,
             'last_rotation': {log_path: when.isoformat() for log_path, when in sorted(self._rotations.items())},
         }
-        fd, temp_path = tempfile.mkstemp(prefix='.rotation-state.', dir=directory)
+        fd, temp_path = tempfile.mkstemp(prefix=STATE_TEMP_PREFIX, dir=directory)
         try:
             with os.fdopen(fd, 'w', encoding='utf-8') as temp_file:
                 json.dump(document, temp_file, indent=1)

@@ -276,3 +276,12 @@ def test_a_line_cut_short_by_a_kill_is_ended_before_the_next_one(tmp_path):
     setup.write('web', 'and another')
     with open(setup.path('web')) as stream:
         assert stream.read() == 'whole line\ncut sh\nnext line\nand another\n'
+
+
+def test_a_state_save_cut_short_leaves_nothing_behind_after_the_next_start(tmp_path):
+    setup = Setup(tmp_path, local(2026, 1, 5, 10, 0))
+    leftover = os.path.join(setup.config.main.workdir, '.rotation-state.k1ll3d')
+    with open(leftover, 'w') as stream:
+        stream.write('{"version": 1, "last_rot')
+    Setup(tmp_path, local(2026, 1, 5, 10, 1))
+    assert not os.path.exists(leftover)
