@@ -244,3 +244,24 @@ def test_internal_log_rotates_and_is_compressed(tmp_path):
         with lzma.open(os.path.join(directory, name), 'rt') as stream:
             assert 'ready' in stream.read()
         wait_for(lambda: 'rotated ' in open(daemon.internal_log).read(), 10, 'the new internal log')
+
+
+def test_a_reload_applies_new_backup_counts_and_leaves_removed_facilities_alone(tmp_path):
+    before = '[app]\nrotate = daily\nbackup_count = 5\n[gone]\nrotate = daily\nbackup_count = 1\n'
+    with Loghogd(tmp_path, before, config={'compressor': {'format': 'gzip', 'level': '1'}}) as daemon:
+        for number in range(3):
+            send_and_wait(daemon, 'app', 'app %d' % number, 'app/root.log')
+            send_and_wait(daemon, 'gone', 'gone %d' % number, 'gone/root.log')
+            force_rotation(daemon, 'app/root.log', 'gone/root.log')
+        settled_backups(daemon, 'app/root.log', '.gz', 3)
+        [gone_backup] = settled_backups(daemon, 'gone/root.log', '.gz', 1)
+        send_and_wait(daemon, 'gone', 'still here', 'gone/root.log')
+        daemon.write_facilities('[app]\nrotate = daily\nbackup_count = 1\n')
+        daemon.send_signal(signal.SIGHUP)
+        daemon.wait_for_output('reloaded')
+        send_and_wait(daemon, 'app', 'after the reload', 'app/root.log')
+        force_rotation(daemon, 'app/root.log')
+        [name] = settled_backups(daemon, 'app/root.log', '.gz', 1)
+        assert backup_bodies(daemon, 'app/root.log', name) == ['after the reload']
+        assert backups(daemon, 'gone/root.log') == [gone_backup]
+        assert bodies(daemon.read_lines('gone/root.log')) == ['still here']
