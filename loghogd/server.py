@@ -9,6 +9,7 @@ The server never sends a byte to a version-1 client.
 
 import errno
 import logging
+import resource
 import selectors
 import socket
 import ssl
@@ -19,6 +20,7 @@ from loghog.protocol import FrameError, StreamDecoder, decode_datagram, encode_a
 from loghogd.config import ListenAddress, ServerConfig
 from loghogd.processor import Processor, ReceiveClock
 from loghogd.stats import Counters, RateLimitedReporter
+from loghogd.writer import MAX_OPEN_FILES
 
 log = logging.getLogger('loghogd')
 
@@ -31,11 +33,36 @@ HANDSHAKE_TIMEOUT = 0.5
 ACCEPT_PAUSE = 0.5
 ACK_RETRY = 0.05
 DRAIN_SECONDS = 5.0
+RESERVED_DESCRIPTORS = MAX_OPEN_FILES + 64
 _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class ServerError(Exception):
     """The server cannot start (address in use, unreadable certificate, ...)."""
+
+
+def connection_limit(configured: int) -> int:
+    """max_connections, fitted to the descriptor limit after raising that as far as allowed.
+
+    Client connections must never take the descriptors that log files and
+    the daemon's own files need (RESERVED_DESCRIPTORS), or the records of
+    connected clients could no longer be written.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = configured + RESERVED_DESCRIPTORS
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return configured
+    limit = max(1, soft - min(RESERVED_DESCRIPTORS, soft // 2))
+    log.warning('the open file limit is %d: serving at most %d connections, not max_connections = %d '
+                '(raise ulimit -n or LimitNOFILE to %d)', soft, limit, configured, wanted)
+    return limit
 
 
 def make_tls_context(config: ServerConfig) -> ssl.SSLContext:
@@ -116,11 +143,13 @@ class Server:
         self.stopping = False
         self._accept_paused_until = 0.0
         self._acks_owed: Dict[Connection, None] = {}
+        self.max_connections = config.max_connections
 
     # start-up -----------------------------------------------------------
 
     def bind(self) -> List[Dict[str, object]]:
         """Open every listener; return what is bound (ports resolved)."""
+        self.max_connections = connection_limit(self.config.max_connections)
         bound = []
         for address in self.config.listen:
             bound.append(self._listen(address, socket.SOCK_STREAM, 'tcp'))
@@ -274,7 +303,7 @@ class Server:
                                          listener.transport.upper(), error)
                 return
             peer = format_peer(address)
-            if len(self.connections) >= self.config.max_connections:
+            if len(self.connections) >= self.max_connections:
                 sock.close()
                 self.counters.connections_refused += 1
                 self.reporter.report('refused', logging.WARNING,
