@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from loghog.protocol import HEADER
+from loghog.protocol import HEADER, SERVER_FLAGS, StreamDecoder, decode_ack, encode_message
 from tests.support.daemon import Loghogd, frame, wait_for
 from tests.support.pki import make_pki
 
@@ -564,6 +564,53 @@ def test_kill_9_under_load_keeps_every_record_already_written(tmp_path):
     with Loghogd(tmp_path, FACILITIES) as daemon:
         held = check_kill(daemon, 1)
         print('\nkill -9: %d records were sent but held by the kernel or the daemon, not on disk' % held)
+
+
+def test_kill_9_keeps_every_acknowledged_record(tmp_path):
+    """Protocol 1.1: whatever an ACK covered before a kill -9 is on disk after the restart."""
+    with Loghogd(tmp_path, FACILITIES) as daemon:
+        sock = daemon.connect_tcp()
+        sock.settimeout(None)
+        acked = [0]
+        sent = [0]
+        stop = threading.Event()
+
+        def read_acks():
+            decoder = StreamDecoder(64, SERVER_FLAGS)
+            try:
+                for data in iter(lambda: sock.recv(4096), b''):
+                    for _flags, payload in decoder.feed(data):
+                        acked[0] = max(acked[0], decode_ack(payload))
+            except OSError:
+                pass
+
+        def send():
+            try:
+                while not stop.is_set():
+                    first = sent[0] + 1
+                    sock.sendall(b''.join(encode_message('app', 'root', int(time.time()), 0, 'h', 'ack %d' % seq,
+                                                         client_id='killtest', seq=seq)
+                                          for seq in range(first, first + 50)))
+                    sent[0] += 50
+            except OSError:
+                pass
+        threads = [threading.Thread(target=read_acks, daemon=True), threading.Thread(target=send, daemon=True)]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: acked[0] > 2000, 20, 'acknowledgements under load')
+        time.sleep(random.uniform(0.05, 0.3))
+        highest = acked[0]
+        daemon.kill()
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        sock.close()
+        daemon.start()
+        on_disk = set(bodies(daemon.read_lines('app/root.log')))
+        missing = [seq for seq in range(1, highest + 1) if 'ack %d\n' % seq not in on_disk]
+        assert missing == []
+        print('\nkill -9 with acknowledgements: %d acknowledged, all on disk; %d sent but not acknowledged'
+              % (highest, sent[0] - highest))
 
 
 @pytest.mark.slow
