@@ -12,7 +12,8 @@ the interrupted compressions:
 - every confirmed record is in exactly one file (live or a decompressed
   backup), once;
 - every record seen on disk just before a kill is still there after it;
-- no record number appears twice anywhere;
+- no record number appears twice anywhere, and reading the backups oldest
+  first and then the live file gives the records in the order they were sent;
 - no plain backup or half-written archive is left over.
 Records still in the kernel's socket buffer at a kill were never on disk
 and the client has no acknowledgement for them: they may be missing
@@ -45,6 +46,19 @@ def body(number: int) -> str:
     return '<n=%07d> %s' % (number, PADDING)
 
 
+def records_in_order(directory: str) -> list:
+    """Record numbers of a stopped daemon's files: backups oldest first, then the live file."""
+    names = sorted(name for name in os.listdir(directory) if BACKUP.match(name)) + ['root.log']
+    return [number for name in names for number in numbers_in(directory, name)]
+
+
+def numbers_in(directory: str, name: str) -> list:
+    """Record numbers in the live file or a backup (decompressed); a line a kill cut short counts if whole."""
+    match = BACKUP.match(name)
+    with (OPENERS[match.group(1) or ''] if match else open)(os.path.join(directory, name), 'rb') as stream:
+        return [int(number) for number in RECORD.findall(stream.read())]
+
+
 def records_on_disk(directory: str) -> collections.Counter:
     """How often each record number is in the live file and the finished backups.
 
@@ -57,12 +71,8 @@ def records_on_disk(directory: str) -> collections.Counter:
             names = os.listdir(directory)
             found = collections.Counter()
             for name in names:
-                match = BACKUP.match(name)
-                if name != 'root.log' and not match:
-                    continue
-                opener = OPENERS[match.group(1) or ''] if match else open
-                with opener(os.path.join(directory, name), 'rb') as stream:
-                    found.update(int(number) for number in RECORD.findall(stream.read()))
+                if name == 'root.log' or BACKUP.match(name):
+                    found.update(numbers_in(directory, name))
             return found
         except (FileNotFoundError, EOFError, lzma.LZMAError):
             continue
@@ -105,6 +115,8 @@ def crash_rounds(tmp_path, kills: int, seed: int) -> dict:
     finally:
         daemon.stop()
     final = records_on_disk(directory)
+    in_order = records_in_order(directory)
+    assert in_order == sorted(set(in_order)), 'records out of order across the files'
     doubled = sorted(number for number, count in final.items() if count > 1)
     assert not doubled, 'records written twice: %s' % doubled[:20]
     assert not confirmed - set(final), 'confirmed records lost: %s' % sorted(confirmed - set(final))[:20]
