@@ -105,8 +105,8 @@ def test_hostile_app_id_module_and_hostname_never_leave_logdir(tmp_path):
             assert len(parts) == 2 and parts[1].endswith('.log') and not parts[1].startswith('.'), relative
             assert all(c.isascii() and (c.isalnum() or c in '._-') for c in parts[1]), relative
     assert {relative for relative, _ in logged if relative.startswith('app' + os.sep)} == {'app/root.log'}
-    around_after = set(os.listdir(str(tmp_path.parent))), {entry for entry in tree(str(tmp_path))
-                                                      if not entry[0].startswith('daemon' + os.sep)}
+    inside = {entry for entry in tree(str(tmp_path)) if not entry[0].startswith('daemon' + os.sep)}
+    around_after = set(os.listdir(str(tmp_path.parent))), inside
     assert around_after == around_before
 
 
