@@ -19,6 +19,7 @@ import time
 import pytest
 
 from loghog.protocol import HEADER, SERVER_FLAGS, StreamDecoder, decode_ack, encode_message
+from loghogd.server import RESERVED_DESCRIPTORS
 from tests.support.daemon import Loghogd, frame, wait_for
 from tests.support.pki import make_pki
 
@@ -356,6 +357,26 @@ def test_descriptor_exhaustion_is_logged_and_the_daemon_recovers(tmp_path):
         assert stats['connections_refused'] >= 1 and stats['write_errors'] == 0
         print('\ndescriptor exhaustion: limit 64, %d connections refused, %d logged'
               % (stats['connections_refused'], sum(reports)))
+
+
+def soft_open_files(pid: int) -> int:
+    with open('/proc/%d/limits' % pid, encoding='ascii') as stream:
+        return int([line for line in stream if line.startswith('Max open files')][0].split()[3])
+
+
+def test_the_soft_open_file_limit_is_raised_to_fit_max_connections(tmp_path):
+    with Loghogd(tmp_path, FACILITIES, open_files=(256, 8192)) as daemon:
+        assert soft_open_files(daemon.process.pid) == 4096 + RESERVED_DESCRIPTORS
+        assert 'serving at most' not in daemon.output()
+
+
+def test_a_hard_open_file_limit_below_max_connections_serves_fewer_and_says_so(tmp_path):
+    with Loghogd(tmp_path, FACILITIES, open_files=256) as daemon:
+        daemon.wait_for_output('the open file limit is 256: serving at most 128 connections')
+        socks = [daemon.connect_tcp() for _ in range(140)]
+        wait_for(lambda: daemon.stats()['connections_refused'] >= 12, what='connections past 128 refused')
+        for sock in socks:
+            sock.close()
 
 
 def test_10000_hosts_with_file_per_host_stay_within_the_open_file_cache(tmp_path):

@@ -8,8 +8,9 @@ The daemon listens on 127.0.0.1 port 0 for TCP, UDP and (with `pki`) TLS;
 its bound ports come from <rundir>/listening.json (`daemon.ports`). Every
 wait polls with a deadline. `config` adds or overrides loghogd.conf keys:
 `config={'server': {'max_message_size': '8192'}}`. `open_files` sets the
-daemon's RLIMIT_NOFILE (soft and hard) before it starts, for tests of
-descriptor exhaustion; by default it inherits the test's limits.
+daemon's RLIMIT_NOFILE before it starts, for tests of descriptor
+exhaustion: a number for soft and hard alike, or a (soft, hard) pair; by
+default it inherits the test's limits.
 
 `start_detached()` runs `loghogd -d` instead: it returns the starter's
 CompletedProcess once the daemon serves (or failed); the daemon is then no
@@ -26,7 +27,7 @@ import ssl
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from loghog.protocol import encode_message
 from loghogd.daemon import process_alive, read_pidfile
@@ -63,7 +64,7 @@ class Loghogd:
 
     def __init__(self, directory: str, facilities: str = '', pki: object = None,
                  config: Optional[Dict[str, Dict[str, str]]] = None, env: Optional[Dict[str, str]] = None,
-                 open_files: Optional[int] = None) -> None:
+                 open_files: Union[int, Tuple[int, int], None] = None) -> None:
         self.directory = str(directory)
         self.open_files = open_files
         self.logdir = os.path.join(self.directory, 'log')
@@ -133,7 +134,8 @@ class Loghogd:
 
     def _limit_open_files(self) -> None:
         """Runs in the child between fork and exec: the daemon's own descriptor limit."""
-        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
+        limits = self.open_files if isinstance(self.open_files, tuple) else (self.open_files, self.open_files)
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
     def send_signal(self, signum: int) -> None:
         if self.detached_pid is not None:
