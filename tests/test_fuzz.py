@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from loghog.protocol import (CLIENT_FLAGS, FLAG_ACK_REQUEST, FLAG_ZLIB, HEADER, FrameError, StreamDecoder,
                              decode_datagram, encode_frame, encode_payload, inflate, sign)
+from loghogd.acks import JOURNAL_NAME, AckJournal
 from loghogd.facilities import MAX_MODULE_LENGTH, load_facilities
 from loghogd.processor import Processor, Rejected, lookup_module, parse_message
 from loghogd.stats import Counters, RateLimitedReporter
@@ -75,20 +76,31 @@ class Harness:
         self.writer = Writer(self.logdir, self.counters, reporter)
         self.processor = Processor(load_facilities(facilities_path), self.writer, self.counters, reporter,
                                    max_message_size)
+        os.makedirs(os.path.join(directory, 'lib'))
+        self.processor.acks = AckJournal(os.path.join(directory, 'lib', JOURNAL_NAME))
         self.frames_fed = 0
         self.streams_fed = 0
 
     def handled(self) -> int:
-        return sum(self.counters.accepted_by_facility.values()) + sum(self.counters.rejected_by_reason.values())
+        counters = self.counters
+        return (sum(counters.accepted_by_facility.values()) + sum(counters.rejected_by_reason.values())
+                + counters.duplicates_dropped)
 
     def process(self, frames) -> None:
-        """Every frame is counted once, accepted or rejected; the lines reach the disk."""
+        """Every frame is counted once (accepted, rejected or a duplicate); the lines reach the disk."""
         before = self.handled()
         now = time.time()
-        self.processor.process(frames, '127.0.0.1:1', now, '2026-01-01 00:00:00.000000 - ')
+        self.processor.process(frames, '127.0.0.1:1', now, '2026-01-01 00:00:00.000000 - ', self)
         self.frames_fed += len(frames)
         assert self.handled() - before == len(frames)
-        self.writer.flush(now, force=True)
+        acks = self.processor.acks
+        if acks.pending:
+            acks.write_intent()
+            self.writer.flush(now, force=True)
+            acks.commit()
+        else:
+            self.writer.flush(now, force=True)
+        self.processor.ack_targets.clear()
         for logfile in self.writer.open_files():
             assert not logfile.unwritten, logfile.path
             assert os.path.realpath(logfile.path).startswith(os.path.realpath(self.logdir) + os.sep)
@@ -122,13 +134,15 @@ def harness(tmp_path_factory):
     built = Harness(str(tmp_path_factory.mktemp('fuzz')))
     yield built
     logdir = os.path.realpath(built.logdir)
-    allowed = {logdir, os.path.realpath(os.path.join(built.directory, 'facilities.conf'))}
+    lib = os.path.realpath(os.path.join(built.directory, 'lib'))
+    allowed = {logdir, lib, os.path.realpath(os.path.join(built.directory, 'facilities.conf'))}
     for top, directories, files in os.walk(built.directory):
         for name in directories + files:
             path = os.path.realpath(os.path.join(top, name))
-            assert path in allowed or path.startswith(logdir + os.sep), path
-    print('\nfuzz: %d generated streams decoded, %d frames processed, %d accepted, rejected %s'
+            assert path in allowed or path.startswith((logdir + os.sep, lib + os.sep)), path
+    print('\nfuzz: %d generated streams decoded, %d frames processed, %d accepted, %d duplicates, rejected %s'
           % (built.streams_fed, built.frames_fed, sum(built.counters.accepted_by_facility.values()),
+             built.counters.duplicates_dropped,
              dict(built.counters.rejected_by_reason)))
 
 
@@ -144,6 +158,9 @@ names = st.one_of(st.sampled_from(['root', 'web', 'web.requests', 'web.requests.
 hostnames = st.one_of(st.sampled_from(['web1', '', '..', '../../etc/passwd', '/etc', 'a\x00b', 'a\nb',
                                        '\x1b[31mred', 'h' * 4096, 'wеb1', '\u202ehost', '\ud800']),
                       st.text(max_size=40))
+client_ids = st.one_of(st.sampled_from(['c1', 'c2', 'x' * 64, 'A-b_9']),
+                       st.sampled_from(['', 'a b', 'x' * 65, 'é', 'c1\n', 5, None, ['c1']]), st.text(max_size=70))
+seqs = st.one_of(st.integers(-2, 40), st.sampled_from([0, 2 ** 63 - 1, 2 ** 63, 10 ** 30, True, 1.5, '1', None]))
 bodies = st.one_of(st.text(max_size=200), st.sampled_from(['\r', '\x1b[2J', '\n2026-01-01 00:00:00.000000 - '
                                                            'fake - line', '\ud800', '\udfff tail', '']))
 
@@ -160,6 +177,9 @@ def good_messages(draw):
     if draw(st.booleans()):
         message['signature'] = sign(draw(st.sampled_from(['sekrit', 'wrong'])), app_id, module, stamp, nsecs,
                                     body)
+    if draw(st.booleans()):
+        message['client_id'] = draw(client_ids)
+        message['seq'] = draw(seqs)
     return message
 
 
@@ -195,9 +215,9 @@ def check_bad_zlib(harness, payload, cut):
     harness.feed_payloads([payload, compressed[:cut], compressed[cut:], compressed[:-1] + b'\xff'], FLAG_ZLIB)
 
 
-def check_messages(harness, messages, ensure_ascii, compress, cuts):
+def check_messages(harness, messages, ensure_ascii, compress, ack, cuts):
     payloads = [to_json(message, ensure_ascii) for message in messages]
-    flags = FLAG_ZLIB if compress else 0
+    flags = (FLAG_ZLIB if compress else 0) | (FLAG_ACK_REQUEST if ack else 0)
     if compress:
         payloads = [zlib.compress(payload) for payload in payloads]
     harness.feed_stream(b''.join(encode_frame(payload, flags) for payload in payloads), cuts)
@@ -225,8 +245,8 @@ valid_header_args = dict(payloads=st.lists(st.binary(max_size=300), min_size=1, 
 bad_zlib_args = dict(payload=st.one_of(st.binary(max_size=300), st.builds(to_json, good_messages(), st.booleans())),
                      cut=st.integers(0, 400))
 message_args = dict(messages=st.lists(st.one_of(good_messages(), mistyped_messages()), min_size=1, max_size=4),
-                    ensure_ascii=st.booleans(), compress=st.booleans(), cuts=st.lists(st.integers(0, 2000),
-                                                                                       max_size=3))
+                    ensure_ascii=st.booleans(), compress=st.booleans(), ack=st.booleans(),
+                    cuts=st.lists(st.integers(0, 2000), max_size=3))
 splice_junk = st.one_of(st.binary(min_size=1, max_size=6),
                         st.sampled_from([b'\xff', b'\xc3', b'\xed\xa0\x80', b'\xf4\x90\x80\x80', b'\\ud800',
                                          b'\\udfff', b'"', b'\\', b'\x00', b'}{']))
