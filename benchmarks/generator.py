@@ -7,18 +7,21 @@ acknowledged-mode sender reads the server's ACK frames on a second thread
 so that they never fill the socket buffers and stall the server.
 """
 
+import multiprocessing
+import queue
 import socket
 import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from benchmarks.servers import die_with_parent
+from benchmarks.servers import ServerError, die_with_parent
 from loghog.protocol import FLAG_ACK, FrameError, StreamDecoder, decode_ack
 
 PACE_INTERVAL = 0.002
 ACK_WAIT = 5.0
+READY_TIMEOUT = 60.0
 
 
 @dataclass
@@ -146,3 +149,77 @@ def run_sender(index: int, spec: SenderSpec, channel, start, stop) -> None:
             except OSError:
                 pass
             sock.close()
+
+
+class SenderGroup:
+    """The generator processes of one run and what they report back."""
+
+    def __init__(self, specs: Sequence[SenderSpec]) -> None:
+        self.context = multiprocessing.get_context('fork')
+        self.channel = self.context.Queue()
+        self.start_signal = self.context.Event()
+        self.stop_signal = self.context.Event()
+        self.processes = [self.context.Process(target=run_sender, daemon=True,
+                                                args=(index, spec, self.channel, self.start_signal,
+                                                      self.stop_signal))
+                          for index, spec in enumerate(specs)]
+        self.sent: Dict[int, Dict[str, Any]] = {}
+        self.done: Dict[int, Dict[str, Any]] = {}
+        self.errors: List[str] = []
+
+    def launch(self) -> None:
+        for process in self.processes:
+            process.start()
+        ready = 0
+        deadline = time.monotonic() + READY_TIMEOUT
+        while ready < len(self.processes):
+            kind, index, value = self._next(deadline, 'generators to connect')
+            if kind == 'error':
+                raise ServerError('generator %d failed before the start: %s' % (index, value))
+            ready += kind == 'ready'
+
+    def _next(self, deadline: float, what: str) -> Tuple[str, int, Any]:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ServerError('timed out waiting for %s' % what)
+        try:
+            return self.channel.get(timeout=remaining)
+        except queue.Empty:
+            raise ServerError('timed out waiting for %s' % what) from None
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                kind, index, value = self.channel.get_nowait()
+            except queue.Empty:
+                return
+            if kind == 'sent':
+                self.sent[index] = value
+            elif kind == 'done':
+                self.done[index] = value
+            elif kind == 'error':
+                self.errors.append('generator %d: %s' % (index, value))
+                self.sent.setdefault(index, {})
+                self.done.setdefault(index, {})
+
+    def all_sent(self) -> bool:
+        self._drain()
+        return len(self.sent) == len(self.processes)
+
+    def finish(self, timeout: float) -> None:
+        """Tell the generators to close and collect their last reports."""
+        self.stop_signal.set()
+        deadline = time.monotonic() + timeout
+        while len(self.done) < len(self.processes) and time.monotonic() < deadline:
+            self._drain()
+            time.sleep(0.01)
+
+    def kill(self) -> None:
+        self.start_signal.set()
+        self.stop_signal.set()
+        for process in self.processes:
+            process.join(2)
+            if process.is_alive():
+                process.kill()
+                process.join(2)
+        self.channel.close()

@@ -12,9 +12,7 @@ them alike.
 """
 
 import argparse
-import multiprocessing
 import os
-import queue
 import resource
 import shutil
 import signal
@@ -27,8 +25,9 @@ from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks import ceiling, probe, pyspy, report
-from benchmarks.generator import SenderSpec, TlsClient, run_sender
-from benchmarks.loads import ALL_SERVERS, COOKBOOK, IDLE, LOADS_BY_NAME, LOGHOGD, RSYSLOG, TCP, TLS, UDP, Load, select_loads
+from benchmarks.generator import SenderGroup, SenderSpec, TlsClient
+from benchmarks.loads import (ALL_SERVERS, COOKBOOK, IDLE, LOADS_BY_NAME, LOGHOGD, RSYSLOG, TCP, TLS, UDP, Load,
+                              select_loads)
 from benchmarks.servers import (ROOT, Certificates, CookbookServer, LoghogdServer, RsyslogServer, Server,
                                 ServerError, find_rsyslogd, wait_until)
 from benchmarks.workload import WIRE_LOGHOG, RecordCache, loghog_records, split_ranges
@@ -39,10 +38,10 @@ DEFAULT_COOKBOOK_RECORDS = 100000
 QUICK_RECORDS = 200000
 QUICK_UDP_RECORDS = 50000
 QUICK_COOKBOOK_RECORDS = 20000
-READY_TIMEOUT = 60.0
 TCP_IDLE_LIMIT = 20.0
 UDP_IDLE_LIMIT = 1.5
 IDLE_SETTLE_TIMEOUT = 3.0
+IDLE_BATCH = 50
 NOFILE_WANTED = 8192
 RESULTS_DIR = os.path.join(ROOT, 'benchmarks', 'results')
 
@@ -50,80 +49,6 @@ RESULTS_DIR = os.path.join(ROOT, 'benchmarks', 'results')
 def run_timeout(records: int) -> float:
     """The most one run may take: generous for the slowest server, but bounded."""
     return 60.0 + records / 5000.0
-
-
-class SenderGroup:
-    """The generator processes of one run and what they report back."""
-
-    def __init__(self, specs: Sequence[SenderSpec]) -> None:
-        self.context = multiprocessing.get_context('fork')
-        self.channel = self.context.Queue()
-        self.start_signal = self.context.Event()
-        self.stop_signal = self.context.Event()
-        self.processes = [self.context.Process(target=run_sender, daemon=True,
-                                                args=(index, spec, self.channel, self.start_signal,
-                                                      self.stop_signal))
-                          for index, spec in enumerate(specs)]
-        self.sent: Dict[int, Dict[str, Any]] = {}
-        self.done: Dict[int, Dict[str, Any]] = {}
-        self.errors: List[str] = []
-
-    def launch(self) -> None:
-        for process in self.processes:
-            process.start()
-        ready = 0
-        deadline = time.monotonic() + READY_TIMEOUT
-        while ready < len(self.processes):
-            kind, index, value = self._next(deadline, 'generators to connect')
-            if kind == 'error':
-                raise ServerError('generator %d failed before the start: %s' % (index, value))
-            ready += kind == 'ready'
-
-    def _next(self, deadline: float, what: str) -> Tuple[str, int, Any]:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ServerError('timed out waiting for %s' % what)
-        try:
-            return self.channel.get(timeout=remaining)
-        except queue.Empty:
-            raise ServerError('timed out waiting for %s' % what) from None
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                kind, index, value = self.channel.get_nowait()
-            except queue.Empty:
-                return
-            if kind == 'sent':
-                self.sent[index] = value
-            elif kind == 'done':
-                self.done[index] = value
-            elif kind == 'error':
-                self.errors.append('generator %d: %s' % (index, value))
-                self.sent.setdefault(index, {})
-                self.done.setdefault(index, {})
-
-    def all_sent(self) -> bool:
-        self._drain()
-        return len(self.sent) == len(self.processes)
-
-    def finish(self, timeout: float) -> None:
-        """Tell the generators to close and collect their last reports."""
-        self.stop_signal.set()
-        deadline = time.monotonic() + timeout
-        while len(self.done) < len(self.processes) and time.monotonic() < deadline:
-            self._drain()
-            time.sleep(0.01)
-
-    def kill(self) -> None:
-        self.start_signal.set()
-        self.stop_signal.set()
-        for process in self.processes:
-            process.join(2)
-            if process.is_alive():
-                process.kill()
-                process.join(2)
-        self.channel.close()
 
 
 class Bench:
@@ -184,19 +109,21 @@ class Bench:
             return RsyslogServer(workdir, load, self.rsyslogd)
         return CookbookServer(workdir, load)
 
-    def sender_specs(self, server: Server, load: Load, count: int) -> List[SenderSpec]:
-        datagram = load.transport == UDP
+    def payloads(self, wire: str, load: Load, count: int) -> List[Sequence[bytes]]:
+        """Each connection's records, built (or taken from the cache) before the server starts."""
         ranges = split_ranges(count, load.connections)
+        if load.ack:
+            return self.ack_payloads(load, ranges)
+        records = self.cache.records(wire, count, load.transport == UDP, load.compress, load.signed)
+        return [records[part.start:part.stop] for part in ranges]
+
+    def sender_specs(self, server: Server, load: Load, payloads: List[Sequence[bytes]]) -> List[SenderSpec]:
+        datagram = load.transport == UDP
         tls = None
         if load.transport == TLS:
             certificates = self.certificates()
             tls = TlsClient(certificates.cacert, certificates.client_pem)
-        if load.ack:
-            payloads = self.ack_payloads(load, ranges)
-        else:
-            records = self.cache.records(server.wire, count, datagram, load.compress, load.signed)
-            payloads = [records[part.start:part.stop] for part in ranges]
-        timeout = run_timeout(count)
+        timeout = run_timeout(sum(len(part) for part in payloads))
         rate = load.rate / load.connections if load.rate else None
         return [SenderSpec(address=server.address(load.transport), payload=part if datagram else b''.join(part),
                            records=len(part), datagram=datagram, rate=rate, tls=tls, ack=load.ack,
@@ -215,9 +142,10 @@ class Bench:
     def run_traffic(self, name: str, load: Load, check: bool, profile: bool = False) -> Dict[str, Any]:
         count = self.record_count(name, load)
         server = self.make_server(name, load)
+        payloads = self.payloads(server.wire, load, count)
         last_seqs = [part.stop - 1 for part in split_ranges(count, load.connections) if len(part)]
         with server:
-            senders = SenderGroup(self.sender_specs(server, load, count))
+            senders = SenderGroup(self.sender_specs(server, load, payloads))
             watcher = probe.OutputWatcher(server.output_path, count, last_seqs)
             try:
                 figures = self.measure(server, load, count, senders, watcher, profile)
@@ -281,11 +209,11 @@ class Bench:
         with server:
             try:
                 base_rss = probe.memory_kib(server.pid, 'VmRSS')
-                base_fds = probe.open_fds(server.pid)
-                for _ in range(load.connections):
-                    connections.append(socket.create_connection(server.address(TCP), timeout=10))
-                wait_until(lambda: probe.open_fds(server.pid) >= base_fds + load.connections, 30.0,
-                           '%s to accept %d connections' % (name, load.connections))
+                base_sockets = probe.open_sockets(server.pid)
+                while len(connections) < load.connections:
+                    self.connect_batch(server, connections, min(IDLE_BATCH, load.connections - len(connections)))
+                    wait_until(lambda: probe.open_sockets(server.pid) >= base_sockets + len(connections), 30.0,
+                               '%s to accept %d connections' % (name, len(connections)))
                 idle_rss = probe.settled_rss_kib(server.pid, IDLE_SETTLE_TIMEOUT)
                 server.check_alive()
             finally:
@@ -293,6 +221,14 @@ class Bench:
                     connection.close()
         return {'idle_rss_mib': idle_rss / 1024.0, 'base_rss_mib': base_rss / 1024.0,
                 'connections': load.connections}
+
+    @staticmethod
+    def connect_batch(server: Server, connections: List[socket.socket], count: int) -> None:
+        """Clients arrive in batches the server accepts before the next: a burst of a thousand
+        connects could overflow the listen backlog, and a handshake dropped there only
+        completes when the kernel retransmits it, seconds later."""
+        for _ in range(count):
+            connections.append(socket.create_connection(server.address(TCP), timeout=10))
 
     def start_profiler(self, server: Server, load: Load) -> Optional[Tuple[subprocess.Popen, str]]:
         """py-spy, sampling the running server from outside, writing collapsed stacks."""

@@ -41,8 +41,16 @@ def settled_rss_kib(pid: int, timeout: float, interval: float = 0.1) -> int:
     return previous
 
 
-def open_fds(pid: int) -> int:
-    return len(os.listdir('/proc/%d/fd' % pid))
+def open_sockets(pid: int) -> int:
+    """Socket descriptors the process holds: its listeners plus every accepted connection."""
+    directory = '/proc/%d/fd' % pid
+    count = 0
+    for name in os.listdir(directory):
+        try:
+            count += os.readlink(os.path.join(directory, name)).startswith('socket:')
+        except FileNotFoundError:
+            continue
+    return count
 
 
 def udp_socket_drops(port: int) -> Optional[int]:
