@@ -123,6 +123,8 @@ def run_sender(index: int, spec: SenderSpec, channel, start, stop) -> None:
         channel.put(('ready', index, None))
         if not start.wait(spec.timeout):
             raise TimeoutError('no start signal within %.0f s' % spec.timeout)
+        if stop.is_set():
+            return
         if reader is not None:
             reader.start()
         began = time.perf_counter()
@@ -214,9 +216,10 @@ class SenderGroup:
             self._drain()
             time.sleep(0.01)
 
-    def kill(self) -> None:
-        self.start_signal.set()
+    def close(self) -> None:
+        """Release every generator (stop first, so a run cut short sends nothing more), then reap them."""
         self.stop_signal.set()
+        self.start_signal.set()
         for process in self.processes:
             process.join(2)
             if process.is_alive():

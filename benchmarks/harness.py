@@ -151,7 +151,7 @@ class Bench:
                 figures = self.measure(server, load, count, senders, watcher, profile)
             finally:
                 watcher.close()
-                senders.kill()
+                senders.close()
         figures.update({'records': count, 'connections': load.connections})
         if load.ack:
             figures['acked_pct'] = 100.0 * sum(done.get('acked', 0) for done in senders.done.values()) / count
