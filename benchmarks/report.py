@@ -168,9 +168,29 @@ def notes(summary: Dict[str, Dict[str, Dict[str, Any]]], runs: List[Dict[str, An
         for server, figures in by_server.items():
             for error in figures.get('errors', []):
                 lines.append('%s / %s error: %s' % (load_name, server, error))
+    lines += cost_notes(summary)
     lines += ['%s / %s #%d LOST RECORDS over a stream: %s'
               % (run['load'], run['server'], run['repetition'] + 1, run['problem'])
               for run in stream_losses(runs)]
+    return lines
+
+
+def cost_notes(summary: Dict[str, Dict[str, Dict[str, Any]]]) -> List[str]:
+    """What TLS, zlib, signing and acknowledgement cost loghogd against plain TCP at the same C."""
+    lines = []
+    for load_name, by_server in summary.items():
+        load = LOADS_BY_NAME.get(load_name)
+        if load is None or load.transport not in (TCP, TLS) or not (
+                load.transport == TLS or load.compress or load.signed or load.ack):
+            continue
+        mine = by_server.get(LOGHOGD, {})
+        plain = summary.get('tcp-c%d' % load.connections, {}).get(LOGHOGD, {})
+        if not all(isinstance(figures.get(key), (int, float)) for figures in (mine, plain) for key in CEILING_KEYS):
+            continue
+        lines.append('%s costs loghogd %+.2f CPU s per 1M records (%.2fx) and runs at %.2fx the records/s '
+                     'of tcp-c%d' % (load_name, mine['cpu_per_million'] - plain['cpu_per_million'],
+                                     mine['cpu_per_million'] / plain['cpu_per_million'],
+                                     mine['records_per_s'] / plain['records_per_s'], load.connections))
     return lines
 
 

@@ -103,3 +103,11 @@ def test_stream_loss_is_flagged_but_udp_loss_is_not():
     losses = report.stream_losses(runs)
     assert [(run['load'], run['problem']) for run in losses] == [
         ('tcp-c1', '99.50% delivered, sequence check: missing 5')]
+
+
+def test_cost_of_an_option_is_against_plain_tcp_at_the_same_connections():
+    summary = {'tcp-c1': {'loghogd': {'records_per_s': 100000.0, 'cpu_per_million': 4.0}},
+               'zlib-c1': {'loghogd': {'records_per_s': 50000.0, 'cpu_per_million': 8.0}},
+               'tls-c16': {'loghogd': {'records_per_s': 50000.0, 'cpu_per_million': 8.0}}}
+    assert report.cost_notes(summary) == [
+        'zlib-c1 costs loghogd +4.00 CPU s per 1M records (2.00x) and runs at 0.50x the records/s of tcp-c1']
