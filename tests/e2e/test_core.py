@@ -1,7 +1,6 @@
 """The core daemon as a user meets it: a real loghogd, real sockets, real files."""
 
 import os
-import re
 import signal
 import socket
 import struct
@@ -10,8 +9,8 @@ import time
 
 import pytest
 
-from loghog.protocol import HEADER, encode_frame, encode_message
-from tests.support.daemon import LOGHOGD, Loghogd, frame, wait_for
+from loghog.protocol import HEADER, encode_frame
+from tests.support.daemon import LINE, LOGHOGD, Loghogd, bodies, frame, wait_for
 
 FACILITIES = """
 [app]
@@ -32,7 +31,6 @@ rotate = daily
 backup_count = 3
 file_per_host = yes
 """
-LINE = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} - (?P<host>[^\n]*?) - (?P<body>.*)\n\Z', re.S)
 UNICODE_BODY = 'hello wörld ☃ 😀 \u202e'
 
 
@@ -40,10 +38,6 @@ UNICODE_BODY = 'hello wörld ☃ 😀 \u202e'
 def daemon(tmp_path):
     with Loghogd(tmp_path, FACILITIES) as running:
         yield running
-
-
-def bodies(lines):
-    return [LINE.match(line).group('body') for line in lines]
 
 
 def test_tcp_record_lands_with_the_exact_line_format(daemon):

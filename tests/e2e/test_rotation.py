@@ -15,10 +15,9 @@ from datetime import datetime, timedelta
 import pytest
 from dateutil import tz
 
-from tests.support.daemon import Loghogd, frame, wait_for
+from tests.support.daemon import Loghogd, bodies, frame, wait_for
 
 STAMP = r'\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-\d{6}'
-LINE = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} - [^\n]*? - (?P<body>.*)\n\Z', re.S)
 OPENERS = {'': open, '.xz': lzma.open, '.gz': gzip.open, '.bz2': bz2.open}
 TOOLS = {'xz': '.xz', 'gzip': '.gz', 'bzip2': '.bz2'}
 
@@ -48,10 +47,6 @@ def backup_bodies(daemon: Loghogd, relative: str, name: str) -> list:
     extension = os.path.splitext(name)[1] if not re.search(STAMP + r'\Z', name) else ''
     with OPENERS[extension](path, 'rt', encoding='utf-8', newline='') as stream:
         return bodies(stream.read().splitlines(keepends=True))
-
-
-def bodies(lines: list) -> list:
-    return [LINE.match(line).group('body') for line in lines]
 
 
 def all_bodies(daemon: Loghogd, relative: str) -> list:

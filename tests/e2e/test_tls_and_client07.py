@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.support.daemon import Loghogd, frame, run_client07, wait_for
+from tests.support.daemon import Loghogd, bodies, frame, run_client07, wait_for
 from tests.support.pki import make_pki
 
 FACILITIES = """
@@ -24,7 +24,6 @@ rotate = daily
 backup_count = 3
 secret = sekrit
 """
-LINE = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} - web1 - (?P<body>.*)\n\Z', re.S)
 BODY = 'record %d wörld ☃ 😀'
 LARGE = ''.join('%06d ' % i for i in range(1000))[:7000]
 
@@ -63,8 +62,8 @@ def daemon(tmp_path, pki):
         yield running
 
 
-def bodies(lines):
-    return [LINE.match(line).group('body') for line in lines]
+def web1_bodies(lines):
+    return bodies(lines, 'web1')
 
 
 def run_07_client(daemon, count, **options):
@@ -89,7 +88,7 @@ def test_tls_client_with_a_certificate_from_the_ca_is_accepted(daemon, pki):
     with daemon.connect_tls(pki.client_pem('web1')) as sock:
         assert sock.version() in ('TLSv1.2', 'TLSv1.3')
         sock.sendall(frame('app', 'root', 'over tls ☃', 'web1'))
-    assert bodies(daemon.wait_for_lines('app/root.log', 1)) == ['over tls ☃']
+    assert web1_bodies(daemon.wait_for_lines('app/root.log', 1)) == ['over tls ☃']
 
 
 def test_stalled_tls_handshake_is_cut_and_does_not_delay_others(daemon, pki):
@@ -101,7 +100,7 @@ def test_stalled_tls_handshake_is_cut_and_does_not_delay_others(daemon, pki):
         with daemon.connect_tls(client_pem) as sock:
             assert time.monotonic() - started < 1.0
             sock.sendall(frame('app', 'root', 'good %d' % i, 'web1'))
-    assert bodies(daemon.wait_for_lines('app/root.log', 5)) == ['good %d' % i for i in range(5)]
+    assert web1_bodies(daemon.wait_for_lines('app/root.log', 5)) == ['good %d' % i for i in range(5)]
     for sock in stalled:
         sock.settimeout(5)
         assert sock.recv(100) == b''
@@ -119,7 +118,7 @@ def test_plaintext_on_the_tls_port_is_never_parsed(daemon):
             pass
     wait_for(lambda: 'TLS handshake with 127.0.0.1' in daemon.output(), what='the handshake failure in the log')
     daemon.send_tcp(frame('app', 'root', 'marker', 'web1'))
-    assert bodies(daemon.wait_for_lines('app/root.log', 1)) == ['marker']
+    assert web1_bodies(daemon.wait_for_lines('app/root.log', 1)) == ['marker']
     assert daemon.stats()['tls_failures'] == 1
 
 

@@ -20,6 +20,7 @@ until that process is gone.
 
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -36,6 +37,21 @@ BIN = os.path.dirname(sys.executable)
 LOGHOGD = os.path.join(BIN, 'loghogd')
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV07_PYTHON = os.path.join(REPO, '.venv-loghog07', 'bin', 'python')
+
+
+LINE = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} - (?P<host>[^\n]*?) - (?P<body>.*)\n\Z', re.S)
+"""One line as loghogd writes it: receive time, host name, body (maybe multi-line)."""
+
+
+def bodies(lines: List[str], host: Optional[str] = None) -> List[str]:
+    """The body of each line; a line not in loghogd's format (or from another host) fails."""
+    found = []
+    for line in lines:
+        match = LINE.match(line)
+        assert match, 'not a loghogd line: %r' % line[:200]
+        assert host is None or match.group('host') == host, line[:200]
+        found.append(match.group('body'))
+    return found
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = 'condition',
