@@ -62,7 +62,8 @@ class Facilities:
 
 NAME_PART = re.compile(r'[A-Za-z0-9_-][A-Za-z0-9._-]*')
 MAX_PART_LENGTH = 128
-MAX_MODULE_LENGTH = 200
+MAX_MODULE_LENGTH = 150
+"""So that '<64-char host>-<module>.log.<26-char stamp>.xz.tmp' fits a 255-byte file name."""
 KEYS = ['rotate', 'backup_count', 'max_size', 'max_age', 'flush_every', 'file_per_host', 'secret', 'sync']
 INHERITED = ('max_size', 'max_age', 'flush_every', 'file_per_host', 'secret', 'sync')
 
