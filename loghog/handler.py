@@ -32,7 +32,7 @@ MAX_BATCH_BYTES = 256 * 1024
 IDLE_WAKEUP = 1.0
 ABORT_GRACE = 0.5
 ACK_POLL = 0.02
-ACK_FALLBACK_AFTER = 10.0
+ACK_FALLBACK_SECONDS = 10.0
 
 _live_handlers: 'weakref.WeakSet[LoghogHandler]' = weakref.WeakSet()
 
@@ -62,20 +62,27 @@ class LoghogHandler(logging.Handler):
     with optional 'keyfile' and 'check_hostname'. At most `max_buffer_size`
     records wait for the server. close() (called by logging.shutdown at
     exit) waits up to `flush_timeout` seconds for them to be sent.
-    With `acknowledged`, over TCP or TLS, a record leaves the queue only when
-    the server acknowledges it (protocol 1.1), so records in flight when the
-    server restarts are resent and the server drops the duplicates.
+    With `acknowledged` (the default), over TCP or TLS, a record leaves the
+    queue only when the server acknowledges it (protocol 1.1), so records in
+    flight when the server restarts are resent and the server drops the
+    duplicates. A connection that brings back no ACK within
+    `ack_fallback_seconds` of carrying records is a server without 1.1: the
+    handler says so once and sends as 0.7 did from then on.
+    `acknowledged=False` sends exactly the 0.7 client's bytes.
     """
 
     def __init__(self, app_name: str, host: str = 'localhost', port: int = 5566, stream: bool = True,
                  secret: Union[str, bytes, None] = None, compression: bool = False,
                  hostname: Optional[str] = None, ssl_info: Optional[Dict[str, Any]] = None,
                  max_buffer_size: int = 1024, print_debug: bool = False, *,
-                 flush_timeout: float = 5.0, acknowledged: bool = False) -> None:
+                 flush_timeout: float = 5.0, acknowledged: bool = True,
+                 ack_fallback_seconds: float = ACK_FALLBACK_SECONDS) -> None:
         if ssl_info and not stream:
             raise ValueError('ssl_info needs stream=True: TLS is not available over UDP')
         if max_buffer_size < 1:
             raise ValueError('max_buffer_size must be at least 1, not %r' % (max_buffer_size,))
+        if not ack_fallback_seconds > 0:
+            raise ValueError('ack_fallback_seconds must be above 0, not %r' % (ack_fallback_seconds,))
         address = (host, int(port))
         self._tls = make_tls_context(ssl_info) if ssl_info else None
         logging.Handler.__init__(self)  # only now: it registers the handler with logging.shutdown
@@ -89,6 +96,8 @@ class LoghogHandler(logging.Handler):
         self.print_debug = print_debug
         self.flush_timeout = flush_timeout
         self._acknowledged = bool(acknowledged and stream)
+        self.ack_fallback_seconds = ack_fallback_seconds
+        self._ever_acknowledged = False
         self.pemfile = ssl_info['pemfile'] if ssl_info else None
         self.cacert = ssl_info['cacert'] if ssl_info else None
         self._encoder = RecordEncoder(app_name, self.hostname, self.secret, self.compression)
@@ -156,12 +165,18 @@ class LoghogHandler(logging.Handler):
                 sender_done.wait(ABORT_GRACE)
         left = self._outbox.discard()
         if left:
-            self._warn('%d record(s) not %s by %s:%s within flush_timeout=%ss; they may be lost'
+            self._warn('%d record(s) not %s by %s:%s within flush_timeout=%ss; they may be lost%s'
                        % (left, 'acknowledged' if self._acknowledged else 'delivered', self.address[0],
-                          self.address[1], self.flush_timeout))
+                          self.address[1], self.flush_timeout, self._never_acknowledged_hint()))
         if sender_done is None or sender_done.is_set():
             self._drop_connection()
         logging.Handler.close(self)
+
+    def _never_acknowledged_hint(self) -> str:
+        if not self._acknowledged or self._ever_acknowledged:
+            return ''
+        return (' (the server never acknowledged a record: a loghogd without acknowledged delivery writes what it'
+                ' was sent, so there they most likely arrived; pass acknowledged=False for such a server)')
 
     def _reset_delivery(self) -> None:
         """Fresh queue, no connection, no thread: at construction and in a forked child."""
@@ -173,7 +188,8 @@ class LoghogHandler(logging.Handler):
         self._closed = False
         self._deadline = 0.0
         self._client_id = uuid.uuid4().hex  # a forked child numbers its records afresh, under its own id
-        self._ack_wait_started: Optional[float] = None
+        self._connection_acknowledged = False  # this connection has brought back an ACK
+        self._ack_wait_started: Optional[float] = None  # since when it carries records and no ACK came yet
 
     def _after_fork_in_child(self) -> None:
         connection = self._connection
@@ -212,6 +228,8 @@ class LoghogHandler(logging.Handler):
                     continue
                 if self._connection is None:
                     self._connection = self._connect()
+                    self._connection_acknowledged = False
+                    self._ack_wait_started = None
                     self._debug('connected to %s:%s' % self.address)
                 elif not self._server_still_there():
                     self._debug('server closed the connection; reconnecting')
@@ -223,7 +241,6 @@ class LoghogHandler(logging.Handler):
                 backoff.reset()
                 failing = False
             except Exception as error:
-                self._ack_wait_started = None
                 if not isinstance(error, (OSError, ValueError)):
                     self._warn('unexpected sender error, retrying: %r' % (error,))
                 elif not failing or self.print_debug:
@@ -254,21 +271,30 @@ class LoghogHandler(logging.Handler):
             return False
         if acknowledged:
             self._outbox.confirm(acknowledged)
-            self._ack_wait_started = None
-        self._check_acks_arrive()
+            self._connection_acknowledged = self._ever_acknowledged = True
+        elif not self._connection_acknowledged:
+            self._check_acks_arrive()
         return True
 
     def _check_acks_arrive(self) -> None:
-        """Fall back to version 1 when records have waited ACK_FALLBACK_AFTER seconds for any ACK."""
+        """Fall back to version 1 when this connection carried records for ack_fallback_seconds and no ACK came.
+
+        Only a connection that never brought back an ACK counts: a server that
+        acknowledged once speaks 1.1 and is only slow, and falling back would
+        give up exactly-once for good. Records sent before the fallback count
+        as delivered, as version 1 counts what the kernel accepted.
+        """
         in_flight = self._outbox.last_in_flight()
+        if not in_flight:
+            return
         now = time.monotonic()
-        if not in_flight or self._ack_wait_started is None:
-            self._ack_wait_started = now if in_flight else None
-        elif now - self._ack_wait_started > ACK_FALLBACK_AFTER:
+        if self._ack_wait_started is None:
+            self._ack_wait_started = now
+        elif now - self._ack_wait_started > self.ack_fallback_seconds:
             self._acknowledged = False
             self._outbox.confirm(in_flight)
-            self._warn('%s:%s sent no acknowledgement for %.0f s; sending without acknowledgements from now on'
-                       % (self.address[0], self.address[1], ACK_FALLBACK_AFTER))
+            self._warn('%s:%s sent no acknowledgement for %g s; sending without acknowledgements (as loghog 0.7)'
+                       ' from now on' % (self.address[0], self.address[1], self.ack_fallback_seconds))
 
     def _finished(self) -> bool:
         if not self._closed:

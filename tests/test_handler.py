@@ -1,7 +1,10 @@
 """LoghogHandler against raw capture sockets in this process (and the real 0.7 client in its venv).
 
-The listeners here store bytes and never answer, like a version-1 server, so
-every assertion is about exactly what the handler put on the wire.
+The listeners here store bytes and, like loghogd, acknowledge the frames
+that ask for it (protocol 1.1) and send nothing else; `acking=False` makes
+one a version-1 server that never answers. Every assertion is about exactly
+what the handler put on the wire. Tests that compare bytes with the 0.7
+client pass `acknowledged=False`, the mode that sends exactly 0.7's bytes.
 """
 
 import json
@@ -59,7 +62,7 @@ class Capture:
     """
 
     def __init__(self, udp: bool = False, listening: bool = True,
-                 tls: Optional[ssl.SSLContext] = None, greeting: bytes = b'', acking: bool = False) -> None:
+                 tls: Optional[ssl.SSLContext] = None, greeting: bytes = b'', acking: bool = True) -> None:
         self.udp = udp
         self.tls = tls
         self.greeting = greeting
@@ -106,10 +109,10 @@ class Capture:
                     break
                 with self._lock:
                     buffer += data
-                if self.acking:
-                    seqs = [decode(encode_message_bytes(*frame))['seq'] for frame in decoder.feed(data)]
-                    if seqs:
-                        conn.sendall(encode_ack(max(seqs)))
+                seqs = [decode(encode_message_bytes(flags, payload))['seq'] for flags, payload in decoder.feed(data)
+                        if flags & FLAG_ACK_REQUEST]
+                if seqs and self.acking:
+                    conn.sendall(encode_ack(max(seqs)))
         except (OSError, ssl.SSLError):
             pass
         finally:
@@ -217,7 +220,8 @@ def test_constructor_takes_the_07_arguments_in_the_07_order():
 
 
 def test_positional_arguments_land_where_07_put_them(capture, make_handler):
-    handler = make_handler('demo', '127.0.0.1', capture.port, True, 'sekrit', False, 'web1', None, 7, False)
+    handler = make_handler('demo', '127.0.0.1', capture.port, True, 'sekrit', False, 'web1', None, 7, False,
+                           acknowledged=False)
     assert (handler.address, handler.use_stream, handler.secret, handler.hostname, handler.max_buffer_size) == \
         (('127.0.0.1', capture.port), True, 'sekrit', 'web1', 7)
     handler.handle(make_record(1795496956.0))
@@ -259,7 +263,7 @@ def test_dictconfig_builds_the_handler_like_django_logging(capture):
     (1795496956.0, {'secret': b'sekrit'}, CAPTURED_SIGNED),
 ])
 def test_frames_are_byte_identical_to_the_captured_07_frames(capture, make_handler, created, options, captured):
-    handler = make_handler('demo', '127.0.0.1', capture.port, hostname='web1', **options)
+    handler = make_handler('demo', '127.0.0.1', capture.port, hostname='web1', acknowledged=False, **options)
     handler.handle(make_record(created))
     handler.close()
     capture.wait_for_records(1)
@@ -281,7 +285,7 @@ def test_record_encoder_matches_the_protocol_encoder(app_id, hostname, module, b
 
 
 def test_handler_frames_match_the_protocol_encoder_for_traceback_records(capture, make_handler):
-    handler = make_handler('demo', '127.0.0.1', capture.port, hostname='web1')
+    handler = make_handler('demo', '127.0.0.1', capture.port, hostname='web1', acknowledged=False)
     logger = logger_for(handler, 'web')
     try:
         raise ValueError('bad \U0001F600 value')
@@ -317,7 +321,8 @@ def test_same_records_as_the_real_07_client(make_handler, transport, options):
     try:
         subprocess.run([VENV07_PYTHON, '-c', LEGACY_SENDER, str(legacy.port), transport, repr(options)],
                        check=True, timeout=60, cwd='/')
-        handler = make_handler('demo', '127.0.0.1', ours.port, transport == 'tcp', hostname='web1', **options)
+        handler = make_handler('demo', '127.0.0.1', ours.port, transport == 'tcp', hostname='web1',
+                               acknowledged=False, **options)
         for created, message in ((1795496954.209, MESSAGE), (1795496955.5, 'x' * 5000),
                                  (1795496956.0, 'multi\nline \U0001F600')):
             handler.handle(make_record(created, message))
@@ -388,7 +393,8 @@ def test_records_logged_while_the_server_is_down_arrive_without_another_emit(mak
 
 
 def test_a_server_closing_the_connection_loses_nothing_logged_after(capture, make_handler):
-    handler = make_handler('demo', '127.0.0.1', capture.port)
+    """Version 1: the handler notices the closed connection before it sends the next record."""
+    handler = make_handler('demo', '127.0.0.1', capture.port, acknowledged=False)
     logger = logger_for(handler)
     logger.info('first')
     capture.wait_for_records(1)
@@ -666,42 +672,156 @@ def test_acknowledged_records_carry_client_id_and_seq_and_leave_the_queue_on_ack
         server.close()
 
 
-def test_unacknowledged_records_are_resent_in_order_on_the_next_connection(make_handler):
+def test_acknowledged_is_the_default_over_tcp_and_off_over_udp(make_handler):
     server = Capture()
     try:
-        handler = make_handler('demo', '127.0.0.1', server.port, acknowledged=True)
+        handler = make_handler('demo', '127.0.0.1', server.port)
+        logger_for(handler).info('asks by default')
+        wait_for(lambda: handler.queued == 0, 10, 'the acknowledgement')
+        assert handler.acknowledged and handler.ack_fallback_seconds == 10.0
+        assert [decode_datagram(frame)[0] for frame in server.frames()] == [FLAG_ACK_REQUEST]
+        assert not make_handler('demo', '127.0.0.1', server.port, stream=False).acknowledged
+    finally:
+        server.close()
+
+
+def shut_server_side(server: Capture, connection: int) -> None:
+    """The server ends connection number `connection` (0-based), as a restarting loghogd would."""
+    wait_for(lambda: len(server.peers) > connection, 5, 'the server side of connection %d' % connection)
+    server.peers[connection].shutdown(socket.SHUT_RDWR)
+
+
+def connection_records(server: Capture) -> List[List[Dict[str, object]]]:
+    return [[decode(encode_message_bytes(*frame)) for frame in StreamDecoder().feed(bytes(data))]
+            for data in list(server.connections)]
+
+
+def test_unacknowledged_records_are_resent_in_order_on_the_next_connection(make_handler):
+    server = Capture(acking=False)
+    try:
+        handler = make_handler('demo', '127.0.0.1', server.port)
         logger = logger_for(handler)
         for i in range(5):
             logger.info('kept %d', i)
         server.wait_for_records(5)
         assert handler.queued == 5  # written, but nobody acknowledged them
         server.acking = True
-        server.peers[0].shutdown(socket.SHUT_RDWR)
+        shut_server_side(server, 0)
         wait_for(lambda: handler.queued == 0, 10, 'the resent records acknowledged')
-        first, second = [[decode(encode_message_bytes(*frame)) for frame in StreamDecoder().feed(bytes(data))]
-                         for data in server.connections]
+        first, second = connection_records(server)
         assert [r['seq'] for r in first] == [r['seq'] for r in second] == [1, 2, 3, 4, 5]
         assert [r['body'] for r in second] == ['kept %d' % i for i in range(5)]
+        assert handler.dropped_total == 0
     finally:
         server.close()
 
 
-def test_a_server_that_never_acknowledges_makes_the_handler_fall_back_once(make_handler, monkeypatch, capsys):
-    monkeypatch.setattr(loghog.handler, 'ACK_FALLBACK_AFTER', 0.3)
+def test_the_queue_bound_holds_for_unacknowledged_records_and_the_newest_are_resent(make_handler):
+    """Records waiting for an ACK count against max_buffer_size; a full queue gives up the oldest."""
+    server = Capture(acking=False)
+    try:
+        handler = make_handler('demo', '127.0.0.1', server.port, max_buffer_size=5)
+        logger = logger_for(handler)
+        for i in range(8):
+            logger.info('n %d', i)
+            server.wait_for_records(i + 1)  # each one sent before the next pushes the oldest out
+        assert handler.queued == 5
+        server.acking = True
+        shut_server_side(server, 0)
+        wait_for(lambda: handler.queued == 0, 10, 'the resent records acknowledged')
+        first, second = connection_records(server)
+        assert [r['seq'] for r in first] == list(range(1, 9))
+        assert [r['body'] for r in second] == ['n %d' % i for i in range(3, 8)]
+        assert handler.dropped_total == 3  # sent once but never confirmed: counted, as they may be lost
+    finally:
+        server.close()
+
+
+def test_a_server_that_never_acknowledges_gets_every_record_once_across_the_fallback(make_handler, capsys):
+    """Records sent in acknowledged mode before the fallback are not sent again: an old server writes them once."""
+    server = Capture(acking=False)
+    try:
+        handler = make_handler('demo', '127.0.0.1', server.port, ack_fallback_seconds=0.3)
+        logger = logger_for(handler)
+        for i in range(20):
+            logger.info('before %d', i)
+        wait_for(lambda: not handler.acknowledged, 10, 'the fallback')
+        for i in range(20):
+            logger.info('after %d', i)
+        server.wait_for_records(40)
+        handler.close()
+        assert server.bodies() == ['before %d' % i for i in range(20)] + ['after %d' % i for i in range(20)]
+        assert [decode_datagram(frame)[0] for frame in server.frames()] == [FLAG_ACK_REQUEST] * 20 + [0] * 20
+        err = capsys.readouterr().err
+        assert err.count('sent no acknowledgement for 0.3 s') == 1 and 'may be lost' not in err
+        assert handler.dropped_total == 0 and handler.queued == 0 and len(server.connections) == 1
+    finally:
+        server.close()
+
+
+def test_a_connection_lost_before_the_fallback_resends_and_an_old_server_duplicates(make_handler):
+    """The documented cost of the default against an old server: it cannot recognise a resent record."""
+    server = Capture(acking=False)
+    try:
+        handler = make_handler('demo', '127.0.0.1', server.port, ack_fallback_seconds=0.5)
+        logger = logger_for(handler)
+        for i in range(5):
+            logger.info('early %d', i)
+        server.wait_for_records(5)
+        shut_server_side(server, 0)
+        server.wait_for_records(10)
+        wait_for(lambda: not handler.acknowledged, 10, 'the fallback on the second connection')
+        logger.info('late')
+        server.wait_for_records(11)
+        handler.close()
+        early = ['early %d' % i for i in range(5)]
+        assert server.bodies() == early + early + ['late']
+        assert handler.dropped_total == 0
+    finally:
+        server.close()
+
+
+def test_a_server_that_acknowledged_once_is_waited_for_not_fallen_back_from(make_handler, capsys):
     server = Capture()
     try:
-        handler = make_handler('demo', '127.0.0.1', server.port, acknowledged=True)
+        handler = make_handler('demo', '127.0.0.1', server.port, ack_fallback_seconds=0.2)
         logger = logger_for(handler)
-        logger.info('asks for an ack')
-        wait_for(lambda: not handler.acknowledged, 10, 'the fallback')
-        logger.info('plain again')
+        logger.info('first')
+        wait_for(lambda: handler.queued == 0, 10, 'the first acknowledgement')
+        server.acking = False  # a 1.1 server that stalls (busy disk, SIGSTOP)
+        logger.info('second')
         server.wait_for_records(2)
-        handler.close()
-        assert [decode_datagram(frame)[0] for frame in server.frames()] == [FLAG_ACK_REQUEST, 0]
-        assert capsys.readouterr().err.count('sent no acknowledgement') == 1
-        assert handler.dropped_total == 0 and len(server.connections) == 1
+        time.sleep(0.6)  # three times the fallback time with a record in flight and no ACK
+        assert handler.acknowledged and handler.queued == 1
+        server.acking = True
+        shut_server_side(server, 0)
+        wait_for(lambda: handler.queued == 0, 10, 'the resent record acknowledged')
+        assert [[r['seq'] for r in records] for records in connection_records(server)] == [[1, 2], [2]]
+        assert 'no acknowledgement' not in capsys.readouterr().err
     finally:
         server.close()
+
+
+def test_close_against_a_server_that_never_acknowledged_says_why(make_handler, capsys):
+    server = Capture(acking=False)
+    try:
+        handler = make_handler('demo', '127.0.0.1', server.port)
+        logger = logger_for(handler)
+        for i in range(3):
+            logger.info('unanswered %d', i)
+        server.wait_for_records(3)
+        handler.flush_timeout = 0.3
+        handler.close()
+        err = capsys.readouterr().err
+        assert '3 record(s) not acknowledged' in err and 'never acknowledged a record' in err
+        assert 'acknowledged=False' in err and handler.dropped_total == 3
+    finally:
+        server.close()
+
+
+def test_ack_fallback_seconds_must_be_positive():
+    with pytest.raises(ValueError, match='ack_fallback_seconds'):
+        LoghogHandler('demo', ack_fallback_seconds=0)
 
 
 @pytest.mark.filterwarnings('ignore:This process .* is multi-threaded')  # the point: fork after threads
