@@ -56,7 +56,10 @@ def _make_handler(kind: str, port: int, workdir: str):
     if kind == 'ours-acked':
         return LoghogHandler('bench', '127.0.0.1', port, hostname='bench1', max_buffer_size=100000,
                              acknowledged=True)
-    return LoghogHandler('bench', '127.0.0.1', port, hostname='bench1', max_buffer_size=100000, acknowledged=False)
+    if kind == 'ours':
+        return LoghogHandler('bench', '127.0.0.1', port, hostname='bench1', max_buffer_size=100000,
+                             acknowledged=False)
+    return LoghogHandler('bench', '127.0.0.1', port, hostname='bench1', max_buffer_size=100000)
 
 
 def measure(kind: str, port: int, down_port: int, count: int, workdir: str) -> Dict[str, object]:
