@@ -9,7 +9,6 @@ import os
 import random
 import re
 import resource
-import select
 import signal
 import socket
 import subprocess
@@ -174,11 +173,12 @@ class StalledTls:
         return sock
 
     def step(self) -> None:
-        readable, _, _ = select.select(self.socks, [], [], 0)
-        for sock in readable:
+        for sock in list(self.socks):
             try:
                 closed = sock.recv(100) == b''
-            except (ConnectionResetError, BlockingIOError):
+            except BlockingIOError:
+                closed = False
+            except ConnectionResetError:
                 closed = True
             if closed:
                 self.socks[self.socks.index(sock)] = self._open()
