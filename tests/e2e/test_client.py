@@ -5,13 +5,16 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import threading
+import collections
+import json
 import time
 from typing import Dict, List
 
 import pytest
 
-from tests.support.daemon import Loghogd, wait_for
+from tests.support.daemon import VENV07_PYTHON, Loghogd, wait_for
 from tests.test_handler import logger_for, make_handler, run_script_logging_100_records  # noqa: F401 (fixture)
 
 FACILITIES = """
@@ -197,3 +200,66 @@ def test_a_forked_child_delivers_through_its_own_connection(tmp_path, make_handl
         handler.close()
         received = wait_for_bodies(daemon, 22)
         assert sorted(received) == sorted(['parent', 'parent again'] + ['child %d' % i for i in range(20)])
+
+
+
+CLIENT07_CHECKING_ITS_SOCKET = '''
+import json, logging, select, time
+import loghog
+from loghog import LoghogHandler
+assert loghog.__file__.endswith('site-packages/loghog.py'), loghog.__file__  # the deployed 0.7, not ours
+handler = LoghogHandler('demo', '127.0.0.1', PORT, hostname='old07')
+logger = logging.getLogger('legacy')
+logger.propagate = False
+logger.addHandler(handler)
+logger.setLevel(logging.INFO)
+logger.info('0.7 record 0')
+sock = handler.sock
+local = sock.getsockname()
+readable = 0
+for i in range(1, 200):
+    time.sleep(0.01)
+    readable += bool(select.select([sock], [], [], 0)[0])  # 0.7 would recv(1) such a byte and drop it unseen
+    logger.info('0.7 record %d', i)
+time.sleep(0.5)  # the server's passes for the last records, with the other client's ACKs
+readable += bool(select.select([sock], [], [], 0)[0])
+print(json.dumps({'readable': readable, 'same_socket': handler.sock is sock, 'local': list(local),
+                  'local_now': list(handler.sock.getsockname()), 'buffered': len(handler.buffer)}))
+handler.close()
+'''
+
+
+def test_a_07_client_beside_an_acknowledged_one_never_has_a_byte_to_read(tmp_path, make_handler):
+    """The real 0.7 client runs while our handler's records are acknowledged in the same loop passes."""
+    with Loghogd(tmp_path, FACILITIES) as daemon:
+        handler = make_handler('demo', '127.0.0.1', daemon.ports['tcp'], hostname='web1')
+        logger = logger_for(handler)
+        stop = threading.Event()
+        logged = [0]
+
+        def keep_logging() -> None:
+            while not stop.is_set():
+                logger.info('acked %d', logged[0])
+                logged[0] += 1
+                time.sleep(0.001)
+        producer = threading.Thread(target=keep_logging)
+        producer.start()
+        try:
+            wait_for(lambda: daemon.stats()['acks_sent'] > 0, 10, 'the first acknowledgement')
+            acks_before = daemon.stats()['acks_sent']
+            code = CLIENT07_CHECKING_ITS_SOCKET.replace('PORT', str(daemon.ports['tcp']))
+            legacy = json.loads(subprocess.run([VENV07_PYTHON, '-c', code], cwd='/', capture_output=True,
+                                               text=True, timeout=60, check=True).stdout)
+        finally:
+            stop.set()
+            producer.join(10)
+        handler.close()
+        assert legacy == {'readable': 0, 'same_socket': True, 'local': legacy['local'],
+                          'local_now': legacy['local'], 'buffered': 0}
+        lines = daemon.wait_for_lines('demo/root.log', logged[0] + 200)
+        by_host = collections.Counter(LINE.match(line).group('host') for line in lines)
+        assert by_host == {'web1': logged[0], 'old07': 200}
+        stats = daemon.stats()
+        assert stats['acks_sent'] > acks_before  # our client was acknowledged while 0.7 was sending
+        assert stats['connections_accepted'] == 2  # one each: 0.7 never lost its connection
+        assert handler.acknowledged and handler.dropped_total == 0
