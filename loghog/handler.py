@@ -1,7 +1,9 @@
 """LoghogHandler: a logging handler that ships records to loghogd and never hurts the application.
 
-A drop-in replacement for the loghog 0.7 handler: same arguments, same
-bytes on the wire. The application thread only formats and encodes a record
+A drop-in replacement for the loghog 0.7 handler: same arguments; by
+default it asks for acknowledgements (protocol 1.1) and falls back to 0.7's
+behaviour against a server that never gives one, and with
+acknowledged=False it sends 0.7's bytes exactly. The application thread only formats and encodes a record
 and queues it; one sender thread per handler owns the connection, so a slow
 or dead server costs the application nothing but, once the queue is full,
 its oldest records (counted, and reported on the next successful send).
