@@ -685,6 +685,14 @@ def test_acknowledged_is_the_default_over_tcp_and_off_over_udp(make_handler):
         server.close()
 
 
+@pytest.fixture
+def old_server():
+    """A server without acknowledged delivery (like the original loghogd): it stores bytes, never answers."""
+    server = Capture(acking=False)
+    yield server
+    server.close()
+
+
 def shut_server_side(server: Capture, connection: int) -> None:
     """The server ends connection number `connection` (0-based), as a restarting loghogd would."""
     wait_for(lambda: len(server.peers) > connection, 5, 'the server side of connection %d' % connection)
@@ -696,89 +704,73 @@ def connection_records(server: Capture) -> List[List[Dict[str, object]]]:
             for data in list(server.connections)]
 
 
-def test_unacknowledged_records_are_resent_in_order_on_the_next_connection(make_handler):
-    server = Capture(acking=False)
-    try:
-        handler = make_handler('demo', '127.0.0.1', server.port)
-        logger = logger_for(handler)
-        for i in range(5):
-            logger.info('kept %d', i)
-        server.wait_for_records(5)
-        assert handler.queued == 5  # written, but nobody acknowledged them
-        server.acking = True
-        shut_server_side(server, 0)
-        wait_for(lambda: handler.queued == 0, 10, 'the resent records acknowledged')
-        first, second = connection_records(server)
-        assert [r['seq'] for r in first] == [r['seq'] for r in second] == [1, 2, 3, 4, 5]
-        assert [r['body'] for r in second] == ['kept %d' % i for i in range(5)]
-        assert handler.dropped_total == 0
-    finally:
-        server.close()
+def test_unacknowledged_records_are_resent_in_order_on_the_next_connection(old_server, make_handler):
+    handler = make_handler('demo', '127.0.0.1', old_server.port)
+    logger = logger_for(handler)
+    for i in range(5):
+        logger.info('kept %d', i)
+    old_server.wait_for_records(5)
+    assert handler.queued == 5  # written, but nobody acknowledged them
+    old_server.acking = True
+    shut_server_side(old_server, 0)
+    wait_for(lambda: handler.queued == 0, 10, 'the resent records acknowledged')
+    first, second = connection_records(old_server)
+    assert [r['seq'] for r in first] == [r['seq'] for r in second] == [1, 2, 3, 4, 5]
+    assert [r['body'] for r in second] == ['kept %d' % i for i in range(5)]
+    assert handler.dropped_total == 0
 
 
-def test_the_queue_bound_holds_for_unacknowledged_records_and_the_newest_are_resent(make_handler):
+def test_the_queue_bound_holds_for_unacknowledged_records_and_the_newest_are_resent(old_server, make_handler):
     """Records waiting for an ACK count against max_buffer_size; a full queue gives up the oldest."""
-    server = Capture(acking=False)
-    try:
-        handler = make_handler('demo', '127.0.0.1', server.port, max_buffer_size=5)
-        logger = logger_for(handler)
-        for i in range(8):
-            logger.info('n %d', i)
-            server.wait_for_records(i + 1)  # each one sent before the next pushes the oldest out
-        assert handler.queued == 5
-        server.acking = True
-        shut_server_side(server, 0)
-        wait_for(lambda: handler.queued == 0, 10, 'the resent records acknowledged')
-        first, second = connection_records(server)
-        assert [r['seq'] for r in first] == list(range(1, 9))
-        assert [r['body'] for r in second] == ['n %d' % i for i in range(3, 8)]
-        assert handler.dropped_total == 3  # sent once but never confirmed: counted, as they may be lost
-    finally:
-        server.close()
+    handler = make_handler('demo', '127.0.0.1', old_server.port, max_buffer_size=5)
+    logger = logger_for(handler)
+    for i in range(8):
+        logger.info('n %d', i)
+        old_server.wait_for_records(i + 1)  # each one sent before the next pushes the oldest out
+    assert handler.queued == 5
+    old_server.acking = True
+    shut_server_side(old_server, 0)
+    wait_for(lambda: handler.queued == 0, 10, 'the resent records acknowledged')
+    first, second = connection_records(old_server)
+    assert [r['seq'] for r in first] == list(range(1, 9))
+    assert [r['body'] for r in second] == ['n %d' % i for i in range(3, 8)]
+    assert handler.dropped_total == 3  # sent once but never confirmed: counted, as they may be lost
 
 
-def test_a_server_that_never_acknowledges_gets_every_record_once_across_the_fallback(make_handler, capsys):
+def test_a_server_that_never_acknowledges_gets_every_record_once_across_the_fallback(old_server, make_handler, capsys):
     """Records sent in acknowledged mode before the fallback are not sent again: an old server writes them once."""
-    server = Capture(acking=False)
-    try:
-        handler = make_handler('demo', '127.0.0.1', server.port, ack_fallback_seconds=0.3)
-        logger = logger_for(handler)
-        for i in range(20):
-            logger.info('before %d', i)
-        wait_for(lambda: not handler.acknowledged, 10, 'the fallback')
-        for i in range(20):
-            logger.info('after %d', i)
-        server.wait_for_records(40)
-        handler.close()
-        assert server.bodies() == ['before %d' % i for i in range(20)] + ['after %d' % i for i in range(20)]
-        assert [decode_datagram(frame)[0] for frame in server.frames()] == [FLAG_ACK_REQUEST] * 20 + [0] * 20
-        err = capsys.readouterr().err
-        assert err.count('sent no acknowledgement for 0.3 s') == 1 and 'may be lost' not in err
-        assert handler.dropped_total == 0 and handler.queued == 0 and len(server.connections) == 1
-    finally:
-        server.close()
+    handler = make_handler('demo', '127.0.0.1', old_server.port, ack_fallback_seconds=0.3)
+    logger = logger_for(handler)
+    for i in range(20):
+        logger.info('before %d', i)
+    wait_for(lambda: not handler.acknowledged, 10, 'the fallback')
+    for i in range(20):
+        logger.info('after %d', i)
+    old_server.wait_for_records(40)
+    handler.close()
+    assert old_server.bodies() == ['before %d' % i for i in range(20)] + ['after %d' % i for i in range(20)]
+    assert [decode_datagram(frame)[0] for frame in old_server.frames()] == [FLAG_ACK_REQUEST] * 20 + [0] * 20
+    err = capsys.readouterr().err
+    assert err.count('sent no acknowledgement for 0.3 s') == 1 and 'may be lost' not in err
+    assert handler.dropped_total == 0 and handler.queued == 0 and len(old_server.connections) == 1
 
 
-def test_a_connection_lost_before_the_fallback_resends_and_an_old_server_duplicates(make_handler):
+def test_a_connection_lost_before_the_fallback_resends_and_an_old_server_duplicates(old_server, make_handler):
     """The documented cost of the default against an old server: it cannot recognise a resent record."""
-    server = Capture(acking=False)
-    try:
-        handler = make_handler('demo', '127.0.0.1', server.port, ack_fallback_seconds=0.5)
-        logger = logger_for(handler)
-        for i in range(5):
-            logger.info('early %d', i)
-        server.wait_for_records(5)
-        shut_server_side(server, 0)
-        server.wait_for_records(10)
-        wait_for(lambda: not handler.acknowledged, 10, 'the fallback on the second connection')
-        logger.info('late')
-        server.wait_for_records(11)
-        handler.close()
-        early = ['early %d' % i for i in range(5)]
-        assert server.bodies() == early + early + ['late']
-        assert handler.dropped_total == 0
-    finally:
-        server.close()
+    handler = make_handler('demo', '127.0.0.1', old_server.port, ack_fallback_seconds=0.5)
+    logger = logger_for(handler)
+    for i in range(5):
+        logger.info('early %d', i)
+    old_server.wait_for_records(5)
+    shut_server_side(old_server, 0)
+    old_server.wait_for_records(10)
+    wait_for(lambda: not handler.acknowledged, 10, 'the fallback on the second connection')
+    logger.info('late')
+    old_server.wait_for_records(11)
+    handler.close()
+    early = ['early %d' % i for i in range(5)]
+    assert old_server.bodies() == early + early + ['late']
+    assert handler.dropped_total == 0
 
 
 def test_a_server_that_acknowledged_once_is_waited_for_not_fallen_back_from(make_handler, capsys):
@@ -802,21 +794,17 @@ def test_a_server_that_acknowledged_once_is_waited_for_not_fallen_back_from(make
         server.close()
 
 
-def test_close_against_a_server_that_never_acknowledged_says_why(make_handler, capsys):
-    server = Capture(acking=False)
-    try:
-        handler = make_handler('demo', '127.0.0.1', server.port)
-        logger = logger_for(handler)
-        for i in range(3):
-            logger.info('unanswered %d', i)
-        server.wait_for_records(3)
-        handler.flush_timeout = 0.3
-        handler.close()
-        err = capsys.readouterr().err
-        assert '3 record(s) not acknowledged' in err and 'never acknowledged a record' in err
-        assert 'acknowledged=False' in err and handler.dropped_total == 3
-    finally:
-        server.close()
+def test_close_against_a_server_that_never_acknowledged_says_why(old_server, make_handler, capsys):
+    handler = make_handler('demo', '127.0.0.1', old_server.port)
+    logger = logger_for(handler)
+    for i in range(3):
+        logger.info('unanswered %d', i)
+    old_server.wait_for_records(3)
+    handler.flush_timeout = 0.3
+    handler.close()
+    err = capsys.readouterr().err
+    assert '3 record(s) not acknowledged' in err and 'never acknowledged a record' in err
+    assert 'acknowledged=False' in err and handler.dropped_total == 3
 
 
 def test_ack_fallback_seconds_must_be_positive():
