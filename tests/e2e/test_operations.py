@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from loghogd.daemon import process_alive
+from loghogd.daemon import process_alive, read_pidfile
 from tests.support.daemon import LOGHOGD, REPO, Loghogd, frame, wait_for
 from tests.support.pki import make_pki
 
@@ -95,7 +95,7 @@ def test_daemon_yes_in_the_config_detaches_like_d(tmp_path):
     daemon = Loghogd(tmp_path, FACILITIES, config={'main': {'daemon': 'yes'}})
     started = subprocess.run(daemon.command(), capture_output=True, text=True, timeout=60)
     assert started.returncode == 0, started.stderr
-    daemon.detached_pid = int(open(daemon.pidfile, encoding='ascii').read())
+    daemon.detached_pid = read_pidfile(daemon.pidfile)
     try:
         assert os.getsid(daemon.detached_pid) != os.getsid(0)
     finally:
@@ -109,14 +109,14 @@ def test_second_start_fails_naming_the_pid_that_holds_the_lock(daemon):
     assert second.returncode != 0
     assert 'already running with PID %d' % first in second.stderr
     assert daemon.pidfile in second.stderr
-    assert int(open(daemon.pidfile, encoding='ascii').read()) == first
+    assert read_pidfile(daemon.pidfile) == first
     daemon.send_tcp(frame('app', 'root', 'first one still serves'))
     assert bodies(daemon.wait_for_lines('app/root.log', 1)) == ['first one still serves']
 
 
 def test_foreground_loghogd_holds_the_pid_file_too(tmp_path):
     with Loghogd(tmp_path, FACILITIES) as foreground:
-        assert int(open(foreground.pidfile, encoding='ascii').read()) == foreground.process.pid
+        assert read_pidfile(foreground.pidfile) == foreground.process.pid
         detached = Loghogd(tmp_path, FACILITIES).start_detached()
         assert detached.returncode != 0
         assert 'already running with PID %d' % foreground.process.pid in detached.stderr
@@ -126,7 +126,7 @@ def test_foreground_loghogd_holds_the_pid_file_too(tmp_path):
 def test_kill_9_leaves_a_stale_pid_file_that_does_not_block_the_next_start(daemon):
     killed = daemon.detached_pid
     daemon.kill()
-    assert int(open(daemon.pidfile, encoding='ascii').read()) == killed
+    assert read_pidfile(daemon.pidfile) == killed
     status = subprocess.run([LOGHOGD, '--status', '-c', daemon.config_path], capture_output=True, text=True,
                             timeout=30)
     assert status.returncode == 3
@@ -148,7 +148,7 @@ def test_pid_file_without_a_pid_is_stale_too(tmp_path):
         started = daemon.start_detached()
         started_ok(started)
         assert 'removing the stale PID file %s (no PID in it)' % daemon.pidfile in started.stderr
-        assert int(open(daemon.pidfile, encoding='ascii').read()) == daemon.detached_pid
+        assert read_pidfile(daemon.pidfile) == daemon.detached_pid
     finally:
         daemon.stop()
 
@@ -306,7 +306,8 @@ def test_reload_reopens_the_internal_log_after_an_external_rotation(daemon):
     os.rename(daemon.internal_log, daemon.internal_log + '.1')
     daemon.send_signal(signal.SIGHUP)
     wait_for(lambda: 'reloaded' in internal_log(daemon), what='a new internal log with the reload in it')
-    assert 'loghogd %d ready' % daemon.detached_pid in open(daemon.internal_log + '.1', encoding='utf-8').read()
+    with open(daemon.internal_log + '.1', encoding='utf-8') as moved:
+        assert 'loghogd %d ready' % daemon.detached_pid in moved.read()
 
 
 def test_tls_reload_with_a_broken_certificate_keeps_serving_tls(tmp_path):
@@ -522,7 +523,7 @@ def test_non_root_start_as_that_user_warns_and_runs(test_user, open_directory):
     started = run_as_test_user(daemon, test_user)
     assert started.returncode == 0, started.stderr
     assert 'started as %s itself, not as root' % TEST_USER in started.stderr
-    daemon.detached_pid = int(open(daemon.pidfile, encoding='ascii').read())
+    daemon.detached_pid = read_pidfile(daemon.pidfile)
     try:
         assert proc_status(daemon.detached_pid)['Uid'].split()[0] == str(test_user.pw_uid)
     finally:
