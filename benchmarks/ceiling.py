@@ -65,7 +65,7 @@ def _measure(data: bytes, connection) -> None:
     written, _ = process_frames(data)
     seconds, cpu_seconds = time.perf_counter() - began, time.process_time() - cpu_began
     gc.enable()
-    connection.send({'records': written, 'records_per_s': written / seconds,
+    connection.send({'records': written, 'records_per_s': written / max(seconds, 1e-9),
                      'cpu_per_million': cpu_seconds * 1e6 / max(written, 1)})
     connection.close()
 

@@ -185,7 +185,8 @@ def cost_notes(summary: Dict[str, Dict[str, Dict[str, Any]]]) -> List[str]:
             continue
         mine = by_server.get(LOGHOGD, {})
         plain = summary.get('tcp-c%d' % load.connections, {}).get(LOGHOGD, {})
-        if not all(isinstance(figures.get(key), (int, float)) for figures in (mine, plain) for key in CEILING_KEYS):
+        if not all(isinstance(figures.get(key), (int, float)) for figures in (mine, plain) for key in CEILING_KEYS) \
+                or not all(plain[key] > 0 for key in CEILING_KEYS):
             continue
         lines.append('%s costs loghogd %+.2f CPU s per 1M records (%.2fx) and runs at %.2fx the records/s '
                      'of tcp-c%d' % (load_name, mine['cpu_per_million'] - plain['cpu_per_million'],

@@ -111,3 +111,9 @@ def test_cost_of_an_option_is_against_plain_tcp_at_the_same_connections():
                'tls-c16': {'loghogd': {'records_per_s': 50000.0, 'cpu_per_million': 8.0}}}
     assert report.cost_notes(summary) == [
         'zlib-c1 costs loghogd +4.00 CPU s per 1M records (2.00x) and runs at 0.50x the records/s of tcp-c1']
+
+
+def test_no_cost_note_when_plain_tcp_used_no_measurable_cpu():
+    summary = {'tcp-c1': {'loghogd': {'records_per_s': 100000.0, 'cpu_per_million': 0.0}},
+               'signed-c1': {'loghogd': {'records_per_s': 50000.0, 'cpu_per_million': 5.0}}}
+    assert report.cost_notes(summary) == []
