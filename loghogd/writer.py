@@ -341,7 +341,8 @@ class Writer:
         logfile.unwritten = b''
         logfile.held = 0
         logfile.partial = False
-        lines = dropped.count(b'\n')
+        # a leading newline ends a line whose text is on disk already (a torn or partial write): no loss
+        lines = dropped.count(b'\n') - dropped.startswith(b'\n')
         self.counters.messages_dropped_unwritable += lines
         log.error('memory buffer for %s is full: dropped %d held lines', logfile.path, lines)
 

@@ -8,8 +8,10 @@ writer's encoding of what the processor accepted is exercised too, and no
 path it opens may leave logdir.
 """
 
+import errno
 import json
 import os
+import tempfile
 import time
 import tracemalloc
 import zlib
@@ -24,6 +26,7 @@ from loghogd.acks import JOURNAL_NAME, AckJournal
 from loghogd.facilities import MAX_MODULE_LENGTH, load_facilities
 from loghogd.processor import Processor, Rejected, lookup_module, parse_message
 from loghogd.stats import Counters, RateLimitedReporter
+from loghogd import writer as writer_module
 from loghogd.writer import Writer
 
 MAX_MESSAGE_SIZE = 16 * 1024
@@ -436,3 +439,61 @@ def test_trimmed_module_finds_the_same_facility(deep_facilities, parts):
     module = '.'.join(parts)
     assert deep_facilities.lookup('app', lookup_module(module)) == deep_facilities.lookup('app', module)
     assert len(lookup_module(module)) <= MAX_MODULE_LENGTH + len('root.')
+
+
+# the writer under failing writes ---------------------------------------------------
+
+class FlakyOs:
+    """The os module for the writer, with write() failing or writing short as planned."""
+
+    def __init__(self) -> None:
+        self.plan = []
+
+    def __getattr__(self, name: str):
+        return getattr(os, name)
+
+    def write(self, fd: int, data) -> int:
+        if self.plan:
+            step = self.plan.pop(0)
+            if step < 0:
+                raise OSError(errno.ENOSPC, 'No space left on device')
+            return os.write(fd, bytes(data[:step]))
+        return os.write(fd, data)
+
+
+write_plans = st.lists(st.one_of(st.just(-1), st.just(-1), st.integers(0, 150)), max_size=3)  # -1: ENOSPC
+write_steps = st.lists(st.tuples(st.integers(0, 8), write_plans), min_size=1, max_size=16)
+
+
+@given(steps=write_steps)
+@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+def test_writer_keeps_or_counts_every_line_when_writes_fail(steps):
+    """Full disks and short writes: each line ends on disk whole, once, in order, or is counted as dropped."""
+    flaky = FlakyOs()
+    with tempfile.TemporaryDirectory() as directory, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(writer_module, 'os', flaky)
+        patch.setattr(writer_module, 'MAX_HELD_BYTES', 400)
+        harness = Harness(directory)
+        writer = harness.writer
+        facility = harness.processor.facilities.lookup('app', 'root')
+        logfile = writer.file_for(facility, 'h')
+        queued = []
+        for count, plan in steps + [(1, [])]:
+            lines = ['L%04d %s\n' % (len(queued) + i, 'x' * ((len(queued) + i) * 7 % 60)) for i in range(count)]
+            queued += lines
+            if not logfile.pending and not logfile.unwritten and logfile not in writer.dirty:
+                writer.dirty.append(logfile)
+            logfile.pending += lines
+            flaky.plan = list(plan)
+            writer.flush(time.time(), force=True)
+        flaky.plan = []
+        writer.flush(time.time(), force=True)
+        with open(logfile.path, encoding='ascii') as stream:
+            on_disk = stream.read()
+    assert on_disk.endswith('\n')
+    lines = on_disk[:-1].split('\n')
+    whole = [line + '\n' for line in lines if line + '\n' in queued]
+    torn = [line for line in lines if line + '\n' not in queued]
+    assert whole == sorted(set(whole))
+    assert all(line and any(full.startswith(line) for full in queued) for line in torn), torn
+    assert len(whole) + harness.counters.messages_dropped_unwritable == len(queued)
