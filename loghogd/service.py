@@ -107,7 +107,10 @@ class Service:
             log.info('received %s', signal.Signals(signum).name)
             self.server.stopping = True
         elif signum == signal.SIGHUP:
-            self.reload()
+            try:
+                self.reload()
+            except Exception:
+                log.exception('reload failed unexpectedly; carrying on with what was in force')
         elif signum == signal.SIGUSR1:
             log.info('counters: %s', json.dumps(self._write_stats(), sort_keys=True))
         elif signum == signal.SIGCHLD:
