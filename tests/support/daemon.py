@@ -275,11 +275,19 @@ class Loghogd:
         return context.wrap_socket(sock)
 
 
+CHECK_07_LOADED = '''
+import loghog as _loaded
+assert _loaded.__file__.endswith('site-packages/loghog.py'), 'not the 0.7 client: ' + _loaded.__file__
+'''
+"""Appended to the 0.7 client's code: run from the checkout, `python -c` would import our loghog/."""
+
+
 def run_client07(code: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
     """Run Python `code` with the deployed loghog 0.7 client importable."""
     if not os.path.exists(VENV07_PYTHON):
         raise AssertionError('the 0.7 client is missing: run scripts/bootstrap')
-    result = subprocess.run([VENV07_PYTHON, '-c', code], capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run([VENV07_PYTHON, '-c', code + CHECK_07_LOADED], capture_output=True, text=True,
+                            timeout=timeout, cwd='/')
     if result.returncode != 0:
         raise AssertionError('the 0.7 client failed (%d):\n%s' % (result.returncode, result.stderr[-3000:]))
     return result
