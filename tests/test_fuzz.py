@@ -465,9 +465,7 @@ write_plans = st.lists(st.one_of(st.just(-1), st.just(-1), st.integers(0, 150)),
 write_steps = st.lists(st.tuples(st.integers(0, 8), write_plans), min_size=1, max_size=16)
 
 
-@given(steps=write_steps)
-@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
-def test_writer_keeps_or_counts_every_line_when_writes_fail(steps):
+def check_writer_under_failing_writes(steps):
     """Full disks and short writes: each line ends on disk whole, once, in order, or is counted as dropped."""
     flaky = FlakyOs()
     with tempfile.TemporaryDirectory() as directory, pytest.MonkeyPatch.context() as patch:
@@ -497,3 +495,9 @@ def test_writer_keeps_or_counts_every_line_when_writes_fail(steps):
     assert whole == sorted(set(whole))
     assert all(line and any(full.startswith(line) for full in queued) for line in torn), torn
     assert len(whole) + harness.counters.messages_dropped_unwritable == len(queued)
+
+
+test_writer_keeps_or_counts_every_line_when_writes_fail = fuzz_settings(1000)(
+    given(steps=write_steps)(check_writer_under_failing_writes))
+test_writer_keeps_or_counts_every_line_when_writes_fail_long = pytest.mark.slow(fuzz_settings(10000)(
+    given(steps=write_steps)(check_writer_under_failing_writes)))
