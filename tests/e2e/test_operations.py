@@ -530,3 +530,22 @@ def test_non_root_start_as_that_user_warns_and_runs(test_user, open_directory):
         assert proc_status(daemon.detached_pid)['Uid'].split()[0] == str(test_user.pw_uid)
     finally:
         daemon.stop()
+
+
+def test_status_counts_rotations_and_compressions_as_they_happened(daemon):
+    daemon.send_tcp(b''.join(frame('app', 'root', 'to rotate %d' % i) for i in range(3)))
+    daemon.wait_for_lines('app/root.log', 3)
+    daemon.send_signal(signal.SIGUSR2)
+
+    def archives():
+        found = [os.path.join(current, name) for current, _directories, files in os.walk(daemon.directory)
+                 for name in files if re.search(r'\.log\.[-0-9]+', name)]
+        done = [path for path in found if path.endswith(('.xz', '.gz', '.bz2'))]
+        return done if done and len(done) == len(found) else None
+    compressed = wait_for(archives, 30, 'every rotated file compressed')
+    assert any(path.startswith(daemon.path('app/root.log.')) for path in compressed)
+    status = subprocess.run([LOGHOGD, '--status', '-c', daemon.config_path], capture_output=True, text=True,
+                            timeout=30)
+    assert status_number(status.stdout, 'rotations') == len(compressed)
+    assert status_number(status.stdout, 'compressions') == len(compressed)
+    assert status_number(status.stdout, 'compression failures') == 0
