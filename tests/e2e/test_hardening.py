@@ -359,6 +359,36 @@ def test_descriptor_exhaustion_is_logged_and_the_daemon_recovers(tmp_path):
               % (stats['connections_refused'], sum(reports)))
 
 
+def resident_mb(pid: int) -> float:
+    with open('/proc/%d/status' % pid, encoding='ascii') as stream:
+        return int([line for line in stream if line.startswith('VmRSS:')][0].split()[1]) / 1024
+
+
+def test_unfinished_frames_cost_at_most_max_message_size_per_connection(tmp_path):
+    """300 peers each stall in the middle of a 64 KB frame: memory grows by about 300 x 64 KB, no more."""
+    size = 64 * 1024
+    with Loghogd(tmp_path, FACILITIES, config={'server': {'max_message_size': str(size)}}) as daemon:
+        pid = daemon.process.pid
+        before = resident_mb(pid)
+        stalled = []
+        for _ in range(300):
+            sock = daemon.connect_tcp()
+            sock.sendall(HEADER.pack(size, 0) + b'{' * (size - 1))
+            stalled.append(sock)
+        wait_for(lambda: daemon.stats()['bytes_received'] >= 300 * size, 30, 'the partial frames read')
+        grown = resident_mb(pid) - before
+        over = daemon.connect_tcp()
+        over.sendall(HEADER.pack(size + 1, 0) + b'x' * 1000)
+        over.settimeout(5)
+        assert over.recv(1) == b''
+        daemon.send_tcp(frame('app', 'root', 'still served'))
+        assert bodies(daemon.wait_for_lines('app/root.log', 1)) == ['still served\n']
+        for sock in stalled + [over]:
+            sock.close()
+        print('\n300 unfinished 64 KB frames: the daemon grew by %.1f MB' % grown)
+        assert grown < 3 * 300 * size / 2 ** 20 + 16
+
+
 def soft_open_files(pid: int) -> int:
     with open('/proc/%d/limits' % pid, encoding='ascii') as stream:
         return int([line for line in stream if line.startswith('Max open files')][0].split()[3])
