@@ -269,6 +269,20 @@ def test_reload_adds_an_app_while_an_open_connection_keeps_working(daemon):
     assert stats['connections_accepted'] == 1 and stats['rejected'] == 0
 
 
+def test_reload_changes_a_secret_for_the_next_message(daemon):
+    sock = daemon.connect_tcp()
+    sock.sendall(frame('signed', 'root', 'old secret', secret='sekrit'))
+    daemon.wait_for_lines('signed/root.log', 1)
+    daemon.write_facilities(FACILITIES.replace('secret = sekrit', 'secret = rotated'))
+    daemon.send_signal(signal.SIGHUP)
+    wait_for_log(daemon, 'reloaded %s' % daemon.facilities_path)
+    sock.sendall(frame('signed', 'root', 'old secret again', secret='sekrit')
+                 + frame('signed', 'root', 'new secret', secret='rotated'))
+    assert bodies(daemon.wait_for_lines('signed/root.log', 2)) == ['old secret', 'new secret']
+    wait_for(lambda: daemon.stats()['rejected_by_reason'].get('bad_signature') == 1, what='the old secret refused')
+    sock.close()
+
+
 def test_reload_reopens_the_file_of_a_changed_facility(daemon):
     daemon.send_tcp(frame('app', 'root', 'one file', hostname='web1'))
     daemon.wait_for_lines('app/root.log', 1)
