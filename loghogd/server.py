@@ -484,29 +484,39 @@ class Server:
     def drain(self) -> None:
         """At stop: read what the clients have already sent, then close them.
 
-        Listeners close first; each connection is read until the kernel has
-        nothing more for it (bounded in time), and its frames are written.
+        Listeners close first; every connection is read in turn, round after
+        round, until a round brings nothing new from it (bounded in time), so
+        one client that never stops sending cannot starve the others.
         """
         deadline = time.time() + DRAIN_SECONDS
         for listener in self.listeners:
             if listener.transport == 'udp':
                 self._drain_datagrams(listener, deadline)
         self.close_listeners()
+        reading = []
         for connection in list(self.connections.values()):
             if connection.sock.fileno() in self.handshakes:
                 self._close(connection)
-                continue
-            while time.time() < deadline and connection.sock.fileno() >= 0:
+            else:
+                reading.append(connection)
+        while reading and time.time() < deadline:
+            still_sending = []
+            for connection in reading:
                 before = connection.decoder.pending_bytes, self.counters.bytes_received
                 self.now = time.time()
                 self.prefix = self.clock.prefix(self.now)
                 self._read_stream(connection)
-                if connection.sock.fileno() >= 0 and before == (connection.decoder.pending_bytes,
-                                                               self.counters.bytes_received):
-                    break
-            if connection.sock.fileno() >= 0:
-                self.end_pass(time.time(), force=True)
-                self._finish(connection)
+                if connection.sock.fileno() < 0:
+                    continue
+                if before == (connection.decoder.pending_bytes, self.counters.bytes_received):
+                    self.end_pass(self.now, force=True)
+                    self._finish(connection)
+                else:
+                    still_sending.append(connection)
+            reading = still_sending
+        for connection in reading:
+            self.end_pass(time.time(), force=True)
+            self._finish(connection)
         self.end_pass(time.time(), force=True)
 
 
