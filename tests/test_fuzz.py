@@ -259,7 +259,7 @@ not_an_object_args = dict(values=st.lists(json_values.filter(lambda value: not i
                                           max_size=6))
 
 CHECKS = [  # name, property, strategies, examples in the quick suite (ten times that under -m slow)
-    ('random_bytes', check_random_bytes, random_bytes_args, 3000),
+    ('random_bytes', check_random_bytes, random_bytes_args, 3500),
     ('valid_headers_random_payloads', check_valid_headers_random_payloads, valid_header_args, 3000),
     ('bad_zlib', check_bad_zlib, bad_zlib_args, 1000),
     ('messages_good_and_mistyped', check_messages, message_args, 1200),
