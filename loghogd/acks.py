@@ -41,7 +41,13 @@ def add_to_ranges(ranges: Ranges, seq: int) -> None:
 
 
 class ClientMark:
-    """The highest handled seq of one client, and the few below it that were not."""
+    """The highest handled seq of one client, and the few below it that were not.
+
+    Gaps come only from a crash: records of a pass whose write was cut short
+    while later records of the same pass reached another file. A client that
+    skips numbers (it dropped records itself) leaves no gaps, so a peer cannot
+    make loghogd remember more than MAX_GAPS numbers per client.
+    """
 
     __slots__ = ('high', 'gaps', 'seen')
 
@@ -55,10 +61,13 @@ class ClientMark:
 
     def add(self, seq: int) -> None:
         if seq > self.high:
-            self.gaps.update(range(max(self.high + 1, seq - MAX_GAPS), seq))
             self.high = seq
         else:
             self.gaps.discard(seq)
+
+    def forget(self, seqs: List[int]) -> None:
+        """After a crash: these were not written, although higher ones were."""
+        self.gaps.update(seq for seq in seqs if seq < self.high)
         if len(self.gaps) > MAX_GAPS:
             self.gaps = set(sorted(self.gaps)[-MAX_GAPS:])
 
@@ -172,18 +181,25 @@ class AckJournal:
 
     def _apply(self, intent: Dict[str, object], verify: bool) -> None:
         seen = intent.get('time', 0.0)
-        groups = [intent.get('handled', {})]
+        written = [intent.get('handled', {})]
+        lost = []
         for path, (before, after, ranges) in intent.get('files', {}).items():
             if verify and not _complete_or_truncated(path, before, after):
-                continue
-            groups.append(ranges)
-        for group in groups:
+                lost.append(ranges)
+            else:
+                written.append(ranges)
+        for group in written:
             for client_id, ranges in group.items():
                 mark = self.marks.setdefault(client_id, ClientMark())
                 mark.seen = max(mark.seen, seen)
                 for first, last in ranges:
-                    for seq in range(first, last + 1):
-                        mark.add(seq)
+                    mark.add(last)
+                    if mark.gaps:
+                        mark.gaps.difference_update(range(first, last + 1))
+        for group in lost:
+            for client_id, ranges in group.items():
+                mark = self.marks.setdefault(client_id, ClientMark())
+                mark.forget([seq for first, last in ranges for seq in range(first, last + 1)])
 
     def _compact(self) -> None:
         """Rewrite the journal as one snapshot, forgetting long-idle clients."""

@@ -69,7 +69,7 @@ def _decode_json(payload: bytes) -> object:
 def _bad_field(message: Dict[str, object]) -> Rejected:
     for name, kind in _FIELD_TYPES:
         value = message.get(name, '' if name == 'hostname' else None)
-        if value is None:
+        if value is None and name != 'hostname':
             return Rejected('missing_field', 'required field %r is missing' % name)
         if type(value) is not kind:
             return Rejected('bad_field', 'field %r has the wrong type %s' % (name, type(value).__name__))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loghogd.acks import MAX_GAPS, AckJournal, ClientMark, add_to_ranges, parse_ack_fields
+from loghogd.acks import AckJournal, ClientMark, add_to_ranges, parse_ack_fields
 from loghogd.facilities import Facility
 from loghogd.schedule import parse_rotate
 from loghogd.writer import LogFile
@@ -92,14 +92,45 @@ def test_compaction_forgets_idle_clients(paths):
 
 
 @given(st.lists(st.integers(min_value=1, max_value=3000), max_size=300))
-def test_client_mark_handles_exactly_the_seqs_added_within_reach(seqs):
+def test_client_mark_handles_everything_up_to_the_highest_seq(seqs):
     mark = ClientMark()
     for seq in seqs:
         mark.add(seq)
-    added = set(seqs)
-    for seq in range(1, max(seqs or [1]) + 1):
-        if mark.high - seq < MAX_GAPS:
-            assert mark.handled(seq) == (seq in added)
+    assert mark.gaps == set()
+    assert all(mark.handled(seq) == (seq <= max(seqs)) for seq in range(1, 3002)) if seqs else mark.high == 0
+
+
+def test_a_crash_between_two_files_leaves_exactly_the_unwritten_seqs_as_gaps(tmp_path):
+    journal_path = str(tmp_path / 'ack-journal')
+    journal = AckJournal(journal_path)
+    written = LogFile(str(tmp_path / 'root.log'), FACILITY)
+    cut_short = LogFile(str(tmp_path / 'web.log'), FACILITY)
+    for seq in range(1, 11):
+        logfile = cut_short if seq % 2 else written
+        logfile.pending.append('line %d\n' % seq)
+        journal.note('c', seq, logfile)
+    journal.write_intent()
+    written.write_pending()
+    with open(cut_short.path, 'ab') as stream:
+        stream.write(cut_short.unwritten[:7])
+    recovered = AckJournal(journal_path)
+    assert os.path.getsize(cut_short.path) == 0
+    assert recovered.highest('c') == 10
+    assert [seq for seq in range(1, 12) if not recovered.is_duplicate('c', seq)] == [1, 3, 5, 7, 9, 11]
+    for seq in (1, 3, 5):
+        recovered.note('c', seq, None)
+    recovered.write_intent()
+    recovered.commit()
+    recovered.close()
+    assert [seq for seq in range(1, 11) if not AckJournal(journal_path).is_duplicate('c', seq)] == [7, 9]
+
+
+def test_many_client_ids_with_high_seqs_cost_no_gaps(tmp_path):
+    journal = AckJournal(str(tmp_path / 'ack-journal'))
+    for number in range(2000):
+        journal.note('client-%d' % number, 10 ** 6 + number, None)
+        journal.note('client-%d' % number, 2 * 10 ** 6, None)
+    assert sum(len(mark.gaps) for mark in journal.marks.values()) == 0
 
 
 @given(st.lists(st.integers(min_value=1, max_value=100), max_size=100))
