@@ -18,6 +18,7 @@ import re
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
+from loghogd.atomicfile import replace_file
 from loghogd.writer import LogFile
 
 log = logging.getLogger('loghogd')
@@ -207,12 +208,7 @@ class AckJournal:
         self.marks = {client_id: mark for client_id, mark in self.marks.items() if mark.seen >= horizon}
         snapshot = {client_id: [mark.high, sorted(mark.gaps), mark.seen] for client_id, mark in self.marks.items()}
         data = b'S ' + json.dumps(snapshot, separators=(',', ':')).encode('ascii') + b'\n'
-        temporary = self.path + '.tmp'
-        with open(temporary, 'wb') as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, self.path)
+        replace_file(self.path, data, durable=True)
         self.close()
         self._size = len(data)
 

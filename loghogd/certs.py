@@ -46,6 +46,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from loghogd.atomicfile import fsync_directory
+
 DEFAULT_DIR = '/etc/loghogd/certs'
 DEFAULT_CA_NAME = 'loghog'
 # About 100 years: the original made certificates for 1000 years; a century
@@ -389,7 +391,7 @@ def write_file(path: str, data: bytes, mode: int, replace: bool) -> None:
             os.replace(temporary, path)
         else:
             os.link(temporary, path)
-        _fsync_directory(directory)
+        fsync_directory(directory)
     except FileExistsError:
         raise CertError('refusing to overwrite %s; use --force to replace it' % path) from None
     except OSError as error:
@@ -397,15 +399,6 @@ def write_file(path: str, data: bytes, mode: int, replace: bool) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make a new directory entry survive a crash: the CA is made once, at installation."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def make_directory(path: str) -> None:

@@ -23,13 +23,14 @@ midnight still rotates a daily file when it starts.
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 from croniter import croniter
 from dateutil import tz
+
+from loghogd.atomicfile import replace_file
 
 NAMED = {
     'hourly': 'hourly',
@@ -298,23 +299,13 @@ class RotationState:
         self._rotations[log_path] = when.astimezone(tz.tzlocal())
 
     def save(self) -> None:
-        """Write the state atomically: temp file, fsync, rename, fsync dir."""
-        directory = os.path.dirname(os.path.abspath(self.path))
+        """Write the state atomically and durably: a crash leaves the old state or the new."""
         document = {
             'version': STATE_VERSION,
             'last_rotation': {log_path: when.isoformat() for log_path, when in sorted(self._rotations.items())},
         }
-        fd, temp_path = tempfile.mkstemp(prefix=STATE_TEMP_PREFIX, dir=directory)
-        try:
-            with os.fdopen(fd, 'w', encoding='utf-8') as temp_file:
-                json.dump(document, temp_file, indent=1)
-                temp_file.flush()
-                os.fsync(temp_file.fileno())
-            os.replace(temp_path, self.path)
-        except BaseException:
-            os.unlink(temp_path)
-            raise
-        _fsync_directory(directory)
+        replace_file(self.path, json.dumps(document, indent=1).encode('utf-8'), durable=True,
+                     prefix=STATE_TEMP_PREFIX)
 
 
 def _rotations_from(document: object) -> Dict[str, datetime]:
@@ -327,11 +318,3 @@ def _rotations_from(document: object) -> Dict[str, datetime]:
             raise ValueError('%r: time %r has no UTC offset' % (log_path, text))
         rotations[str(log_path)] = when.astimezone(tz.tzlocal())
     return rotations
-
-
-def _fsync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -19,8 +19,8 @@ from loghogd.facilities import Facilities, load_facilities
 from loghogd.processor import Processor
 from loghogd.rotation import Rotator
 from loghogd.server import Server, ServerError, make_tls_context
-from loghogd.stats import (Counters, RateLimitedReporter, prometheus_text, write_json_atomically,
-                           write_text_atomically)
+from loghogd.atomicfile import replace_file
+from loghogd.stats import Counters, RateLimitedReporter, prometheus_text, write_json_atomically
 from loghogd.writer import Writer, make_dirs
 
 log = logging.getLogger('loghogd')
@@ -165,7 +165,7 @@ class Service:
         textfile = self.config.stats.prometheus_textfile
         if textfile is not None:
             try:
-                write_text_atomically(textfile, prometheus_text(snapshot))
+                replace_file(textfile, prometheus_text(snapshot).encode('utf-8'), mode=0o644)
             except OSError as error:
                 self.reporter.report('prometheus', logging.WARNING, 'cannot write %s: %s', textfile, error)
         return snapshot

@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from loghogd import __version__
+from loghogd.atomicfile import replace_file
 
 log = logging.getLogger('loghogd')
 
@@ -80,22 +81,7 @@ class Counters:
 
 def write_json_atomically(path: str, data: Any) -> None:
     """Readers never see half a file: write a temporary one, then rename it."""
-    write_text_atomically(path, json.dumps(data, indent=1, sort_keys=True) + '\n')
-
-
-def write_text_atomically(path: str, text: str) -> None:
-    """`text` replaces `path` whole; the temporary name never ends in .prom or .json."""
-    temporary = '%s.%d.tmp' % (path, os.getpid())
-    try:
-        with open(temporary, 'w', encoding='utf-8') as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except OSError:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    replace_file(path, (json.dumps(data, indent=1, sort_keys=True) + '\n').encode('utf-8'))
 
 
 # (snapshot key, metric name, type, help, label name of a by-key mapping)

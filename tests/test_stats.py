@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from loghogd.atomicfile import replace_file
 from loghogd.stats import (Counters, format_status, prometheus_label_value, prometheus_text,
-                           write_json_atomically, write_text_atomically)
+                           write_json_atomically)
 
 SAMPLE = re.compile(r'(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>[0-9.e+-]+)', re.S)
 LABEL = re.compile(r'(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\\n]|\\[\\"n])*)"(?:,|\Z)')
@@ -160,21 +161,22 @@ def test_snapshot_sums_by_app_and_is_exact():
     assert snapshot['pid'] == os.getpid() and snapshot['time'] >= snapshot['started']
 
 
-def test_write_text_atomically_replaces_whole_and_leaves_no_temporary(tmp_path):
+def test_replace_file_replaces_whole_and_leaves_no_temporary(tmp_path):
     path = tmp_path / 'loghogd.prom'
-    write_text_atomically(str(path), 'first\n')
-    write_text_atomically(str(path), 'second\n')
+    replace_file(str(path), b'first\n')
+    replace_file(str(path), b'second\n', durable=True, mode=0o644)
     assert path.read_text() == 'second\n'
     assert os.listdir(tmp_path) == ['loghogd.prom']
+    assert os.stat(path).st_mode & 0o777 == 0o644
     write_json_atomically(str(tmp_path / 'stats.json'), {'b': 1, 'a': 2})
     assert (tmp_path / 'stats.json').read_text() == '{\n "a": 2,\n "b": 1\n}\n'
 
 
-def test_write_text_atomically_failure_keeps_the_old_file_and_no_temporary(tmp_path):
+def test_replace_file_failure_keeps_the_old_file_and_no_temporary(tmp_path):
     path = tmp_path / 'loghogd.prom'
     path.write_text('old\n')
     (tmp_path / 'blocked').mkdir()
     with pytest.raises(OSError):
-        write_text_atomically(str(tmp_path / 'blocked'), 'new\n')
+        replace_file(str(tmp_path / 'blocked'), b'new\n')
     assert path.read_text() == 'old\n'
     assert sorted(os.listdir(tmp_path)) == ['blocked', 'loghogd.prom']
