@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from loghog.protocol import (CLIENT_FLAGS, FLAG_ACK_REQUEST, FLAG_ZLIB, HEADER, FrameError, StreamDecoder,
                              decode_datagram, encode_frame, encode_payload, inflate, sign)
+from tests.support.daemon import facilities_conf
 from loghogd.acks import JOURNAL_NAME, AckJournal
 from loghogd.facilities import MAX_MODULE_LENGTH, load_facilities
 from loghogd.processor import Processor, Rejected, lookup_module, parse_message
@@ -30,29 +31,8 @@ from loghogd import writer as writer_module
 from loghogd.writer import Writer
 
 MAX_MESSAGE_SIZE = 16 * 1024
-FACILITIES = """
-[app]
-rotate = daily
-backup_count = 3
-
-[app:web]
-rotate = daily
-backup_count = 3
-
-[app:web.requests.slow]
-rotate = daily
-backup_count = 3
-
-[signed]
-rotate = daily
-backup_count = 3
-secret = sekrit
-
-[perhost]
-rotate = daily
-backup_count = 3
-file_per_host = yes
-"""
+FACILITIES = facilities_conf({'app': {}, 'app:web': {}, 'app:web.requests.slow': {}, 'signed': {'secret': 'sekrit'},
+                               'perhost': {'file_per_host': 'yes'}})
 APP_IDS = ['app', 'signed', 'perhost', 'nosuchapp', '', '../app', 'app\x00', 'APP', 'аpp']
 FIELDS = ['version', 'app_id', 'module', 'stamp', 'nsecs', 'hostname', 'body', 'signature']
 REQUIRED = ['version', 'app_id', 'module', 'stamp', 'nsecs', 'body']

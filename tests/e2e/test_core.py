@@ -10,27 +10,9 @@ import time
 import pytest
 
 from loghog.protocol import HEADER, encode_frame
-from tests.support.daemon import LINE, LOGHOGD, Loghogd, bodies, frame, wait_for
+from tests.support.daemon import LINE, LOGHOGD, Loghogd, bodies, facilities_conf, frame, wait_for
 
-FACILITIES = """
-[app]
-rotate = daily
-backup_count = 3
-
-[app:web]
-rotate = daily
-backup_count = 3
-
-[signed]
-rotate = daily
-backup_count = 3
-secret = sekrit
-
-[perhost]
-rotate = daily
-backup_count = 3
-file_per_host = yes
-"""
+FACILITIES = facilities_conf({'app': {}, 'app:web': {}, 'signed': {'secret': 'sekrit'}, 'perhost': {'file_per_host': 'yes'}})
 UNICODE_BODY = 'hello wörld ☃ 😀 \u202e'
 
 

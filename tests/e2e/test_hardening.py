@@ -19,27 +19,10 @@ import pytest
 
 from loghog.protocol import HEADER, SERVER_FLAGS, StreamDecoder, decode_ack, encode_message
 from loghogd.server import RESERVED_DESCRIPTORS
-from tests.support.daemon import Loghogd, frame, wait_for
+from tests.support.daemon import Loghogd, facilities_conf, frame, wait_for
 from tests.support.pki import make_pki
 
-FACILITIES = """
-[app]
-rotate = daily
-backup_count = 3
-
-[app:web]
-rotate = daily
-backup_count = 3
-
-[app:udp]
-rotate = daily
-backup_count = 3
-
-[perhost]
-rotate = daily
-backup_count = 3
-file_per_host = yes
-"""
+FACILITIES = facilities_conf({'app': {}, 'app:web': {}, 'app:udp': {}, 'perhost': {'file_per_host': 'yes'}})
 
 
 def bodies(lines):

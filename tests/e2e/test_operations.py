@@ -14,19 +14,10 @@ import threading
 import pytest
 
 from loghogd.daemon import process_alive, read_pidfile
-from tests.support.daemon import LOGHOGD, REPO, Loghogd, frame, wait_for
+from tests.support.daemon import LOGHOGD, REPO, Loghogd, facilities_conf, frame, wait_for
 from tests.support.pki import make_pki
 
-FACILITIES = """
-[app]
-rotate = daily
-backup_count = 3
-
-[signed]
-rotate = daily
-backup_count = 3
-secret = sekrit
-"""
+FACILITIES = facilities_conf({'app': {}, 'signed': {'secret': 'sekrit'}})
 BODY = re.compile(r' - [^ ]* - (?P<body>.*)\n\Z', re.S)
 TEST_USER = 'loghogtest'
 

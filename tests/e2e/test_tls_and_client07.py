@@ -7,23 +7,10 @@ import time
 
 import pytest
 
-from tests.support.daemon import Loghogd, bodies, frame, run_client07, wait_for
+from tests.support.daemon import Loghogd, bodies, facilities_conf, frame, run_client07, wait_for
 from tests.support.pki import make_pki
 
-FACILITIES = """
-[app]
-rotate = daily
-backup_count = 3
-
-[app:web]
-rotate = daily
-backup_count = 3
-
-[signed]
-rotate = daily
-backup_count = 3
-secret = sekrit
-"""
+FACILITIES = facilities_conf({'app': {}, 'app:web': {}, 'signed': {'secret': 'sekrit'}})
 BODY = 'record %d wörld ☃ 😀'
 LARGE = ''.join('%06d ' % i for i in range(1000))[:7000]
 

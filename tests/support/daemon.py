@@ -54,6 +54,16 @@ def bodies(lines: List[str], host: Optional[str] = None) -> List[str]:
     return found
 
 
+def facilities_conf(sections: Dict[str, Dict[str, str]]) -> str:
+    """facilities.conf text; each section rotates daily and keeps 3 backups unless it says otherwise.
+
+        facilities_conf({'app': {}, 'signed': {'secret': 'sekrit'}})
+    """
+    return '\n'.join('[%s]\n%s' % (name, ''.join('%s = %s\n' % item for item in
+                                                   {'rotate': 'daily', 'backup_count': '3', **options}.items()))
+                     for name, options in sections.items())
+
+
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = 'condition',
              interval: float = 0.02) -> object:
     """Poll `predicate` until it returns something true; fail after `timeout`."""
