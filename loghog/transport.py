@@ -6,6 +6,7 @@ caller resends the rest and nothing that was fully written.
 """
 
 import errno
+import math
 import select
 import socket
 import ssl
@@ -16,6 +17,19 @@ from loghog.protocol import ACK_PAYLOAD, FLAG_ACK, MAX_UDP_PAYLOAD, StreamDecode
 
 Address = Tuple[str, int]
 
+
+
+def readable(sock: socket.socket, timeout: float) -> bool:
+    """Whether `sock` has data (or EOF) within `timeout` seconds.
+
+    poll() where there is one: select() fails on a descriptor numbered 1024
+    or more, which an application with many open files easily has.
+    """
+    if hasattr(select, 'poll'):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(math.ceil(timeout * 1000)))
+    return bool(select.select([sock], [], [], timeout)[0])
 
 class SendError(OSError):
     """A send failed part way; `last_sent` is the seq of the last whole record written (0: none)."""
@@ -79,12 +93,12 @@ class StreamConnection:
     def wait_readable(self, timeout: float) -> None:
         """Wait up to `timeout` for the server to send something (an ACK)."""
         if not (isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()):
-            select.select([self.sock], [], [], timeout)
+            readable(self.sock, timeout)
 
     def _read_available(self) -> bytes:
         """What the server sent, without waiting: b'' when nothing is there; ConnectionError at EOF."""
         pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
-        if not pending and not select.select([self.sock], [], [], 0)[0]:
+        if not pending and not readable(self.sock, 0):
             return b''
         timeout = self.sock.gettimeout()
         self.sock.settimeout(0)

@@ -11,6 +11,7 @@ import json
 import logging
 import logging.config
 import os
+import resource
 import socket
 import ssl
 import subprocess
@@ -340,6 +341,29 @@ def test_same_records_as_the_real_07_client(make_handler, transport, options):
 
 
 # Delivery -------------------------------------------------------------------
+
+def test_a_socket_numbered_past_1024_still_delivers_and_reads_acks(capture, make_handler):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip('the hard open-file limit (%d) is too low to reach descriptor 1024' % hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    fillers = []
+    try:
+        while not fillers or fillers[-1] < 1100:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        handler = make_handler('demo', '127.0.0.1', capture.port)
+        logger = logger_for(handler)
+        for i in range(50):
+            logger.info('record %d', i)
+        handler.close()
+        capture.wait_for_records(50)
+        assert capture.bodies() == ['record %d' % i for i in range(50)]
+        assert handler.dropped_total == 0
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
 
 def test_close_flushes_everything_queued(capture, make_handler):
     handler = make_handler('demo', '127.0.0.1', capture.port)
