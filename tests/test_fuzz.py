@@ -64,6 +64,12 @@ class Harness:
         self.frames_fed = 0
         self.streams_fed = 0
 
+    def close(self) -> None:
+        """Close the files it opened, so a thousand generated cases cost no descriptors."""
+        for logfile in self.writer.open_files():
+            logfile.close()
+        self.processor.acks.close()
+
     def handled(self) -> int:
         counters = self.counters
         return (sum(counters.accepted_by_facility.values()) + sum(counters.rejected_by_reason.values())
@@ -116,6 +122,7 @@ def harness(tmp_path_factory):
     """One harness for the whole module: its counters add up over every input."""
     built = Harness(str(tmp_path_factory.mktemp('fuzz')))
     yield built
+    built.close()
     logdir = os.path.realpath(built.logdir)
     lib = os.path.realpath(os.path.join(built.directory, 'lib'))
     allowed = {logdir, lib, os.path.realpath(os.path.join(built.directory, 'facilities.conf'))}
@@ -292,11 +299,24 @@ def test_nesting_100k_deep_is_bad_json_not_a_crash(opener, closer):
     assert raised.value.reason == 'bad_json'
 
 
-def test_deep_nesting_through_the_processor_is_counted(tmp_path):
-    harness = Harness(str(tmp_path), 1024 * 1024)
+def test_deep_nesting_through_the_processor_is_counted(tmp_path, make_harness):
+    harness = make_harness(str(tmp_path), 1024 * 1024)
     payloads = [b'[' * 100000 + b']' * 100000, b'{"app_id": ' * 60000 + b'1' + b'}' * 60000]
     harness.process([(0, payload) for payload in payloads])
     assert harness.counters.rejected_by_reason == {'bad_json': 2}
+
+
+@pytest.fixture
+def make_harness():
+    """A Harness per call, closed when the test ends."""
+    made = []
+
+    def make(directory: str, max_message_size: int = MAX_MESSAGE_SIZE) -> Harness:
+        made.append(Harness(directory, max_message_size))
+        return made[-1]
+    yield make
+    for harness in made:
+        harness.close()
 
 
 def outcome(harness, payload: bytes, flags: int = 0) -> str:
@@ -347,8 +367,8 @@ def test_huge_numbers_are_counted(harness, field, number, expected):
     assert outcome(harness, payload) == expected
 
 
-def test_lone_surrogates_are_written_escaped(tmp_path):
-    harness = Harness(str(tmp_path))
+def test_lone_surrogates_are_written_escaped(tmp_path, make_harness):
+    harness = make_harness(str(tmp_path))
     payload = b'{"version": 1, "app_id": "app", "module": "root", "stamp": 1, "nsecs": 0, ' \
               b'"hostname": "h\\ud800", "body": "a\\udfffb \\ud83d\\ude00 \\u00e9"}'
     harness.feed_payloads([payload])
@@ -383,9 +403,9 @@ def test_datagrams_raise_only_frame_errors(data):
 
 # the cost of a long module name -------------------------------------------------
 
-def test_a_megabyte_module_of_dots_costs_linear_time(tmp_path):
+def test_a_megabyte_module_of_dots_costs_linear_time(tmp_path, make_harness):
     """Walking a 500 000-dot module up one dot at a time used to take minutes."""
-    harness = Harness(str(tmp_path), 2 * 1024 * 1024)
+    harness = make_harness(str(tmp_path), 2 * 1024 * 1024)
     modules = ['a.' * 500000, '.' * 1000000, 'root.' + 'web.' * 250000, 'web.requests.slow.' + 'x.' * 400000]
     started = time.monotonic()
     harness.feed_payloads([encode_payload('app', module, 1, 0, 'h', 'dots') for module in modules])
@@ -394,8 +414,8 @@ def test_a_megabyte_module_of_dots_costs_linear_time(tmp_path):
                                                            'app:web.requests.slow': 1}
 
 
-def test_long_route_keys_are_not_cached(tmp_path):
-    harness = Harness(str(tmp_path), 2 * 1024 * 1024)
+def test_long_route_keys_are_not_cached(tmp_path, make_harness):
+    harness = make_harness(str(tmp_path), 2 * 1024 * 1024)
     harness.feed_payloads([encode_payload('app', 'm%d.' % i + 'x' * 100000, 1, 0, 'h', 'b') for i in range(20)])
     assert sum(harness.counters.accepted_by_facility.values()) == 20
     assert sum(len(key[1]) for key in harness.processor._routes) < 20 * 1000
@@ -468,6 +488,7 @@ def check_writer_under_failing_writes(steps):
         writer.flush(time.time(), force=True)
         with open(logfile.path, encoding='ascii') as stream:
             on_disk = stream.read()
+        harness.close()
     assert on_disk.endswith('\n')
     lines = on_disk[:-1].split('\n')
     whole = [line + '\n' for line in lines if line + '\n' in queued]
