@@ -24,6 +24,8 @@ class RecordEncoder:
         self.secret = secret
         self.compress = compress
         self._templated = isinstance(app_id, str) and isinstance(hostname, str)
+        self._ack_client: Optional[str] = None
+        self._ack_field = ''
         if self._templated:
             self._head = '{"version": %d, "app_id": %s, "module": ' % (VERSION, encode_basestring_ascii(app_id))
             self._host = ', "hostname": %s, "body": ' % encode_basestring_ascii(hostname)
@@ -36,11 +38,17 @@ class RecordEncoder:
                 and (client_id is None or (type(client_id) is str and type(seq) is int))):
             return encode_message(self.app_id, module, stamp, nsecs, self.hostname, body,
                                   self.secret, self.compress, client_id, seq)
-        payload = '%s%s, "stamp": %d, "nsecs": %d%s%s' % (
-            self._head, encode_basestring_ascii(module), stamp, nsecs, self._host, encode_basestring_ascii(body))
-        flags = 0
-        if client_id is not None:
-            payload += ', "client_id": %s, "seq": %d' % (encode_basestring_ascii(client_id), seq)
+        if client_id is None:
+            payload = '%s%s, "stamp": %d, "nsecs": %d%s%s' % (
+                self._head, encode_basestring_ascii(module), stamp, nsecs, self._host, encode_basestring_ascii(body))
+            flags = 0
+        else:
+            if client_id != self._ack_client:
+                self._ack_client = client_id
+                self._ack_field = ', "client_id": %s, "seq": ' % encode_basestring_ascii(client_id)
+            payload = '%s%s, "stamp": %d, "nsecs": %d%s%s%s%d' % (
+                self._head, encode_basestring_ascii(module), stamp, nsecs, self._host, encode_basestring_ascii(body),
+                self._ack_field, seq)
             flags = FLAG_ACK_REQUEST
         if self.secret is not None:
             payload += ', "signature": "%s"}' % sign(self.secret, self.app_id, module, stamp, nsecs, body)
