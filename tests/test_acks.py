@@ -20,6 +20,14 @@ def queue(logfile, journal, client_id, seqs):
         journal.note(client_id, seq, logfile)
 
 
+def committed_pass(journal, logfile, client_id, seqs):
+    """One loop pass as the server runs it: intent, write, commit."""
+    queue(logfile, journal, client_id, seqs)
+    journal.write_intent()
+    logfile.write_pending()
+    journal.commit()
+
+
 @pytest.fixture
 def paths(tmp_path):
     return str(tmp_path / 'ack-journal'), str(tmp_path / 'root.log')
@@ -30,10 +38,7 @@ def test_committed_passes_survive_a_restart(paths):
     journal = AckJournal(journal_path)
     logfile = LogFile(log_path, FACILITY)
     for first in (1, 11):
-        queue(logfile, journal, 'c', range(first, first + 10))
-        journal.write_intent()
-        logfile.write_pending()
-        journal.commit()
+        committed_pass(journal, logfile, 'c', range(first, first + 10))
     journal.close()
     recovered = AckJournal(journal_path)
     assert recovered.highest('c') == 20
@@ -45,10 +50,7 @@ def test_an_uncommitted_pass_counts_only_if_its_write_finished(paths, written):
     journal_path, log_path = paths
     journal = AckJournal(journal_path)
     logfile = LogFile(log_path, FACILITY)
-    queue(logfile, journal, 'c', range(1, 6))
-    journal.write_intent()
-    logfile.write_pending()
-    journal.commit()
+    committed_pass(journal, logfile, 'c', range(1, 6))
     queue(logfile, journal, 'c', range(6, 11))
     journal.write_intent()
     data = logfile.unwritten
@@ -68,10 +70,7 @@ def test_torn_intent_line_is_ignored(paths):
     journal_path, log_path = paths
     journal = AckJournal(journal_path)
     logfile = LogFile(log_path, FACILITY)
-    queue(logfile, journal, 'c', range(1, 4))
-    journal.write_intent()
-    logfile.write_pending()
-    journal.commit()
+    committed_pass(journal, logfile, 'c', range(1, 4))
     journal.close()
     with open(journal_path, 'ab') as stream:
         stream.write(b'I {"time": 1, "fil')
