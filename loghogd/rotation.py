@@ -159,7 +159,7 @@ class Rotator:
         """
         last = self.state.last_rotation(entry.path)
         if last is None:
-            last = local_time(min(now, _mtime(entry.path, now)))
+            last = local_time(min(now, file_mtime(entry.path, now)))
             self.state.record(entry.path, last)
             self._state_dirty = True
         entry.due = _due_after(entry.schedule, last)
@@ -370,7 +370,8 @@ def _stamp_time(stamp: str) -> float:
     return datetime.strptime(stamp, BACKUP_STAMP).timestamp()
 
 
-def _mtime(path: str, default: float) -> float:
+def file_mtime(path: str, default: float = 0.0) -> float:
+    """The file's modification time, or `default` when it cannot be read."""
     try:
         return os.stat(path).st_mtime
     except OSError:

@@ -17,7 +17,7 @@ from loghogd.config import Config, ConfigError, load_config
 from loghogd.daemon import unreadable_hint
 from loghogd.facilities import Facilities, load_facilities
 from loghogd.processor import Processor
-from loghogd.rotation import Rotator
+from loghogd.rotation import Rotator, file_mtime
 from loghogd.server import Server, ServerError, make_tls_context
 from loghogd.atomicfile import replace_file
 from loghogd.stats import Counters, RateLimitedReporter, prometheus_text, write_json_atomically
@@ -51,7 +51,7 @@ class Service:
         self._signals: List[int] = []
         self._wakeup_pair: Optional[tuple] = None
         self._stats_due = 0.0
-        self._config_mtime = _mtime(config.path)
+        self._config_mtime = file_mtime(config.path)
 
     def prepare_directories(self) -> None:
         for path in (self.config.main.logdir, self.config.main.workdir, self.config.main.rundir):
@@ -141,7 +141,7 @@ class Service:
         self._check_config_changed()
 
     def _check_config_changed(self) -> None:
-        mtime = _mtime(self.config.path)
+        mtime = file_mtime(self.config.path)
         if mtime == self._config_mtime:
             return
         try:
@@ -169,10 +169,3 @@ class Service:
             except OSError as error:
                 self.reporter.report('prometheus', logging.WARNING, 'cannot write %s: %s', textfile, error)
         return snapshot
-
-
-def _mtime(path: str) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return 0.0
