@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loghog.protocol import DEFAULT_MAX_MESSAGE_SIZE
@@ -271,7 +271,7 @@ def render(values: dict) -> str:
 
 
 @given(values=valid_configs(), default_port=PORT, own_ports=st.lists(st.one_of(st.none(), PORT), max_size=4))
-@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150)
 def test_generated_valid_configs_load_to_their_typed_values(tmp_path: Path, values: dict, default_port: int,
                                                             own_ports: list) -> None:
     addresses = ['127.0.0.%d%s' % (n + 1, '' if port is None else ':%d' % port) for n, port in enumerate(own_ports)]
@@ -297,7 +297,7 @@ ALL_KEYS = [(section, key) for section, keys in {
 
 @given(target=st.sampled_from(ALL_KEYS),
        garbage=st.text(st.characters(blacklist_categories=('Cs',)), max_size=30).filter(lambda t: '\n' not in t))
-@settings(max_examples=400, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=400)
 def test_garbage_values_load_or_raise_config_error_naming_the_key(tmp_path: Path, target: tuple,
                                                                    garbage: str) -> None:
     section, key = target
@@ -309,7 +309,7 @@ def test_garbage_values_load_or_raise_config_error_naming_the_key(tmp_path: Path
 
 
 @given(st.text(max_size=200))
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300)
 def test_any_file_content_loads_or_raises_config_error(tmp_path: Path, text: str) -> None:
     path = tmp_path / 'loghogd.conf'
     path.write_text(text, encoding='utf-8', errors='surrogatepass')

@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loghogd.config import ConfigError
@@ -198,7 +198,7 @@ def most_specific(configured: set, module: str) -> str:
 
 @given(configured=st.sets(MODULE, max_size=8), queries=st.lists(MODULE, max_size=10),
        root_prefix=st.booleans())
-@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150)
 def test_lookup_returns_the_most_specific_configured_facility(tmp_path: Path, configured: set, queries: list,
                                                               root_prefix: bool) -> None:
     sections = ['[app]\nrotate = daily\nbackup_count = 0\n']
@@ -216,7 +216,7 @@ def test_lookup_returns_the_most_specific_configured_facility(tmp_path: Path, co
 
 
 @given(section=st.text(max_size=20), key=st.text(max_size=12), value=st.text(max_size=20))
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300)
 def test_generated_sections_load_or_raise_config_error(tmp_path: Path, section: str, key: str, value: str) -> None:
     text = '[%s]\nrotate = daily\nbackup_count = 1\n%s = %s\n' % (section, key, value)
     path = tmp_path / 'facilities.conf'
@@ -235,7 +235,7 @@ def facility_or_none(text: str, tmp_path: Path) -> Optional[object]:
 
 
 @given(app=st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=140))
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300)
 def test_only_safe_file_names_become_application_ids(tmp_path: Path, app: str) -> None:
     facilities = facility_or_none('[%s]\nrotate = daily\nbackup_count = 1\n' % app, tmp_path)
     if facilities is not None:

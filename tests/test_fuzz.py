@@ -41,7 +41,7 @@ HUGE_NUMBERS = [10 ** 300, -10 ** 300, 2 ** 64, -2 ** 63 - 1, 1e308, -1e308, 5e-
 
 
 def fuzz_settings(examples: int) -> settings:
-    return settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
+    return settings(max_examples=examples, suppress_health_check=list(HealthCheck))
 
 
 class Harness:
@@ -284,7 +284,7 @@ def test_zip_bomb_of_100_mb_of_zeros_stops_at_the_limit_quickly():
 
 
 @given(size=st.integers(MAX_MESSAGE_SIZE - 64, MAX_MESSAGE_SIZE * 64))
-@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=200, suppress_health_check=list(HealthCheck))
 def test_compressed_payload_over_the_limit_is_rejected_as_oversized(harness, size):
     payload = b'{"body": "' + b'a' * size + b'"}'
     reason = outcome(harness, zlib.compress(payload), FLAG_ZLIB)
@@ -393,7 +393,7 @@ def test_reserved_flags_and_oversized_headers_kill_only_the_stream(harness):
 
 
 @given(data=st.binary(max_size=200))
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500)
 def test_datagrams_raise_only_frame_errors(data):
     try:
         decode_datagram(data, MAX_MESSAGE_SIZE)
@@ -434,7 +434,7 @@ def deep_facilities(tmp_path_factory):
 
 
 @given(parts=st.lists(module_parts, max_size=12))
-@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=1500, suppress_health_check=list(HealthCheck))
 def test_trimmed_module_finds_the_same_facility(deep_facilities, parts):
     module = '.'.join(parts)
     assert deep_facilities.lookup('app', lookup_module(module)) == deep_facilities.lookup('app', module)

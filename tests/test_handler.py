@@ -177,21 +177,6 @@ def capture():
     server.close()
 
 
-@pytest.fixture
-def make_handler():
-    handlers = []
-
-    def make(*args, **kwargs) -> LoghogHandler:
-        kwargs.setdefault('flush_timeout', 5.0)
-        handler = LoghogHandler(*args, **kwargs)
-        handlers.append(handler)
-        return handler
-    yield make
-    for handler in handlers:
-        handler.flush_timeout = 0.0
-        handler.close()
-
-
 def make_record(created: float, message: str = MESSAGE, name: str = 'web.requests') -> logging.LogRecord:
     record = logging.LogRecord(name, logging.INFO, __file__, 1, message, None, None)
     record.created = created
@@ -271,7 +256,7 @@ def test_frames_are_byte_identical_to_the_captured_07_frames(capture, make_handl
     assert capture.frames() == [captured]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(app_id=st.text(), hostname=st.text(), module=st.text(), body=st.text(),
        stamp=st.integers(min_value=0, max_value=2**40), nsecs=st.integers(min_value=0, max_value=999999999),
        secret=st.none() | st.text(min_size=1) | st.binary(min_size=1), compress=st.booleans(),

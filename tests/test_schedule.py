@@ -176,7 +176,7 @@ def cron_field(draw: st.DrawFn, low: int, high: int, valid: bool) -> str:
 
 
 @given(st.data())
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 def test_generated_cron_in_range_is_accepted_and_due_after_start(data: st.DataObject) -> None:
     fields = [data.draw(cron_field(low, high, True)) for low, high in CRON_FIELDS]
     # A day that no month has (31 in a 30-day month only) may never come: keep days <= 28.
@@ -188,7 +188,7 @@ def test_generated_cron_in_range_is_accepted_and_due_after_start(data: st.DataOb
 
 
 @given(st.data())
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 def test_generated_cron_out_of_range_is_rejected(data: st.DataObject) -> None:
     fields = [data.draw(cron_field(low, high, True)) for low, high in CRON_FIELDS]
     broken = data.draw(st.integers(0, 4))

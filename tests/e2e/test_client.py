@@ -15,7 +15,7 @@ from typing import Dict, List
 import pytest
 
 from tests.support.daemon import VENV07_PYTHON, Loghogd, facilities_conf, wait_for
-from tests.test_handler import logger_for, make_handler, run_script_logging_100_records  # noqa: F401 (fixture)
+from tests.test_handler import logger_for, run_script_logging_100_records
 
 FACILITIES = facilities_conf({'demo': {}, 'signed': {'secret': 'sekrit'}})
 LINE = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} - (?P<host>[^\n]*?) - (?P<body>.*)\n\Z', re.S)
