@@ -236,10 +236,11 @@ class Server:
         """Write the pass's lines; with acknowledged records, journal them around the write, then ack."""
         processor = self.processor
         acks = processor.acks
+        dropped = None
         if acks is not None and acks.pending:
             acks.write_intent()
             processor.writer.flush(now, force)
-            acks.commit()
+            dropped = acks.commit()
         else:
             processor.writer.flush(now, force)
         if processor.ack_targets:
@@ -247,17 +248,30 @@ class Server:
                 connection.ack_client = client_id
                 self._acks_owed[connection] = None
             processor.ack_targets.clear()
+        if dropped:
+            self._disconnect_to_resend(set(dropped))
         if self._acks_owed:
             self._send_acks()
 
+    def _disconnect_to_resend(self, client_ids: set) -> None:
+        """Acknowledged records were dropped from the full memory buffer: a client resends after a reconnect."""
+        for connection in list(self.connections.values()):
+            if connection.ack_client in client_ids:
+                self.reporter.report('resend', logging.ERROR, 'records of client %s were dropped unwritten; closing '
+                                     'its connection from %s so that it resends them', connection.ack_client,
+                                     connection.peer)
+                self._close(connection)
+
     def _send_acks(self) -> None:
         """At most one ACK frame per connection per pass; a client not reading gets it later."""
-        highest = self.processor.acks.highest
+        acks = self.processor.acks
+        highest = acks.highest
         for connection in list(self._acks_owed):
             if not connection.ack_out:
                 seq = highest(connection.ack_client)
                 if seq <= connection.ack_sent:
-                    del self._acks_owed[connection]
+                    if not acks.waiting_for_disk(connection.ack_client):
+                        del self._acks_owed[connection]
                     continue
                 connection.ack_out = encode_ack(seq)
                 connection.ack_sent = seq

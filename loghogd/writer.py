@@ -59,7 +59,7 @@ class LogFile:
     """One open log file and the lines waiting for it."""
 
     __slots__ = ('path', 'facility', 'key', 'max_size', 'on_full', 'partial', 'torn', 'pending', 'unwritten',
-                 'held', 'size', 'first_pending_at', '_fd', '_inode')
+                 'held', 'drops', 'size', 'first_pending_at', '_fd', '_inode')
 
     def __init__(self, path: str, facility: Facility, key: Optional['FileKey'] = None,
                  on_full: Optional[Callable[['LogFile'], None]] = None) -> None:
@@ -73,6 +73,7 @@ class LogFile:
         self.pending: List[str] = []
         self.unwritten = b''
         self.held = 0
+        self.drops = 0
         self.size = 0
         self.first_pending_at = 0.0
         self._fd: Optional[int] = None
@@ -340,6 +341,7 @@ class Writer:
         self._held_bytes -= logfile.held
         logfile.unwritten = b''
         logfile.held = 0
+        logfile.drops += 1
         logfile.partial = False
         # a leading newline ends a line whose text is on disk already (a torn or partial write): no loss
         lines = dropped.count(b'\n') - dropped.startswith(b'\n')

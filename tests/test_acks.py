@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from loghogd.acks import AckJournal, ClientMark, add_to_ranges, parse_ack_fields
 from loghogd.facilities import Facility
 from loghogd.schedule import parse_rotate
-from loghogd.writer import LogFile
+from loghogd.stats import Counters, RateLimitedReporter
+from loghogd.writer import MAX_HELD_BYTES, LogFile, Writer
 
 FACILITY = Facility('app', 'root', parse_rotate('daily'), 3)
 
@@ -150,3 +151,42 @@ def test_invalid_ack_fields(message):
 
 def test_valid_ack_fields():
     assert parse_ack_fields({'client_id': 'a-B_9', 'seq': 7}) == ('a-B_9', 7)
+
+
+def failing_pass(journal, writer, logfile, client_id, seqs):
+    """A pass whose write the disk refuses: /dev/full answers every write with ENOSPC."""
+    queue(logfile, journal, client_id, seqs)
+    journal.write_intent()
+    assert not writer.flush_file(logfile)
+    return journal.commit()
+
+
+def test_records_a_full_disk_holds_are_neither_acknowledged_nor_journaled_as_written(tmp_path):
+    journal_path = str(tmp_path / 'ack-journal')
+    journal = AckJournal(journal_path)
+    writer = Writer(str(tmp_path), Counters(), RateLimitedReporter())
+    committed_pass(journal, LogFile(str(tmp_path / 'root.log'), FACILITY), 'c', range(1, 4))
+    full = LogFile('/dev/full', FACILITY)
+    assert failing_pass(journal, writer, full, 'c', range(4, 9)) == []
+    assert journal.highest('c') == 3 and journal.waiting_for_disk('c')
+    assert journal.is_duplicate('c', 5)  # the held line is written when space returns: a resend must not be
+    assert failing_pass(journal, writer, full, 'c', range(9, 11)) == []
+    assert journal.highest('c') == 3
+    journal.close()
+    recovered = AckJournal(journal_path)
+    assert recovered.highest('c') == 3
+    assert [seq for seq in range(1, 12) if not recovered.is_duplicate('c', seq)] == list(range(4, 12))
+
+
+def test_acknowledged_records_dropped_from_the_full_buffer_are_owed_until_resent(tmp_path):
+    journal = AckJournal(str(tmp_path / 'ack-journal'))
+    counters = Counters()
+    writer = Writer(str(tmp_path), counters, RateLimitedReporter())
+    full = LogFile('/dev/full', FACILITY)
+    full.pending.append('x' * (MAX_HELD_BYTES + 1) + '\n')
+    assert failing_pass(journal, writer, full, 'c', range(1, 6)) == ['c']
+    assert counters.messages_dropped_unwritable == 6
+    assert journal.highest('c') == 0 and journal.waiting_for_disk('c')
+    assert not any(journal.is_duplicate('c', seq) for seq in range(1, 6))
+    committed_pass(journal, LogFile(str(tmp_path / 'root.log'), FACILITY), 'c', range(1, 6))
+    assert journal.highest('c') == 5 and not journal.waiting_for_disk('c')

@@ -493,6 +493,78 @@ def test_disk_full_keeps_the_records_and_writes_them_when_space_returns(tmp_path
                                                                                records))
 
 
+def acked_frames(first: int, last: int) -> bytes:
+    return b''.join(frame('app', 'root', 'acked %d %s' % (seq, 'x' * 100), client_id='diskfull', seq=seq)
+                    for seq in range(first, last + 1))
+
+
+def acked_numbers(daemon: Loghogd) -> list:
+    """The seq of every whole acknowledged-mode record in app/root.log, in file order."""
+    text = ''.join(daemon.read_lines('app/root.log'))
+    return [int(match.group(1)) for match in re.finditer(r' - acked (\d+) x{100}\n', text)]
+
+
+def acks_within(sock: socket.socket, seconds: float) -> list:
+    """Every ACK that arrives on `sock` until `seconds` pass without one."""
+    decoder = StreamDecoder(64, SERVER_FLAGS)
+    seen = []
+    sock.settimeout(seconds)
+    try:
+        for data in iter(lambda: sock.recv(4096), b''):
+            seen.extend(decode_ack(payload) for _flags, payload in decoder.feed(data))
+    except socket.timeout:
+        pass
+    return seen
+
+
+def test_disk_full_acknowledges_records_only_once_they_are_written(tmp_path, small_logdir):
+    records = 2000
+    with Loghogd(tmp_path, FACILITIES) as daemon:
+        with daemon.connect_tcp() as sock:
+            sock.sendall(acked_frames(1, 10))
+            wait_for(lambda: 10 in acks_within(sock, 0.5), 10, 'the first ten acknowledged')
+            filler = os.path.join(small_logdir, 'filler')
+            fill(filler)
+            sock.sendall(acked_frames(11, records))
+            wait_for(lambda: daemon.stats()['accepted'] == records, 20, 'every record accepted')
+            daemon.wait_for_output('No space left on device')
+            while_full = acks_within(sock, 1.0)
+            on_disk_while_full = acked_numbers(daemon)
+            os.unlink(filler)
+            acks = []
+            wait_for(lambda: acks.extend(acks_within(sock, 0.2)) or records in acks, 20, 'the last record acknowledged')
+        assert on_disk_while_full[:10] == list(range(1, 11)) and len(on_disk_while_full) < records
+        assert all(seq <= len(on_disk_while_full) for seq in while_full), (while_full, len(on_disk_while_full))
+        assert acked_numbers(daemon) == list(range(1, records + 1))
+        print('\ndisk full with acknowledgements: %d of %d records on disk while full, ACKs then %s; all %d '
+              'acknowledged and on disk once after' % (len(on_disk_while_full), records, while_full[-1:], records))
+
+
+def test_kill_9_while_the_disk_is_full_loses_no_acknowledged_record(tmp_path, small_logdir):
+    """A client resends what was never acknowledged; the journal says those records were not written."""
+    records = 2000
+    with Loghogd(tmp_path, FACILITIES) as daemon:
+        with daemon.connect_tcp() as sock:
+            sock.sendall(acked_frames(1, 10))
+            wait_for(lambda: 10 in acks_within(sock, 0.5), 10, 'the first ten acknowledged')
+            filler = os.path.join(small_logdir, 'filler')
+            fill(filler)
+            sock.sendall(acked_frames(11, records))
+            wait_for(lambda: daemon.stats()['accepted'] == records, 20, 'every record accepted')
+            acknowledged = max(acks_within(sock, 0.5) or [10])
+            daemon.kill()
+        os.unlink(filler)
+        daemon.start()
+        with daemon.connect_tcp() as sock:
+            sock.sendall(acked_frames(acknowledged + 1, records))
+            wait_for(lambda: records in acks_within(sock, 0.5), 20, 'the resent records acknowledged')
+        numbers = acked_numbers(daemon)
+        assert sorted(set(numbers)) == list(range(1, records + 1))
+        duplicated = len(numbers) - records
+        print('\nkill -9 while the disk is full: acknowledged %d before the kill, all %d on disk after the resend, '
+              '%d duplicated (lines a short write had put on disk)' % (acknowledged, records, duplicated))
+
+
 @pytest.mark.slow
 def test_disk_full_past_the_memory_buffer_counts_what_it_drops(tmp_path, larger_logdir):
     """Over 64 MB held: held lines are dropped and counted; every record is on disk or counted."""
