@@ -517,16 +517,22 @@ def acks_within(sock: socket.socket, seconds: float) -> list:
     return seen
 
 
+def send_into_a_full_disk(daemon: Loghogd, sock: socket.socket, logdir: str, records: int) -> str:
+    """Records 1-10 acknowledged, then the disk filled, then 11-`records` accepted; returns the filler's path."""
+    sock.sendall(acked_frames(1, 10))
+    wait_for(lambda: 10 in acks_within(sock, 0.5), 10, 'the first ten acknowledged')
+    filler = os.path.join(logdir, 'filler')
+    fill(filler)
+    sock.sendall(acked_frames(11, records))
+    wait_for(lambda: daemon.stats()['accepted'] == records, 20, 'every record accepted')
+    return filler
+
+
 def test_disk_full_acknowledges_records_only_once_they_are_written(tmp_path, small_logdir):
     records = 2000
     with Loghogd(tmp_path, FACILITIES) as daemon:
         with daemon.connect_tcp() as sock:
-            sock.sendall(acked_frames(1, 10))
-            wait_for(lambda: 10 in acks_within(sock, 0.5), 10, 'the first ten acknowledged')
-            filler = os.path.join(small_logdir, 'filler')
-            fill(filler)
-            sock.sendall(acked_frames(11, records))
-            wait_for(lambda: daemon.stats()['accepted'] == records, 20, 'every record accepted')
+            filler = send_into_a_full_disk(daemon, sock, small_logdir, records)
             daemon.wait_for_output('No space left on device')
             while_full = acks_within(sock, 1.0)
             on_disk_while_full = acked_numbers(daemon)
@@ -545,12 +551,7 @@ def test_kill_9_while_the_disk_is_full_loses_no_acknowledged_record(tmp_path, sm
     records = 2000
     with Loghogd(tmp_path, FACILITIES) as daemon:
         with daemon.connect_tcp() as sock:
-            sock.sendall(acked_frames(1, 10))
-            wait_for(lambda: 10 in acks_within(sock, 0.5), 10, 'the first ten acknowledged')
-            filler = os.path.join(small_logdir, 'filler')
-            fill(filler)
-            sock.sendall(acked_frames(11, records))
-            wait_for(lambda: daemon.stats()['accepted'] == records, 20, 'every record accepted')
+            filler = send_into_a_full_disk(daemon, sock, small_logdir, records)
             acknowledged = max(acks_within(sock, 0.5) or [10])
             daemon.kill()
         os.unlink(filler)
