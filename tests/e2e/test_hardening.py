@@ -597,6 +597,40 @@ def test_disk_full_past_the_memory_buffer_counts_what_it_drops(tmp_path, larger_
         assert daemon.process.poll() is None
 
 
+@pytest.mark.slow
+def test_acknowledged_records_dropped_past_the_memory_buffer_are_resent_and_written(tmp_path, larger_logdir):
+    """The server disconnects a client whose held records it dropped; the client's resend lands them."""
+    records = 80000
+    body = 'z' * 1000
+
+    def make(first: int, last: int) -> bytes:
+        return b''.join(frame('app', 'root', '%d %s' % (seq, body), client_id='big', seq=seq)
+                        for seq in range(first, last + 1))
+    with Loghogd(tmp_path, FACILITIES) as daemon:
+        filler = os.path.join(larger_logdir, 'filler')
+        fill(filler)
+        acks = []
+        with daemon.connect_tcp() as sock:
+            try:
+                for first in range(1, records + 1, 1000):
+                    sock.sendall(make(first, first + 999))
+                acks = acks_within(sock, 10.0)
+            except OSError:
+                pass
+        daemon.wait_for_output('were dropped unwritten; closing its connection', 60)
+        assert daemon.stats()['messages_dropped_unwritable'] > 0
+        os.unlink(filler)
+        acknowledged = max(acks or [0])
+        with daemon.connect_tcp() as sock:
+            sock.sendall(make(acknowledged + 1, records))
+            wait_for(lambda: records in acks_within(sock, 0.5), 60, 'every record acknowledged after the resend')
+        text = ''.join(daemon.read_lines('app/root.log'))
+        numbers = [int(number) for number in re.findall(r' - (\d+) %s\n' % body, text)]
+        assert sorted(set(numbers)) == list(range(1, records + 1))
+        print('\nacknowledged records past the 64 MB buffer: ACK %d before the drop, all %d on disk after the '
+              'resend, %d duplicated' % (acknowledged, records, len(numbers) - records))
+
+
 def test_deleted_and_moved_log_files_are_recreated(tmp_path):
     """An operator's rm or mv: the file comes back within about a second of records."""
     with Loghogd(tmp_path, FACILITIES) as daemon:
