@@ -192,6 +192,16 @@ def logger_for(handler: logging.Handler, name: str = 'web.requests') -> logging.
     return logger
 
 
+def log_close_and_check(handler: LoghogHandler, capture: Capture, count: int) -> None:
+    """Log `count` numbered records, close the handler, and find all of them, in order, at the capture."""
+    logger = logger_for(handler)
+    for i in range(count):
+        logger.info('record %d', i)
+    handler.close()
+    capture.wait_for_records(count)
+    assert capture.bodies() == ['record %d' % i for i in range(count)]
+
+
 # API compatibility ----------------------------------------------------------
 
 def test_constructor_takes_the_07_arguments_in_the_07_order():
@@ -337,12 +347,7 @@ def test_a_socket_numbered_past_1024_still_delivers_and_reads_acks(capture, make
         while not fillers or fillers[-1] < 1100:
             fillers.append(os.open(os.devnull, os.O_RDONLY))
         handler = make_handler('demo', '127.0.0.1', capture.port)
-        logger = logger_for(handler)
-        for i in range(50):
-            logger.info('record %d', i)
-        handler.close()
-        capture.wait_for_records(50)
-        assert capture.bodies() == ['record %d' % i for i in range(50)]
+        log_close_and_check(handler, capture, 50)
         assert handler.dropped_total == 0
     finally:
         for fd in fillers:
@@ -351,13 +356,7 @@ def test_a_socket_numbered_past_1024_still_delivers_and_reads_acks(capture, make
 
 
 def test_close_flushes_everything_queued(capture, make_handler):
-    handler = make_handler('demo', '127.0.0.1', capture.port)
-    logger = logger_for(handler)
-    for i in range(500):
-        logger.info('record %d', i)
-    handler.close()
-    capture.wait_for_records(500)
-    assert capture.bodies() == ['record %d' % i for i in range(500)]
+    log_close_and_check(make_handler('demo', '127.0.0.1', capture.port), capture, 500)
 
 
 def test_overflow_drops_the_oldest_counts_exactly_and_reports_once(make_handler, capsys):

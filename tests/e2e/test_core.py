@@ -10,7 +10,8 @@ import time
 import pytest
 
 from loghog.protocol import HEADER, encode_frame
-from tests.support.daemon import LINE, LOGHOGD, Loghogd, bodies, facilities_conf, frame, wait_for
+from tests.support.daemon import (LINE, LOGHOGD, Loghogd, bodies, facilities_conf, frame, occupied_tcp_port,
+                                  wait_for)
 
 FACILITIES = facilities_conf({'app': {}, 'app:web': {}, 'signed': {'secret': 'sekrit'}, 'perhost': {'file_per_host': 'yes'}})
 UNICODE_BODY = 'hello wörld ☃ 😀 \u202e'
@@ -152,10 +153,7 @@ def test_config_error_at_start_exits_non_zero_naming_file_section_key(tmp_path):
 
 
 def test_port_in_use_is_a_clear_start_up_error(tmp_path):
-    with socket.socket() as blocker:
-        blocker.bind(('127.0.0.1', 0))
-        blocker.listen()
-        port = blocker.getsockname()[1]
+    with occupied_tcp_port() as port:
         daemon = Loghogd(tmp_path, FACILITIES, config={'server': {'listen_ipv4': '127.0.0.1:%d' % port}})
         started = subprocess.run(daemon.command(), capture_output=True, text=True, timeout=30)
     assert started.returncode != 0

@@ -6,7 +6,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -14,7 +13,8 @@ import threading
 import pytest
 
 from loghogd.daemon import process_alive, read_pidfile
-from tests.support.daemon import LOGHOGD, REPO, Loghogd, facilities_conf, frame, wait_for
+from tests.support.daemon import (LOGHOGD, REPO, Loghogd, facilities_conf, frame, occupied_tcp_port,
+                                  wait_for)
 from tests.support.pki import make_pki
 
 FACILITIES = facilities_conf({'app': {}, 'signed': {'secret': 'sekrit'}})
@@ -161,10 +161,7 @@ def test_bad_config_with_d_exits_non_zero_with_the_error_on_stderr(tmp_path):
 
 
 def test_port_in_use_with_d_exits_non_zero_with_the_error_on_stderr(tmp_path):
-    with socket.socket() as blocker:
-        blocker.bind(('127.0.0.1', 0))
-        blocker.listen()
-        port = blocker.getsockname()[1]
+    with occupied_tcp_port() as port:
         daemon = Loghogd(tmp_path, FACILITIES, config={'server': {'listen_ipv4': '127.0.0.1:%d' % port}})
         started = daemon.start_detached()
     assert started.returncode == 1

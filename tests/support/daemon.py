@@ -18,6 +18,7 @@ child of the test, so `stop()` signals the PID from its PID file and waits
 until that process is gone.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -28,7 +29,7 @@ import ssl
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from loghog.protocol import encode_message
 from loghogd.daemon import process_alive, read_pidfile
@@ -75,6 +76,15 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError('timed out after %.1f s waiting for %s' % (timeout, what))
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def occupied_tcp_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that another socket listens on while the block runs."""
+    with socket.socket() as blocker:
+        blocker.bind(('127.0.0.1', 0))
+        blocker.listen()
+        yield blocker.getsockname()[1]
 
 
 def frame(app_id: str = 'app', module: str = 'root', body: str = 'hello', hostname: str = 'testhost',
