@@ -105,10 +105,23 @@ class Rotator:
             self._track(Tracked(self.internal_log.filename, parse_rotate(self.internal_log.when),
                                 self.internal_log.backup_count, None, None), now)
         self._discover(self.facilities, now)
+        self._forget_vanished_files()
         self._rotate_due(now)
         for entry in list(self._tracked.values()):
             self._retain(entry, now)
         self._save_state_if_dirty(now)
+
+    def _forget_vanished_files(self) -> None:
+        """Rotation times of files that are gone and not tracked (a host's file the operator deleted).
+
+        A file that comes back starts a new period when its first line is written.
+        """
+        vanished = [path for path in self.state.paths() if path not in self._tracked and not os.path.lexists(path)]
+        for path in vanished:
+            self.state.forget(path)
+        if vanished:
+            self._state_dirty = True
+            log.info('forgot the rotation times of %d log files that no longer exist', len(vanished))
 
     def _backup_directories(self) -> List[str]:
         directories = {self.logdir}

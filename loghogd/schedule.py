@@ -25,7 +25,7 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from croniter import croniter
 from dateutil import tz
@@ -291,6 +291,14 @@ class RotationState:
     def last_rotation(self, log_path: str) -> Optional[datetime]:
         """When `log_path` last rotated (aware, local zone), None if never."""
         return self._rotations.get(log_path)
+
+    def paths(self) -> List[str]:
+        """Every log file with a remembered rotation."""
+        return list(self._rotations)
+
+    def forget(self, log_path: str) -> None:
+        """Drop a file's rotation time, so that the state does not grow with every host ever seen."""
+        self._rotations.pop(log_path, None)
 
     def record(self, log_path: str, when: datetime) -> None:
         """Remember a rotation; a naive `when` is taken as local time."""

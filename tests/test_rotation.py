@@ -12,6 +12,7 @@ from loghogd.compressor import Compressor, recover
 from loghogd.config import load_config
 from loghogd.facilities import load_facilities
 from loghogd.rotation import Rotator, backup_pattern
+from loghogd.schedule import RotationState
 from loghogd.stats import Counters, RateLimitedReporter
 from loghogd.writer import Writer
 
@@ -202,6 +203,23 @@ def test_rotation_time_survives_a_restart_and_an_overdue_file_rotates_at_start(t
     again.settle()
     assert again.backups('web') == ['web.log.2026-01-05-10-00-00-000000.xz']
     assert again.rotator.next_due == local(2026, 1, 8)
+
+
+def test_a_restart_forgets_the_rotation_times_of_deleted_files_and_keeps_the_rest(tmp_path):
+    setup = Setup(tmp_path, local(2026, 1, 5, 10, 0))
+    setup.write('web', 'kept')
+    setup.write('web.requests', 'deleted by the operator')
+    setup.writer.close_all()
+    setup.rotator.stop()
+    os.unlink(setup.path('web.requests'))
+    again = Setup(tmp_path, local(2026, 1, 5, 11, 0))
+    saved = RotationState.load(again.rotator.state.path)
+    assert saved.paths() == [setup.path('web')]
+    assert saved.last_rotation(setup.path('web')) == datetime(2026, 1, 5, 10, 0, tzinfo=tz.tzlocal())
+    again.write('web.requests', 'back again')
+    again.rotator.tick(local(2026, 1, 6, 0, 0, 1))
+    again.settle()
+    assert again.backups('web.requests') == ['web.requests.log.2026-01-05-11-00-00-000000.xz']
 
 
 def fake_tool(directory, name: str, script: str) -> None:
