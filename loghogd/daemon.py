@@ -109,10 +109,6 @@ class PidLock:
                     'no PID in it' if holder is None else 'process %d is gone' % holder)
         self._lock.break_lock()
 
-    def chown(self, uid: int, gid: int) -> None:
-        """The dropped user must still read the file to release the lock."""
-        os.chown(self.path, uid, gid)
-
     def release(self) -> None:
         """Remove the PID file at exit; a file another process owns is left alone."""
         if not self.held:
@@ -333,13 +329,16 @@ SHARED_DIRECTORIES = frozenset(('/', '/run', '/var/run', '/var', '/var/lib', '/v
                                 '/var/tmp', '/etc', '/usr', '/home', '/root', '/srv', '/opt', '/dev', '/proc'))
 
 
-def paths_to_own(trees: Iterable[str], paths: Iterable[Optional[str]]) -> List[str]:
-    """What the dropped user must own: `trees` with all they hold, and `paths`.
+def paths_to_own(trees: Iterable[str], paths: Iterable[Optional[str]], keep: Iterable[str] = ()) -> List[str]:
+    """What the dropped user must own: `trees` with all they hold, and `paths`, but not `keep`.
 
     The work and run directories hold state that root wrote during start-up
     (journals, state files) and that the daemon rewrites later; the log
-    directory itself is in `paths`, not its possibly huge tree. Raises
-    DaemonError for a directory that is not loghogd's own.
+    directory itself is in `paths`, not its possibly huge tree. The PID file
+    goes in `keep`: root's init script trusts it to name the process to
+    signal, so the dropped user may read it (and remove it from its own run
+    directory at exit) but not rewrite it. Raises DaemonError for a
+    directory that is not loghogd's own.
     """
     trees, paths = list(trees), list(paths)
     for path in trees + paths:
@@ -353,4 +352,5 @@ def paths_to_own(trees: Iterable[str], paths: Iterable[Optional[str]]) -> List[s
             found.append(top)
             found.extend(os.path.join(top, name) for name in directories + files)
     found.extend(path for path in paths if path and os.path.lexists(path))
-    return list(dict.fromkeys(found))
+    kept = {os.path.abspath(path) for path in keep}
+    return [path for path in dict.fromkeys(found) if os.path.abspath(path) not in kept]

@@ -131,9 +131,9 @@ def start(config: Config, facilities: Facilities, foreground: bool) -> Tuple[Ser
         service.prepare_directories()
         service.bind()
         if account is not None:
-            lock.chown(account.uid, account.gid)
             main = config.main
-            drop_privileges(account, paths_to_own([main.workdir, main.rundir], [main.logdir, config.log.filename]))
+            drop_privileges(account, paths_to_own([main.workdir, main.rundir], [main.logdir, config.log.filename],
+                                                  keep=[main.pidfile]))
             _warn_unreadable_for_reload(config)
         service.install_signal_handlers()
     except BaseException:

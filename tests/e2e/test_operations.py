@@ -6,6 +6,7 @@ import pwd
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import threading
@@ -471,9 +472,11 @@ def test_root_start_drops_to_the_user_after_binding(test_user, open_directory):
         daemon.send_tcp(frame('app', 'root', 'written by the user'))
         daemon.wait_for_lines('app/root.log', 1)
         for path in (daemon.path('app/root.log'), daemon.path('app'), daemon.logdir, daemon.rundir,
-                     daemon.workdir, daemon.internal_log, daemon.pidfile):
+                     daemon.workdir, daemon.internal_log):
             owner = os.stat(path)
             assert (owner.st_uid, owner.st_gid) == (test_user.pw_uid, test_user.pw_gid), path
+        pidfile = os.stat(daemon.pidfile)
+        assert (pidfile.st_uid, stat.S_IMODE(pidfile.st_mode)) == (0, 0o644)
         daemon.send_signal(signal.SIGHUP)
         text = wait_for_log(daemon, 'reload of the TLS files failed, keeping the old ones')
         assert 'not readable by user %s (uid %d)' % (TEST_USER, test_user.pw_uid) in text
