@@ -217,12 +217,12 @@ class Bench:
         with server:
             try:
                 base_rss = probe.memory_kib(server.pid, 'VmRSS')
-                base_sockets = probe.open_sockets(server.pid)
+                base_sockets = probe.settled(lambda: probe.open_sockets(server.pid), IDLE_SETTLE_TIMEOUT)
                 while len(connections) < load.connections:
                     self.connect_batch(server, connections, min(IDLE_BATCH, load.connections - len(connections)))
                     wait_until(lambda: probe.open_sockets(server.pid) >= base_sockets + len(connections), 30.0,
                                '%s to accept %d connections' % (name, len(connections)))
-                idle_rss = probe.settled_rss_kib(server.pid, IDLE_SETTLE_TIMEOUT)
+                idle_rss = probe.settled(lambda: probe.memory_kib(server.pid, 'VmRSS'), IDLE_SETTLE_TIMEOUT)
                 server.check_alive()
             finally:
                 for connection in connections:

@@ -28,13 +28,17 @@ def memory_kib(pid: int, field: str) -> int:
     raise RuntimeError('/proc/%d/status has no %s' % (pid, field))
 
 
-def settled_rss_kib(pid: int, timeout: float, interval: float = 0.1) -> int:
-    """VmRSS once two reads `interval` apart agree (the server has finished accepting), or at the deadline."""
+def settled(read: Callable[[], int], timeout: float, interval: float = 0.1) -> int:
+    """`read()` once two reads `interval` apart agree, or its last value at the deadline.
+
+    Taken before clients connect, it lets the server finish closing the
+    probe connection of its readiness check; taken after, accepting.
+    """
     deadline = time.monotonic() + timeout
-    previous = memory_kib(pid, 'VmRSS')
+    previous = read()
     while time.monotonic() < deadline:
         time.sleep(interval)
-        current = memory_kib(pid, 'VmRSS')
+        current = read()
         if current == previous:
             return current
         previous = current
