@@ -16,6 +16,7 @@ import os
 import pwd
 import select
 import signal
+import stat
 import sys
 import time
 from dataclasses import dataclass
@@ -172,11 +173,28 @@ def drop_privileges(account: Account, own: Iterable[str]) -> None:
     key) must be done before this call.
     """
     for path in own:
-        os.chown(path, account.uid, account.gid, follow_symlinks=False)
+        os.chown(path, account.uid, _group_to_give(path, account.gid), follow_symlinks=False)
     os.setgroups([])
     os.setgid(account.gid)
     os.setuid(account.uid)
     log.info('running as user %s (uid %d, group %s)', account.name, account.uid, _group_name(account.gid))
+
+
+def _group_to_give(path: str, gid: int) -> int:
+    """`gid`, or -1 (keep the group) for a setgid directory and what it holds.
+
+    A log directory set to group adm with the setgid bit is the Debian way
+    to let administrators read logs: every file made in it takes that group,
+    and giving the directory to loghogd's own group would undo it.
+    """
+    for directory in (path, os.path.dirname(path)):
+        try:
+            status = os.lstat(directory)
+        except OSError:
+            continue
+        if stat.S_ISDIR(status.st_mode) and status.st_mode & stat.S_ISGID:
+            return -1
+    return gid
 
 
 def _group_name(gid: int) -> str:

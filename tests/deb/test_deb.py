@@ -259,7 +259,7 @@ def assert_installed_layout() -> None:
     user = pwd.getpwnam(USER)
     assert user.pw_uid < 1000 and user.pw_dir == str(WORKDIR), user
     assert grp.getgrgid(user.pw_gid).gr_name == USER
-    assert owner_and_mode(LOGDIR) == 'loghog:loghog 0750'
+    assert owner_and_mode(LOGDIR) == 'loghog:adm 2750'
     assert owner_and_mode(WORKDIR) == 'loghog:loghog 0750'
     assert owner_and_mode(CERTS) == 'root:loghog 0750'
     assert owner_and_mode(CERTS / 'loghog-ca.key') == 'root:root 0600'
@@ -300,9 +300,9 @@ def test_package_installs_serves_reloads_and_purges(installation: Installation, 
     wait_for_text(LOGDIR / APP / 'root.log', 'tcp ' + marker)
     wait_for_text(LOGDIR / APP / 'root.log', 'udp ' + marker)
     wait_for_text(LOGDIR / APP / 'web.requests.log', 'tls ' + marker)
-    assert owner_and_mode(LOGDIR / APP) == 'loghog:loghog 0750'
+    assert owner_and_mode(LOGDIR / APP) == 'loghog:adm 2750'
     for name in ('root.log', 'web.requests.log'):
-        assert owner_and_mode(LOGDIR / APP / name) == 'loghog:loghog 0640'
+        assert owner_and_mode(LOGDIR / APP / name) == 'loghog:adm 0640'
 
     # The daemon handles one stream in order: once the record after it has
     # landed, the record for the unknown app has been refused.
@@ -337,7 +337,7 @@ def test_package_installs_serves_reloads_and_purges(installation: Installation, 
     assert not port_in_use(TCP_PORT)
     assert service('status', check=False).returncode != 0
     internal_log = (LOGDIR / 'loghogd.log').read_text()
-    assert owner_and_mode(LOGDIR / 'loghogd.log') == 'loghog:loghog 0640'
+    assert owner_and_mode(LOGDIR / 'loghogd.log') == 'loghog:adm 0640'
     assert 'Traceback' not in internal_log and ' ERROR ' not in internal_log, internal_log
 
     loghog_uid = pwd.getpwnam(USER).pw_uid

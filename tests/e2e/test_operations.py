@@ -1,5 +1,6 @@
 """loghogd as an init script meets it: detached, locked, reloaded, stopped, asked for its counters."""
 
+import grp
 import json
 import os
 import pwd
@@ -486,6 +487,33 @@ def test_root_start_drops_to_the_user_after_binding(test_user, open_directory):
     finally:
         daemon.stop()
     assert not os.path.exists(daemon.pidfile)
+
+
+def test_a_setgid_log_directory_keeps_its_group_after_the_drop(test_user, open_directory):
+    """The Debian way to let group adm read the logs: the directory's group, with setgid, reaches every file."""
+    try:
+        admins = grp.getgrnam('adm').gr_gid
+    except KeyError:
+        pytest.skip('no group adm on this system')
+    daemon = Loghogd(open_directory, FACILITIES, config={'main': {'user': TEST_USER}})
+    internal_log = os.path.join(daemon.logdir, 'loghogd.log')
+    daemon.write_config({'main': {'user': TEST_USER}, 'log': {'filename': internal_log, 'level': 'INFO'}})
+    os.makedirs(daemon.logdir)
+    os.chown(daemon.logdir, 0, admins)
+    os.chmod(daemon.logdir, 0o2750)
+    started_ok(daemon.start_detached())
+    try:
+        daemon.send_tcp(frame('app', 'root', 'readable by the admins'))
+        daemon.wait_for_lines('app/root.log', 1)
+        expected = {daemon.logdir: 0o2750, daemon.path('app'): 0o2750, daemon.path('app/root.log'): 0o640,
+                    internal_log: 0o640}
+        for path, mode in expected.items():
+            info = os.stat(path)
+            assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (test_user.pw_uid, admins, mode), path
+        workdir = os.stat(daemon.workdir)
+        assert (workdir.st_uid, workdir.st_gid) == (test_user.pw_uid, test_user.pw_gid)
+    finally:
+        daemon.stop()
 
 
 def loghogd_for(user: pwd.struct_passwd) -> tuple:
