@@ -112,7 +112,7 @@ class Rotator:
         self._save_state_if_dirty(now)
 
     def _forget_vanished_files(self) -> None:
-        """Rotation times of files that are gone and not tracked (a host's file the operator deleted).
+        """Forget the rotation times of files that are gone and not tracked (a host's file the operator deleted).
 
         A file that comes back starts a new period when its first line is written.
         """
