@@ -18,7 +18,6 @@ from loghog.protocol import ACK_PAYLOAD, FLAG_ACK, MAX_UDP_PAYLOAD, StreamDecode
 Address = Tuple[str, int]
 
 
-
 def readable(sock: socket.socket, timeout: float) -> bool:
     """Whether `sock` has data (or EOF) within `timeout` seconds.
 
@@ -30,6 +29,7 @@ def readable(sock: socket.socket, timeout: float) -> bool:
         poller.register(sock, select.POLLIN)
         return bool(poller.poll(math.ceil(timeout * 1000)))
     return bool(select.select([sock], [], [], timeout)[0])
+
 
 class SendError(OSError):
     """A send failed part way; `last_sent` is the seq of the last whole record written (0: none)."""

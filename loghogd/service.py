@@ -13,13 +13,13 @@ import time
 from typing import Dict, List, Optional
 
 from loghogd.acks import JOURNAL_NAME, AckJournal
+from loghogd.atomicfile import replace_file
 from loghogd.config import Config, ConfigError, load_config
 from loghogd.daemon import unreadable_hint
 from loghogd.facilities import Facilities, load_facilities
 from loghogd.processor import Processor
 from loghogd.rotation import Rotator, file_mtime
 from loghogd.server import Server, ServerError, make_tls_context
-from loghogd.atomicfile import replace_file
 from loghogd.stats import Counters, RateLimitedReporter, prometheus_text, write_json_atomically
 from loghogd.writer import Writer, make_dirs
 
