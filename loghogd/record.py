@@ -1,0 +1,49 @@
+"""The one shape a log record has inside loghogd, whatever input it came from.
+
+Inputs (loghog frames of every version, syslog, a stream consumer) make
+Records; formats render them; outputs take them. Only `app_id`, `module`,
+`host`, `body` and `received` are always there: every other field is None
+when the sender did not give it, and a format leaves out what is None.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+
+@dataclass(frozen=True)
+class SyslogFields:
+    """What a syslog message says beyond the loghog fields (RFC 5424 names)."""
+
+    severity: int
+    facility: int
+    msgid: Optional[str] = None
+    procid: Optional[str] = None
+    structured_data: Optional[str] = None
+
+
+@dataclass
+class Record:
+    """One log record on its way from a socket to a file.
+
+    Times are seconds since the Unix epoch as floats: `received` is when
+    loghogd read it, `sent` the event time the sender stamped (None when the
+    sender gave none, e.g. a syslog message without TIMESTAMP).
+    """
+
+    app_id: str
+    module: str
+    host: str
+    body: str
+    received: float
+    sent: Optional[float] = None
+    level: Optional[str] = None
+    levelno: Optional[int] = None
+    exception: Optional[str] = None
+    stack: Optional[str] = None
+    pid: Optional[int] = None
+    thread: Optional[str] = None
+    extra: Optional[Dict[str, Any]] = None
+    syslog: Optional[SyslogFields] = None
+    peer: Optional[str] = None
+    client_id: Optional[str] = None
+    seq: Optional[int] = None
