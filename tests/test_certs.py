@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from loghogd import certs
+from loghogd import pki as ca_library
 from tests.support.pki import command_line, make_pki, run_command
 
 OPENSSL = shutil.which('openssl')
@@ -27,7 +27,7 @@ NOW = datetime.datetime.now(datetime.timezone.utc)
 
 
 def load_cert(path: str) -> x509.Certificate:
-    return certs.load_certificate(path, 'certificate')
+    return ca_library.load_certificate(path, 'certificate')
 
 
 def read_bytes(path: str) -> bytes:
@@ -60,7 +60,7 @@ def pki(tmp_path):
 def test_server_cert_writes_private_files_whatever_the_callers_umask(tmp_path):
     directory = str(tmp_path / 'certs')
     result = run_command('loghog-server-cert', '--dir', directory, '--cn', 'localhost', umask=0)
-    files = certs.CaFiles(directory, 'loghog')
+    files = ca_library.CaFiles(directory, 'loghog')
     assert {path: mode(path) for path in (files.key, files.cert, files.crl, files.index, files.server_pem)} == {
         files.key: 0o600, files.cert: 0o644, files.crl: 0o644, files.index: 0o600, files.server_pem: 0o600}
     assert files.key in result.stdout and files.server_pem in result.stdout
@@ -87,7 +87,7 @@ def test_default_validity_is_a_century_starting_in_the_past(pki):
     not_before = ca.not_valid_before_utc if hasattr(ca, 'not_valid_before_utc') else \
         ca.not_valid_before.replace(tzinfo=datetime.timezone.utc)
     assert not_before < NOW - datetime.timedelta(hours=12)
-    assert certs.not_valid_after(ca) - NOW > datetime.timedelta(days=certs.DEFAULT_DAYS - 2)
+    assert ca_library.not_valid_after(ca) - NOW > datetime.timedelta(days=ca_library.DEFAULT_DAYS - 2)
 
 
 def test_server_cert_is_for_server_auth_with_local_sans(pki):
@@ -172,9 +172,9 @@ def test_client_pem_is_key_then_cert_for_client_auth(pki, tmp_path):
 
 def test_client_validity_follows_days_but_never_outlives_the_ca(pki):
     short = load_cert(run_client(pki, 'short', '--days', '10'))
-    assert abs(certs.not_valid_after(short) - NOW - datetime.timedelta(days=10)) < datetime.timedelta(hours=1)
-    long = load_cert(run_client(pki, 'long', '--days', str(certs.DEFAULT_DAYS + 1000)))
-    assert certs.not_valid_after(long) == certs.not_valid_after(load_cert(pki.ca_cert))
+    assert abs(ca_library.not_valid_after(short) - NOW - datetime.timedelta(days=10)) < datetime.timedelta(hours=1)
+    long = load_cert(run_client(pki, 'long', '--days', str(ca_library.DEFAULT_DAYS + 1000)))
+    assert ca_library.not_valid_after(long) == ca_library.not_valid_after(load_cert(pki.ca_cert))
 
 
 def run_client(pki, name: str, *arguments: str) -> str:
@@ -246,8 +246,8 @@ def test_index_records_every_certificate_issued_to_a_name(pki):
     second = load_cert(run_client(pki, 'web1', '--force'))
     with open(pki.index, encoding='utf-8') as stream:
         issued = json.load(stream)['clients']['web1']
-    assert [entry['serial'] for entry in issued] == [certs.serial_hex(first.serial_number),
-                                                     certs.serial_hex(second.serial_number)]
+    assert [entry['serial'] for entry in issued] == [ca_library.serial_hex(first.serial_number),
+                                                     ca_library.serial_hex(second.serial_number)]
     assert mode(pki.index) == 0o600
 
 
@@ -415,7 +415,7 @@ def test_a_ca_made_by_openssl_without_key_identifiers_gets_a_crl_and_clients(tmp
                     '-addext', 'subjectKeyIdentifier=none', '-addext', 'authorityKeyIdentifier=none',
                     '-keyout', str(tmp_path / 'loghog-ca.key'), '-out', str(tmp_path / 'loghog-ca.cert')],
                    check=True, capture_output=True, timeout=60)
-    pki = certs.CaFiles(str(tmp_path), 'loghog')
+    pki = ca_library.CaFiles(str(tmp_path), 'loghog')
     result = run_command('loghog-server-cert', '--dir', str(tmp_path), '--crl-only')
     assert result.stdout == 'wrote %s: 0 revoked certificates\n' % pki.crl and mode(pki.crl) == 0o644
     pem = str(tmp_path / 'old.pem')

@@ -15,7 +15,7 @@ The commands are the console scripts next to `sys.executable` (how users meet
 them); where they are not installed there (Debian's python3 running the
 suite), the same entry points are called through `python -c`. The one thing
 the commands cannot make is an expired certificate, so `expired_client_pem`
-calls the library behind loghog-client-cert (`loghogd.certs`) with a
+calls the library behind loghog-client-cert (`loghogd.castore`) with a
 validity window in the past.
 """
 
@@ -25,7 +25,7 @@ import subprocess
 import sys
 from typing import Dict, List, Optional
 
-from loghogd import certs
+from loghogd import castore, pki
 
 COMMANDS = {'loghog-server-cert': 'server_cert_main', 'loghog-client-cert': 'client_cert_main'}
 COMMAND_TIMEOUT = 120.0
@@ -56,7 +56,7 @@ class Pki:
     def __init__(self, directory: str, use_rsa: bool = False) -> None:
         self.directory = directory
         self.use_rsa = use_rsa
-        files = certs.CaFiles(directory, certs.DEFAULT_CA_NAME)
+        files = pki.CaFiles(directory, pki.DEFAULT_CA_NAME)
         self.ca_key = files.key
         self.ca_cert = files.cert
         self.crl = files.crl
@@ -96,10 +96,10 @@ class Pki:
         path = os.path.join(self.clients_dir, name + '-expired.pem')
         if not os.path.exists(path):
             now = datetime.datetime.now(datetime.timezone.utc)
-            ca = certs.load_ca(self.directory)
-            key, cert = certs.issue_client_certificate(ca, name, now - datetime.timedelta(days=30),
+            ca = castore.load_ca(self.directory)
+            key, cert = pki.issue_client_certificate(ca, name, now - datetime.timedelta(days=30),
                                                        now - datetime.timedelta(days=1), self.use_rsa)
-            certs.write_file(path, certs.pem_bundle(key, cert), 0o600, replace=False)
+            castore.write_file(path, pki.pem_bundle(key, cert), 0o600, replace=False)
         return path
 
 
