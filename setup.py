@@ -20,7 +20,7 @@ setup(
         'python-daemon>=2.3.2',
         'python-dateutil>=2.8.2',
     ],
-    extras_require={'test': ['pytest>=7', 'hypothesis>=6']},
+    extras_require={'fast': ['msgspec>=0.18'], 'test': ['pytest>=7', 'hypothesis>=6', 'msgspec>=0.18']},
     entry_points={'console_scripts': [
         'loghogd = loghogd.main:main',
         'loghog-server-cert = loghogd.certs:server_cert_main',
