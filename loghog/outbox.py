@@ -1,4 +1,9 @@
-"""The handler's bounded queue of encoded frames, shared by the caller and the sender thread.
+"""The handler's bounded queue of records, shared by the caller and the sender thread.
+
+It holds what the sender will encode (the record's fields, not its frame),
+so the cost of encoding stays out of the logging call, and it is bounded in
+bytes (each record counts as the size the caller gives) and, optionally, in
+records.
 
 Records leave the queue only when the sender confirms them, not when it takes
 them: plain mode confirms once the kernel has accepted the bytes, and an
@@ -10,28 +15,33 @@ both modes can say "everything up to seq N is done".
 import itertools
 import threading
 from collections import deque
-from typing import Callable, Deque, List, Optional, Tuple
+from typing import Any, Deque, List, Optional, Tuple
 
-Entry = Tuple[int, bytes]
-"""(seq, frame): seq rises by one per record pushed, starting at 1."""
+Entry = Tuple[int, Any]
+"""(seq, item): seq rises by one per record pushed, starting at 1."""
 
 
 class Outbox:
-    """A FIFO with room for `capacity` records; when full the oldest is dropped and counted.
+    """A FIFO of at most `max_bytes` (and `max_records`); when full the oldest is dropped and counted.
 
     push() is the only call the application thread makes: one short lock, no
     I/O. Waking the sender costs a lock release, and only when it is idle.
     """
 
-    def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError('max_buffer_size must be at least 1, not %r' % (capacity,))
-        self.capacity = capacity
+    def __init__(self, max_bytes: int, max_records: Optional[int] = None) -> None:
+        if max_records is not None and max_records < 1:
+            raise ValueError('max_buffer_size must be at least 1, not %r' % (max_records,))
+        if max_bytes < 1:
+            raise ValueError('max_buffer_bytes must be at least 1, not %r' % (max_bytes,))
+        self.max_bytes = max_bytes
+        self.max_records = max_records
         self.dropped_total = 0
-        self._entries: Deque[Entry] = deque()
+        self.bytes = 0
+        self._entries: Deque[Tuple[int, Any, int]] = deque()
         self._lock = threading.RLock()  # a signal handler that logs may interrupt push() in the same thread
         self._next_seq = 1
         self._first_unsent = 1
+        self._first_unspooled = 1
         self._dropped_unreported = 0
         self._evicted_in_flight: Deque[int] = deque()
         self._sender_idle = False
@@ -41,17 +51,10 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def push(self, frame: bytes) -> None:
-        """Queue one frame, dropping the oldest record when the queue is full."""
+    def push(self, item: Any, size: int) -> None:
+        """Queue one record of about `size` bytes, dropping the oldest while the queue is over its bounds."""
         with self._lock:
-            ring = self._append(frame)
-        if ring:
-            self._ring()
-
-    def push_numbered(self, make_frame: Callable[[int], bytes]) -> None:
-        """Queue the frame `make_frame` builds for the record's seq (acknowledged mode carries it)."""
-        with self._lock:
-            ring = self._append(make_frame(self._next_seq))
+            ring = self._append(item, size)
         if ring:
             self._ring()
 
@@ -99,8 +102,8 @@ class Outbox:
             self._sender_idle = False
         self._ring()
 
-    def take_unsent(self, max_bytes: int) -> List[Entry]:
-        """The oldest records not yet handed out, at least one and about `max_bytes` in all.
+    def take_unsent(self, max_bytes: int, below: Optional[int] = None) -> List[Entry]:
+        """The oldest records not yet handed out (with a seq under `below`), at least one and about `max_bytes`.
 
         They stay queued until confirm() covers them or rewind() hands them out again.
         """
@@ -111,26 +114,51 @@ class Outbox:
             start = max(self._first_unsent - entries[0][0], 0)
             batch: List[Entry] = []
             size = 0
-            for entry in itertools.islice(entries, start, None):
-                if batch and size + len(entry[1]) > max_bytes:
+            for seq, item, item_size in itertools.islice(entries, start, None):
+                if (batch and size + item_size > max_bytes) or (below is not None and seq >= below):
                     break
-                batch.append(entry)
-                size += len(entry[1])
+                batch.append((seq, item))
+                size += item_size
             if batch:
                 self._first_unsent = batch[-1][0] + 1
             return batch
+
+    def take_unspooled(self) -> List[Entry]:
+        """Every record not yet handed to the spool, oldest first; from now on they count as spooled."""
+        with self._lock:
+            entries = self._entries
+            if not entries or entries[-1][0] < self._first_unspooled:
+                return []
+            start = max(self._first_unspooled - entries[0][0], 0)
+            batch = [(seq, item) for seq, item, _ in itertools.islice(entries, start, None)]
+            self._first_unspooled = batch[-1][0] + 1
+            return batch
+
+    def first_unspooled(self) -> int:
+        with self._lock:
+            return self._first_unspooled
+
+    def oldest_seq(self) -> int:
+        """The seq of the oldest record still queued; the next seq when the queue is empty."""
+        with self._lock:
+            return self._entries[0][0] if self._entries else self._next_seq
 
     def confirm(self, last_seq: int) -> None:
         """Remove every record up to and including `last_seq`: it is delivered (or given up on)."""
         with self._lock:
             entries = self._entries
             while entries and entries[0][0] <= last_seq:
-                entries.popleft()
+                self.bytes -= entries.popleft()[2]
             evicted = self._evicted_in_flight
             while evicted and evicted[0] <= last_seq:
                 evicted.popleft()
             if self._first_unsent <= last_seq:
                 self._first_unsent = last_seq + 1
+
+    def take_back(self, seq: int) -> None:
+        """Hand out the records from `seq` on again later: the sender took them but did not send them."""
+        with self._lock:
+            self._first_unsent = min(self._first_unsent, seq)
 
     def rewind(self) -> None:
         """Hand out every unconfirmed record again, oldest first (after a lost connection)."""
@@ -139,22 +167,33 @@ class Outbox:
             self._count_dropped(len(self._evicted_in_flight))
             self._evicted_in_flight.clear()
 
-    def discard(self) -> int:
-        """Give up on every record not yet confirmed (at close); return how many, counted as dropped."""
+    def discard(self, kept_below: int = 0) -> int:
+        """Give up on every record not yet confirmed (at close); return how many are lost, counted as dropped.
+
+        Records with a seq under `kept_below` are not lost: they are in the spool.
+        """
         with self._lock:
-            count = len(self._entries) + len(self._evicted_in_flight)
+            count = sum(1 for seq, _, _ in self._entries if seq >= kept_below) + len(self._evicted_in_flight)
             self._entries.clear()
+            self.bytes = 0
             self._evicted_in_flight.clear()
             self._first_unsent = self._next_seq
             self._count_dropped(count)
             return count
 
-    def _append(self, frame: bytes) -> bool:
+    def has_unspooled(self) -> bool:
+        with self._lock:
+            return bool(self._entries) and self._entries[-1][0] >= self._first_unspooled
+
+    def _append(self, item: Any, size: int) -> bool:
         """Add under the lock; True when the sender is idle and must be woken."""
         entries = self._entries
-        if len(entries) >= self.capacity:
+        if self.max_records is not None and len(entries) >= self.max_records:
             self._evict_oldest()
-        entries.append((self._next_seq, frame))
+        while entries and self.bytes + size > self.max_bytes:
+            self._evict_oldest()
+        entries.append((self._next_seq, item, size))
+        self.bytes += size
         self._next_seq += 1
         ring = self._sender_idle
         self._sender_idle = False
@@ -162,7 +201,8 @@ class Outbox:
 
     def _evict_oldest(self) -> None:
         """Make room. A record already handed to the sender counts as dropped only if it is never confirmed."""
-        seq, _ = self._entries.popleft()
+        seq, _, size = self._entries.popleft()
+        self.bytes -= size
         if seq < self._first_unsent:
             self._evicted_in_flight.append(seq)
         else:

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import loghog.handler
+import loghog.sender
 from loghog import LoghogHandler
 from loghog.encoder import RecordEncoder
 from loghog.outbox import Outbox
@@ -212,7 +212,8 @@ def test_constructor_takes_the_07_arguments_in_the_07_order():
     import inspect
     ours = [[p.name, repr(p.default)] for p in inspect.signature(LoghogHandler.__init__).parameters.values()
             if p.kind == p.POSITIONAL_OR_KEYWORD][1:]
-    assert ours == legacy
+    # The one deliberate change: the queue is bounded in bytes, and in records only when asked.
+    assert ours == [[name, 'None' if name == 'max_buffer_size' else default] for name, default in legacy]
 
 
 def test_positional_arguments_land_where_07_put_them(capture, make_handler):
@@ -220,6 +221,7 @@ def test_positional_arguments_land_where_07_put_them(capture, make_handler):
                            acknowledged=False)
     assert (handler.address, handler.use_stream, handler.secret, handler.hostname, handler.max_buffer_size) == \
         (('127.0.0.1', capture.port), True, 'sekrit', 'web1', 7)
+    assert handler.servers == [('127.0.0.1', capture.port)]
     handler.handle(make_record(1795496956.0))
     handler.close()
     capture.wait_for_records(1)
@@ -605,7 +607,7 @@ def test_tls_delivers_over_one_connection_despite_session_tickets(pki, make_hand
 
 @pytest.mark.parametrize('greeting', [b'', b'HTTP/1.1 400 Bad Request\r\n\r\n' * 4])
 def test_a_failed_handshake_never_sends_a_byte_in_plaintext(pki, make_handler, monkeypatch, greeting):
-    monkeypatch.setattr(loghog.handler, 'CONNECT_TIMEOUT', 0.3)
+    monkeypatch.setattr(loghog.sender, 'CONNECT_TIMEOUT', 0.3)
     listener = Capture(greeting=greeting)
     try:
         ssl_info = {'pemfile': pki.client_pem('web1'), 'cacert': pki.ca_cert}
@@ -863,7 +865,8 @@ def test_client_distribution_is_the_loghog_package_alone_with_no_dependencies(tm
         metadata = archive.read(next(name for name in names if name.endswith('/METADATA'))).decode()
     assert sorted(name for name in names if '.dist-info/' not in name) == [
         'loghog/__init__.py', 'loghog/encoder.py', 'loghog/handler.py', 'loghog/outbox.py',
-        'loghog/protocol.py', 'loghog/transport.py']
+        'loghog/protocol.py', 'loghog/replay.py', 'loghog/sender.py', 'loghog/servers.py', 'loghog/spool.py',
+        'loghog/transport.py']
     assert 'Requires-Dist' not in metadata
 
 
@@ -878,21 +881,24 @@ def test_emit_benchmark_runs_and_prints_every_handler():
 # The queue ------------------------------------------------------------------
 
 @settings(max_examples=300)
-@given(capacity=st.integers(min_value=1, max_value=8),
-       steps=st.lists(st.sampled_from(['push', 'take', 'confirm', 'fail']), max_size=80))
-def test_outbox_never_loses_count_of_a_record_and_never_confirms_one_twice(capacity, steps):
-    """Every record ends up confirmed once, dropped once, or still queued."""
-    outbox = Outbox(capacity)
+@given(max_records=st.one_of(st.none(), st.integers(min_value=1, max_value=8)),
+       max_bytes=st.integers(min_value=1, max_value=40),
+       steps=st.lists(st.tuples(st.sampled_from(['push', 'take', 'confirm', 'fail']), st.integers(1, 12)),
+                      max_size=80))
+def test_outbox_never_loses_count_of_a_record_and_never_confirms_one_twice(max_records, max_bytes, steps):
+    """Every record ends up confirmed once, dropped once, or still queued; the bounds always hold."""
+    outbox = Outbox(max_bytes, max_records)
     pushed = 0
     in_flight: List[int] = []
     confirmed: List[int] = []
-    for step in steps + ['fail']:
+    for step, size in steps + [('fail', 0)]:
         if step == 'push':
             pushed += 1
-            outbox.push(b'%d' % pushed)
+            outbox.push(pushed, size)
         elif step == 'take':
             batch = outbox.take_unsent(10)
             assert all(seq not in in_flight and seq not in confirmed for seq, _ in batch)
+            assert all(seq == item for seq, item in batch)
             in_flight.extend(seq for seq, _ in batch)
         elif step == 'confirm' and in_flight:
             outbox.confirm(in_flight[-1])
@@ -901,10 +907,11 @@ def test_outbox_never_loses_count_of_a_record_and_never_confirms_one_twice(capac
         elif step == 'fail':
             outbox.rewind()
             in_flight = []
-        assert len(outbox) <= capacity
+        assert max_records is None or len(outbox) <= max_records
+        assert outbox.bytes <= max_bytes or len(outbox) == 1
     assert confirmed == sorted(set(confirmed))
     assert pushed == len(confirmed) + outbox.dropped_total + len(outbox)
     left = len(outbox)
     dropped = outbox.dropped_total
     assert outbox.discard() == left
-    assert (len(outbox), outbox.dropped_total) == (0, dropped + left)
+    assert (len(outbox), outbox.dropped_total, outbox.bytes) == (0, dropped + left, 0)

@@ -1,0 +1,136 @@
+"""Delivering the spool of a process that died, from a thread of the process that found it.
+
+Each spool is sent over its own connection, because an ACK covers the
+client_id of the connection's records, and the records keep the dead
+process's client_id and seqs, so the server drops what had already arrived.
+A chunk is sent, its ACK awaited, then the next: spools are rare and this
+keeps the dead process's numbering simple to follow.
+"""
+
+import _thread
+import os
+import threading
+import time
+from typing import Callable, List, Optional, Tuple
+
+from loghog.sender import (ACK_POLL, CONNECT_TIMEOUT, MAX_BATCH_BYTES, OVERSIZED_STRIKES, SAFE_FRAME_BYTES,
+                           SEND_TIMEOUT, Backoff, Route)
+from loghog.servers import Failover, format_address
+from loghog.spool import Orphan, claim_orphans, read_segment
+from loghog.transport import StreamConnection, connect_stream
+
+Frame = Tuple[int, bytes]
+
+
+class Replayer:
+    """Finds the spools of dead processes in `directory` and delivers them, one at a time."""
+
+    def __init__(self, directory: str, own_client_id: str, route: Route, warn: Callable[[str], None]) -> None:
+        self.directory = directory
+        self.own_client_id = own_client_id
+        self.route = route
+        self.warn = warn
+        self.done = threading.Event()
+        self.stopping = threading.Event()
+        self.delivered_total = 0
+        self.oversized_total = 0
+
+    def start(self) -> None:
+        _thread.start_new_thread(self._run, ())
+
+    def _run(self) -> None:
+        try:
+            for orphan in claim_orphans(self.directory, self.own_client_id):
+                try:
+                    delivered = self._deliver(orphan)
+                except Exception as error:
+                    self.warn('could not deliver the spool %s of a process that ended: %r' % (orphan.client_id, error))
+                    delivered = False
+                if not delivered:
+                    orphan.release()
+                    return
+                orphan.finish()
+        finally:
+            self.done.set()
+
+    def _deliver(self, orphan: Orphan) -> bool:
+        """Send every record of the orphan's segments until the server acknowledges it; False when stopped."""
+        failover = Failover(self.route.failover.addresses, self.route.failover.primary_retry_seconds)
+        connection: Optional[StreamConnection] = None
+        acknowledged = orphan.acknowledged()
+        backoff = Backoff()
+        strikes = 0
+        try:
+            for path in orphan.segments():
+                frames = read_segment(path, acknowledged)
+                position = 0
+                while position < len(frames):
+                    if self.stopping.is_set():
+                        return False
+                    chunk = _chunk(frames, position)
+                    try:
+                        if connection is None:
+                            connection = connect_stream(failover.current, CONNECT_TIMEOUT, self.route.tls)
+                            connection.sock.settimeout(SEND_TIMEOUT)
+                        connection.send(chunk)
+                        _wait_for_ack(connection, chunk[-1][0], self.route.ack_timeout)
+                    except (OSError, ValueError) as error:
+                        if connection is not None:
+                            connection.close()
+                        connection = None
+                        if len(chunk[0][1]) > SAFE_FRAME_BYTES:
+                            strikes += 1
+                            if strikes >= OVERSIZED_STRIKES:
+                                self.oversized_total += 1
+                                self.warn('dropped a spooled record of more than %d bytes: %s closed the connection'
+                                          ' each time it was sent' % (SAFE_FRAME_BYTES - 8,
+                                                                      format_address(failover.current)))
+                                position += 1
+                                strikes = 0
+                            continue
+                        self.warn('spool %s: %s (%s); retrying' % (orphan.client_id,
+                                                                  format_address(failover.current), error))
+                        if failover.next():
+                            self.stopping.wait(backoff.next_delay())
+                        continue
+                    backoff.reset()
+                    strikes = 0
+                    position += len(chunk)
+                    acknowledged = chunk[-1][0]
+                    orphan.note_acknowledged(acknowledged)
+                    self.delivered_total += len(chunk)
+                _unlink(path)
+        finally:
+            if connection is not None:
+                connection.close()
+        return True
+
+
+def _chunk(frames: List[Frame], position: int) -> List[Frame]:
+    """The frames from `position` up to about MAX_BATCH_BYTES; a frame a server may refuse goes alone."""
+    chunk: List[Frame] = []
+    size = 0
+    for seq, frame in frames[position:]:
+        big = len(frame) > SAFE_FRAME_BYTES
+        if chunk and (big or size + len(frame) > MAX_BATCH_BYTES):
+            break
+        chunk.append((seq, frame))
+        size += len(frame)
+        if big:
+            break
+    return chunk
+
+
+def _wait_for_ack(connection: StreamConnection, seq: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while connection.read_acks() < seq:
+        if time.monotonic() >= deadline:
+            raise ConnectionError('no acknowledgement for %g s' % timeout)
+        connection.wait_readable(ACK_POLL)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

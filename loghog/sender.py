@@ -1,0 +1,357 @@
+"""The sender thread of a handler: connect (with failover), spool, send, read acknowledgements.
+
+Only this thread touches the network and the spool; the application thread
+only queues records in the outbox. Records are encoded here, from what the
+outbox holds, each time they are sent.
+"""
+
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+from loghog.encoder import RecordEncoder
+from loghog.outbox import Outbox
+from loghog.servers import Address, Failover, format_address
+from loghog.spool import Spool
+from loghog.transport import Connection, SendError, connect_datagram, connect_stream
+
+CONNECT_TIMEOUT = 5.0
+PRIMARY_PROBE_TIMEOUT = 1.0
+SEND_TIMEOUT = 10.0
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 5.0
+MAX_BATCH_BYTES = 256 * 1024
+IDLE_WAKEUP = 1.0
+ACK_POLL = 0.02
+SPOOL_POLL = 0.05
+SAFE_FRAME_BYTES = 8 + 8192  # every loghogd accepts a payload this big (its smallest max_message_size)
+OVERSIZED_STRIKES = 2
+
+Record = Tuple[str, int, int, str]
+"""(module, stamp, nsecs, body): what the outbox holds until the sender encodes it."""
+
+
+class Backoff:
+    """Exponential delays with jitter, so a fleet of clients does not reconnect in step."""
+
+    def __init__(self, first: float = BACKOFF_FIRST, maximum: float = BACKOFF_MAX) -> None:
+        self.first = first
+        self.maximum = maximum
+        self._next = first
+
+    def next_delay(self) -> float:
+        delay = random.uniform(self._next / 2, self._next)
+        self._next = min(self._next * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first
+
+
+@dataclass
+class Route:
+    """How to reach the servers: fixed for a handler's life."""
+    failover: Failover
+    stream: bool
+    tls: object
+    ack_timeout: float
+
+
+class Sender:
+    """One handler's delivery state, driven by its sender thread (run())."""
+
+    def __init__(self, route: Route, encoder: RecordEncoder, outbox: Outbox, spool: Optional[Spool],
+                 acknowledged: bool, warn: Callable[[str], None], debug: bool) -> None:
+        self.route = route
+        self.failover = route.failover
+        self.encoder = encoder
+        self.outbox = outbox
+        self.spool = spool
+        self.acknowledged = acknowledged
+        self.warn = warn
+        self.debug = debug
+        self.client_id = uuid.uuid4().hex  # a forked child numbers its records afresh, under its own id
+        self.connection: Optional[Connection] = None
+        self.closed = False
+        self.deadline = 0.0
+        self.interrupt = threading.Event()
+        self.ever_connected = False
+        self.ever_acknowledged = False
+        self.oversized_total = 0
+        self.last_error = ''
+        self._connection_acknowledged = False
+        self._ack_wait_started: Optional[float] = None
+        self._holding_big = False
+        self._big_in_flight = 0
+        self._strikes: Dict[int, int] = {}
+        self._primary: Optional[Tuple[Connection, float]] = None  # the first server, back, while we drain
+
+    def run(self) -> None:
+        """Send queued records until close() and the queue is empty or its deadline passes."""
+        backoff = Backoff()
+        failing = False
+        while not self.finished():
+            try:
+                self._spool_new()
+                if not self._wait_for_work():
+                    continue
+                self._spool_new()
+                if self.connection is None:
+                    self._open()
+                elif not self._server_still_there():
+                    self._debug('%s closed the connection; reconnecting' % self._where())
+                    self._lost_connection()
+                    continue
+                elif self._switch_to_primary():
+                    continue
+                if self.outbox.has_unsent() and self._primary is None:
+                    self._send_batch()
+                backoff.reset()
+                failing = False
+            except Exception as error:
+                self._report_failure(error, failing)
+                failing = True
+                self._lost_connection()
+                if self.failover.next():
+                    self._sleep(backoff.next_delay())
+        self._drop(self._primary[0] if self._primary else None)
+        self._drop(self.connection)
+        self.connection = self._primary = None
+
+    def finished(self) -> bool:
+        if not self.closed:
+            return False
+        return len(self.outbox) == 0 or time.monotonic() >= self.deadline
+
+    def _report_failure(self, error: Exception, failing: bool) -> None:
+        connected = self.connection is not None
+        what = 'lost the connection to' if connected else 'could not connect to'
+        self.last_error = '%s %s (%s)' % (what, self._where(), error)
+        if not isinstance(error, (OSError, ValueError)):
+            self.warn('unexpected sender error, retrying: %r' % (error,))
+        elif not failing or self.debug:
+            following = 'the next server, %s' % format_address(self.failover.addresses[
+                (self.failover.addresses.index(self.failover.current) + 1) % len(self.failover.addresses)]) \
+                if self.failover.several else 'it'
+            self.warn('%s; retrying %s%s' % (self.last_error, following,
+                                             '' if self.debug else ', quietly until delivery works again'))
+
+    def _where(self) -> str:
+        return format_address(self.failover.current)
+
+    def _open(self) -> None:
+        self.connection = self._connect(self.failover.current, CONNECT_TIMEOUT)
+        self.ever_connected = True
+        self._connection_acknowledged = False
+        self._ack_wait_started = None
+        self._debug('connected to %s' % self._where())
+        dropped = self.outbox.take_dropped()
+        if dropped:
+            self.warn('%d record(s) were dropped while the server could not take them (queue of %s full)'
+                      % (dropped, self._queue_bound()))
+
+    def _queue_bound(self) -> str:
+        outbox = self.outbox
+        bound = '%d MiB' % (outbox.max_bytes // 2**20) if outbox.max_bytes >= 2**20 else '%d bytes' % outbox.max_bytes
+        return bound if outbox.max_records is None else '%s or %d records' % (bound, outbox.max_records)
+
+    def _connect(self, address: Address, timeout: float) -> Connection:
+        if self.closed:
+            timeout = max(0.05, min(timeout, self.deadline - time.monotonic()))
+        if not self.route.stream:
+            return connect_datagram(address, self.outbox.count_dropped)
+        connection = connect_stream(address, timeout, self.route.tls)
+        connection.sock.settimeout(SEND_TIMEOUT)
+        return connection
+
+    def _wait_for_work(self) -> bool:
+        """Wait for records to send or, with records awaiting an ACK, for the server to answer."""
+        if self.acknowledged and self.connection is not None and self.outbox.last_in_flight():
+            if self._holding_big or self._primary is not None or not self.outbox.has_unsent():
+                self.connection.wait_readable(ACK_POLL)
+            return True
+        if self.spool is not None:
+            return self.outbox.wait_for_unsent(SPOOL_POLL)
+        return self.outbox.wait_for_unsent(IDLE_WAKEUP)
+
+    def _spool_new(self) -> None:
+        """Write every record not yet in the spool to it (before it may be sent)."""
+        if self.spool is None:
+            return
+        entries = self.outbox.take_unspooled()
+        if entries:
+            self.spool.append([(seq, self._encode(seq, record)) for seq, record in entries])
+
+    def _encode(self, seq: int, record: Record) -> bytes:
+        module, stamp, nsecs, body = record
+        if self.acknowledged:
+            return self.encoder.encode(module, stamp, nsecs, body, self.client_id, seq)
+        return self.encoder.encode(module, stamp, nsecs, body)
+
+    def _server_still_there(self) -> bool:
+        """False when the server closed the connection; in acknowledged mode, apply its ACKs."""
+        if not self.acknowledged:
+            return not self.connection.peer_closed()
+        try:
+            acknowledged = self.connection.read_acks()
+        except ConnectionError:
+            return False
+        if acknowledged:
+            self._confirm(acknowledged)
+            self._connection_acknowledged = self.ever_acknowledged = True
+            self._ack_wait_started = None
+        else:
+            self._check_acks_arrive()
+        return True
+
+    def _check_acks_arrive(self) -> None:
+        """Act on a connection that carried records for ack_timeout with no ACK.
+
+        With several servers it counts as down (the next one gets the
+        records). With one, a connection that never brought back an ACK is a
+        server without 1.1: fall back to version 1, counting what was sent as
+        delivered, as version 1 does; a server that acknowledged once speaks
+        1.1 and is only slow, so it is waited for.
+        """
+        in_flight = self.outbox.last_in_flight()
+        if not in_flight:
+            self._ack_wait_started = None
+            return
+        now = time.monotonic()
+        if self._ack_wait_started is None:
+            self._ack_wait_started = now
+            return
+        if now - self._ack_wait_started <= self.route.ack_timeout:
+            return
+        if self.failover.several:
+            raise ConnectionError('no acknowledgement for %g s' % self.route.ack_timeout)
+        if not self._connection_acknowledged:
+            self.acknowledged = False
+            self._confirm(in_flight)
+            if self.spool is not None:  # spooled frames ask for ACKs: useless to this server
+                self.spool.remove()
+                self.spool = None
+            self.warn('%s sent no acknowledgement for %g s; sending without acknowledgements (as loghog 0.7)'
+                      ' from now on' % (self._where(), self.route.ack_timeout))
+
+    def _switch_to_primary(self) -> bool:
+        """On another server: once the first is back, drain what is in flight, then move to it."""
+        if self._primary is None:
+            if not self.failover.primary_due():
+                return False
+            try:
+                connection = self._connect(self.failover.addresses[0], PRIMARY_PROBE_TIMEOUT)
+            except OSError:
+                self.failover.tried_primary()
+                return False
+            self._primary = (connection, time.monotonic())
+        connection, since = self._primary
+        if self.outbox.last_in_flight() and time.monotonic() - since < self.route.ack_timeout:
+            return False  # the records in flight here are acknowledged here, so they are not sent twice
+        self._drop(self.connection)
+        self.outbox.rewind()
+        self.connection, self._primary = connection, None
+        self.failover.back_to_primary()
+        self._connection_acknowledged = False
+        self._ack_wait_started = None
+        self._debug('back on %s' % self._where())
+        return True
+
+    def _send_batch(self) -> None:
+        below = self.outbox.first_unspooled() if self.spool is not None else None
+        batch = self.outbox.take_unsent(MAX_BATCH_BYTES, below)
+        if not batch:
+            return
+        acknowledged = self.acknowledged  # then only an ACK confirms a record
+        frames = [(seq, self._encode(seq, record)) for seq, record in batch]
+        if acknowledged:
+            frames = self._hold_back_big(frames)
+            if not frames:
+                return
+        try:
+            last_sent = self.connection.send(frames)
+        except SendError as error:
+            if error.last_sent and not acknowledged:
+                self._confirm(error.last_sent)
+            raise
+        if not acknowledged:
+            self._confirm(last_sent)
+
+    def _hold_back_big(self, frames: List[Tuple[int, bytes]]) -> List[Tuple[int, bytes]]:
+        """A frame a server may refuse goes alone, once everything before it is acknowledged.
+
+        A server closes the connection on a frame over its max_message_size;
+        sent alone, such a frame is recognised by that and dropped after
+        OVERSIZED_STRIKES tries instead of being resent forever.
+        """
+        self._holding_big = False
+        for index, (seq, frame) in enumerate(frames):
+            if len(frame) > SAFE_FRAME_BYTES:
+                break
+        else:
+            return frames
+        if index:
+            self.outbox.take_back(seq)
+            return frames[:index]
+        if self.outbox.oldest_seq() < seq:
+            self.outbox.take_back(seq)
+            self._holding_big = True
+            return []
+        self.outbox.take_back(seq + 1)
+        self._big_in_flight = seq
+        return frames[:1]
+
+    def _lost_connection(self) -> None:
+        """Drop the connection; what it did not confirm is sent again, except a frame the server refuses."""
+        big = self._big_in_flight
+        self._big_in_flight = 0
+        self._holding_big = False
+        if big and self.outbox.oldest_seq() == big and self.connection is not None:
+            strikes = self._strikes.pop(big, 0) + 1
+            if strikes < OVERSIZED_STRIKES:
+                self._strikes[big] = strikes
+            else:
+                self._confirm(big)
+                self.outbox.count_dropped()
+                self.oversized_total += 1
+                self.warn('dropped a record of more than %d bytes: %s closed the connection each time it was sent'
+                          ' (over its max_message_size)' % (SAFE_FRAME_BYTES - 8, self._where()))
+        self._drop(self.connection)
+        self.connection = None
+        if self._primary is not None:
+            self._drop(self._primary[0])
+            self._primary = None
+        self.outbox.rewind()
+
+    def _confirm(self, last_seq: int) -> None:
+        self.outbox.confirm(last_seq)
+        if self.spool is not None:
+            self.spool.confirm(last_seq)
+
+    def _sleep(self, delay: float) -> None:
+        """Back off, but no later than close()'s deadline; close() cuts a long wait short; records keep being spooled."""
+        if self.closed:
+            delay = min(delay, max(0.0, self.deadline - time.monotonic()))
+        end = time.monotonic() + delay
+        while True:
+            self._spool_new()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            if self.interrupt.wait(min(left, SPOOL_POLL) if self.spool is not None else left):
+                self.interrupt.clear()
+                return
+
+    def _drop(self, connection: Optional[Connection]) -> None:
+        if connection is not None:
+            try:
+                connection.close()
+            except OSError:
+                pass
+
+    def _debug(self, message: str) -> None:
+        if self.debug:
+            self.warn(message)
