@@ -207,7 +207,8 @@ class LoghogHandler(logging.Handler):
         if not left:
             return
         if not sender.ever_connected:
-            why = 'could not connect to %s (%s)' % (self._route.failover.describe(), sender.last_error or 'no try')
+            why = 'not delivered: could not connect to %s (%s)' % (self._route.failover.describe(),
+                                                                  sender.last_error or 'not tried yet')
         else:
             why = '%s by %s within flush_timeout=%ss' % (
                 'not acknowledged' if sender.acknowledged else 'not delivered', self._route.failover.describe(),

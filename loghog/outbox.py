@@ -123,16 +123,19 @@ class Outbox:
                 self._first_unsent = batch[-1][0] + 1
             return batch
 
-    def take_unspooled(self) -> List[Entry]:
-        """Every record not yet handed to the spool, oldest first; from now on they count as spooled."""
+    def unspooled(self) -> List[Entry]:
+        """Every record not yet in the spool, oldest first (spooled() says when they are)."""
         with self._lock:
             entries = self._entries
             if not entries or entries[-1][0] < self._first_unspooled:
                 return []
             start = max(self._first_unspooled - entries[0][0], 0)
-            batch = [(seq, item) for seq, item, _ in itertools.islice(entries, start, None)]
-            self._first_unspooled = batch[-1][0] + 1
-            return batch
+            return [(seq, item) for seq, item, _ in itertools.islice(entries, start, None)]
+
+    def spooled(self, last_seq: int) -> None:
+        """Records up to `last_seq` are in the spool: they may be sent."""
+        with self._lock:
+            self._first_unspooled = max(self._first_unspooled, last_seq + 1)
 
     def first_unspooled(self) -> int:
         with self._lock:

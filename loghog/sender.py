@@ -181,9 +181,10 @@ class Sender:
         """Write every record not yet in the spool to it (before it may be sent)."""
         if self.spool is None:
             return
-        entries = self.outbox.take_unspooled()
+        entries = self.outbox.unspooled()
         if entries:
             self.spool.append([(seq, self._encode(seq, record)) for seq, record in entries])
+            self.outbox.spooled(entries[-1][0])
 
     def _encode(self, seq: int, record: Record) -> bytes:
         module, stamp, nsecs, body = record

@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
+import pytest
+
 from loghog import LoghogHandler
 from tests.e2e.test_client import free_port, on_port
 from tests.support.daemon import Loghogd, wait_for
@@ -138,8 +140,9 @@ def run_under_chaos(tmp_path, acknowledged: bool, total: int, terms: int, kills:
     outcome = Outcome(total)
     port = free_port()
     daemon = Loghogd(tmp_path, FACILITIES, config=on_port(port)).start()
-    handler = LoghogHandler('demo', '127.0.0.1', port, hostname='web1', max_buffer_size=total + 1,
-                            acknowledged=acknowledged, flush_timeout=120.0)
+    # The default queue bounds (64 MiB, no record count): the run proves what a user gets.
+    handler = LoghogHandler('demo', '127.0.0.1', port, hostname='web1', acknowledged=acknowledged,
+                            flush_timeout=120.0)
     logger = logging_to(handler)
     produced = [0]
     chaos = Chaos(daemon, positions, signals, rng, lambda: produced[0], outcome)
@@ -196,6 +199,14 @@ def assert_exactly_once(outcome: Outcome) -> None:
 def test_50000_acknowledged_records_land_exactly_once_across_5_restarts_and_5_kills(tmp_path):
     outcome = run_under_chaos(tmp_path, acknowledged=True, total=50000, terms=5, kills=5, rate=5000)
     assert len(outcome.events) == 10
+    assert_exactly_once(outcome)
+
+
+@pytest.mark.slow
+def test_the_default_handler_keeps_5000_records_a_second_exactly_once_across_3_kills(tmp_path):
+    """issue 19: 5 s at 5 000 records/s while loghogd is killed with SIGKILL and restarted three times."""
+    outcome = run_under_chaos(tmp_path, acknowledged=True, total=25000, terms=0, kills=3, rate=5000)
+    assert len(outcome.events) == 3
     assert_exactly_once(outcome)
 
 
