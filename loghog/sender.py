@@ -129,14 +129,14 @@ class Sender:
     def _report_failure(self, error: Exception, failing: bool) -> None:
         connected = self.connection is not None
         what = 'lost the connection to' if connected else 'could not connect to'
-        self.last_error = '%s %s (%s)' % (what, self._where(), error)
+        self.last_error = str(error)
         if not isinstance(error, (OSError, ValueError)):
             self.warn('unexpected sender error, retrying: %r' % (error,))
         elif not failing or self.debug:
             following = 'the next server, %s' % format_address(self.failover.addresses[
                 (self.failover.addresses.index(self.failover.current) + 1) % len(self.failover.addresses)]) \
                 if self.failover.several else 'it'
-            self.warn('%s; retrying %s%s' % (self.last_error, following,
+            self.warn('%s %s (%s); retrying %s%s' % (what, self._where(), error, following,
                                              '' if self.debug else ', quietly until delivery works again'))
 
     def _where(self) -> str:

@@ -3,7 +3,7 @@
 Layout in `spool_dir`, per handler (client_id): `<client_id>.lock`, held
 with flock() while the process lives and holding the highest acknowledged
 seq (8 bytes), and segments `<client_id>.<n>.spool`, each a run of records
-`seq (u64) | length (u32) | crc32 (u32) | frame`. A segment is deleted once
+`seq (u64) | length (u32) | crc32 of all that precedes and the frame (u32) | frame`. A segment is deleted once
 an ACK covers its last record; a torn or corrupt tail (the process died in
 a write) ends a segment. A process that can lock another client_id's lock
 file owns the spool of a process that died and sends it under that
@@ -21,6 +21,7 @@ import zlib
 from typing import Iterator, List, Optional, Tuple
 
 RECORD = struct.Struct('!QLL')
+HEAD = struct.Struct('!QL')
 ACKED = struct.Struct('!Q')
 SEGMENT_BYTES = 1024 * 1024
 MAX_SPOOLED_FRAME = 64 * 1024 * 1024
@@ -49,7 +50,7 @@ class Spool:
             return
         if self._lock_fd is None:
             self._open_lock()
-        data = b''.join(RECORD.pack(seq, len(frame), zlib.crc32(frame)) + frame for seq, frame in frames)
+        data = b''.join(_record(seq, frame) for seq, frame in frames)
         if self._current is None or self._segments[-1][2] >= SEGMENT_BYTES:
             self._start_segment()
         while self._bytes + len(data) > self.max_bytes and len(self._segments) > 1:
@@ -184,7 +185,7 @@ def read_segment(path: str, after_seq: int) -> List[Frame]:
         if length > MAX_SPOOLED_FRAME or end > len(data):
             break
         frame = data[pos + RECORD.size:end]
-        if zlib.crc32(frame) != crc:
+        if zlib.crc32(frame, zlib.crc32(HEAD.pack(seq, length))) != crc:
             break
         if seq > after_seq:
             frames.append((seq, frame))
@@ -213,6 +214,11 @@ def claim_orphans(directory: str, own_client_id: str) -> Iterator[Orphan]:
             os.close(fd)  # its process is alive (or another one has claimed it)
             continue
         yield Orphan(directory, client_id, fd)
+
+
+def _record(seq: int, frame: bytes) -> bytes:
+    head = HEAD.pack(seq, len(frame))
+    return RECORD.pack(seq, len(frame), zlib.crc32(frame, zlib.crc32(head))) + frame
 
 
 def _listdir(directory: str) -> List[str]:
