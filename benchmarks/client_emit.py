@@ -1,4 +1,5 @@
-"""What one logging call costs the application: our LoghogHandler, logging.FileHandler, loghog 0.7.
+"""What one logging call costs the application: our LoghogHandler (plain, acknowledged, with a disk
+spool), logging.FileHandler, loghog 0.7.
 
     .venv/bin/python benchmarks/client_emit.py [--records N]
 
@@ -46,19 +47,20 @@ def _summary(samples: List[int]) -> Dict[str, float]:
             'mean_us': sum(ordered) / len(ordered) / 1000}
 
 
-def _make_handler(kind: str, port: int, workdir: str):
+def _make_handler(kind: str, port: int, workdir: str, phase: str):
     import logging
     if kind == 'file':
         return logging.FileHandler(os.path.join(workdir, 'bench.log'))
     if kind.startswith('ours'):
         sys.path.insert(0, REPO)
     from loghog import LoghogHandler
+    if kind == 'ours-spool':
+        return LoghogHandler('bench', '127.0.0.1', port, hostname='bench1',
+                             spool_dir=os.path.join(workdir, 'spool-' + phase))
     if kind == 'ours-acked':
-        return LoghogHandler('bench', '127.0.0.1', port, hostname='bench1', max_buffer_size=100000,
-                             acknowledged=True)
+        return LoghogHandler('bench', '127.0.0.1', port, hostname='bench1', acknowledged=True)
     if kind == 'ours':
-        return LoghogHandler('bench', '127.0.0.1', port, hostname='bench1', max_buffer_size=100000,
-                             acknowledged=False)
+        return LoghogHandler('bench', '127.0.0.1', port, hostname='bench1', acknowledged=False)
     return LoghogHandler('bench', '127.0.0.1', port, hostname='bench1', max_buffer_size=100000)
 
 
@@ -69,7 +71,7 @@ def measure(kind: str, port: int, down_port: int, count: int, workdir: str) -> D
     for phase, target in (('up', port), ('down', down_port)):
         if phase == 'down' and kind == 'file':
             continue
-        handler = _make_handler(kind, target, workdir)
+        handler = _make_handler(kind, target, workdir, phase)
         logger = logging.getLogger('bench.%s.%s' % (kind, phase))
         logger.propagate = False
         logger.setLevel(logging.INFO)
@@ -134,7 +136,7 @@ def main() -> None:
     parser.add_argument('--records', type=int, default=20000)
     parser.add_argument('--rounds', type=int, default=3,
                         help='runs per handler, interleaved; each figure is the best round (noise only adds)')
-    parser.add_argument('--measure', choices=('ours', 'ours-acked', 'file', 'legacy'), help=argparse.SUPPRESS)
+    parser.add_argument('--measure', choices=('ours', 'ours-acked', 'ours-spool', 'file', 'legacy'), help=argparse.SUPPRESS)
     parser.add_argument('--port', type=int, help=argparse.SUPPRESS)
     parser.add_argument('--down-port', type=int, help=argparse.SUPPRESS)
     parser.add_argument('--workdir', help=argparse.SUPPRESS)
@@ -146,6 +148,7 @@ def main() -> None:
     down_port = closed_port()
     rows = [('loghog (this repo)', sys.executable, 'ours'),
             ('loghog, acknowledged', sys.executable, 'ours-acked'),
+            ('loghog, spool_dir', sys.executable, 'ours-spool'),
             ('logging.FileHandler', sys.executable, 'file'),
             ('loghog 0.7', LEGACY_PYTHON, 'legacy')]
     if not os.path.exists(LEGACY_PYTHON):

@@ -875,7 +875,7 @@ def test_emit_benchmark_runs_and_prints_every_handler():
                              '--records', '300', '--rounds', '1'],
                             check=True, capture_output=True, text=True, timeout=300).stdout
     rows = [line.split()[0] for line in output.splitlines()[2:]]
-    assert rows == ['loghog', 'loghog,', 'logging.FileHandler', 'loghog'], output
+    assert rows == ['loghog', 'loghog,', 'loghog,', 'logging.FileHandler', 'loghog'], output
 
 
 # The queue ------------------------------------------------------------------
