@@ -233,6 +233,7 @@ class LoghogHandler(logging.Handler):
                         self.print_debug)
         if self.spool_dir is not None:
             sender.spool = Spool(self.spool_dir, sender.client_id, self.spool_max_bytes)
+            self._outbox.spool_backed = True  # records over the memory bound stay queued in the spool
         self._sender = sender
         self._sender_done: Optional[threading.Event] = None  # set when the sender thread has ended
         self._replayer: Optional[Replayer] = None

@@ -3,7 +3,8 @@
 It holds what the sender will encode (the record's fields, not its frame),
 so the cost of encoding stays out of the logging call, and it is bounded in
 bytes (each record counts as the size the caller gives) and, optionally, in
-records.
+records. With a spool behind it, the oldest records that no longer fit stay
+queued as a range of seqs whose frames only the spool holds (item None).
 
 Records leave the queue only when the sender confirms them, not when it takes
 them: plain mode confirms once the kernel has accepted the bytes, and an
@@ -16,6 +17,10 @@ import itertools
 import threading
 from collections import deque
 from typing import Any, Deque, List, Optional, Tuple
+
+MAX_DISK_GAPS = 1000
+DISK_RECORD_GUESS = 256
+"""Bytes a spooled record is taken to have, to size a batch read back from the spool."""
 
 Entry = Tuple[int, Any]
 """(seq, item): seq rises by one per record pushed, starting at 1."""
@@ -44,12 +49,17 @@ class Outbox:
         self._first_unspooled = 1
         self._dropped_unreported = 0
         self._evicted_in_flight: Deque[int] = deque()
+        self.spool_backed = False  # then records evicted once spooled move to the disk range
+        self._disk_first = 0  # the disk range: seqs _disk_first.._disk_last, empty when _disk_first is 0
+        self._disk_last = 0
+        self._disk_gaps: Deque[List[int]] = deque()  # [first, last] runs inside it that were dropped
+        self._disk_gap_total = 0
         self._sender_idle = False
         self._bell = threading.Lock()
         self._bell.acquire()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + self._disk_count()
 
     def push(self, item: Any, size: int) -> None:
         """Queue one record of about `size` bytes, dropping the oldest while the queue is over its bounds."""
@@ -66,7 +76,8 @@ class Outbox:
         """The seq of the newest record handed out and not yet confirmed; 0 when there is none."""
         with self._lock:
             entries = self._entries
-            if self._evicted_in_flight or (entries and entries[0][0] < self._first_unsent):
+            if self._evicted_in_flight or (entries and entries[0][0] < self._first_unsent) \
+                    or (self._disk_first and self._disk_first < self._first_unsent):
                 return self._first_unsent - 1
             return 0
 
@@ -108,6 +119,8 @@ class Outbox:
         They stay queued until confirm() covers them or rewind() hands them out again.
         """
         with self._lock:
+            if self._disk_first and self._first_unsent <= self._disk_last:
+                return self._take_from_disk(max_bytes)
             entries = self._entries
             if not entries:
                 return []
@@ -144,7 +157,17 @@ class Outbox:
     def oldest_seq(self) -> int:
         """The seq of the oldest record still queued; the next seq when the queue is empty."""
         with self._lock:
+            if self._disk_first:
+                return self._disk_first
             return self._entries[0][0] if self._entries else self._next_seq
+
+    def lose_from_disk(self, last_seq: int) -> None:
+        """The spool no longer holds the disk range up to `last_seq` (its own bound): count it as dropped."""
+        with self._lock:
+            if self._disk_first and self._disk_first <= last_seq:
+                before = self._disk_count()
+                self._shrink_disk(min(last_seq, self._disk_last))
+                self._count_dropped(before - self._disk_count())
 
     def confirm(self, last_seq: int) -> None:
         """Remove every record up to and including `last_seq`: it is delivered (or given up on)."""
@@ -155,6 +178,8 @@ class Outbox:
             evicted = self._evicted_in_flight
             while evicted and evicted[0] <= last_seq:
                 evicted.popleft()
+            if self._disk_first and self._disk_first <= last_seq:
+                self._shrink_disk(min(last_seq, self._disk_last))
             if self._first_unsent <= last_seq:
                 self._first_unsent = last_seq + 1
 
@@ -166,7 +191,7 @@ class Outbox:
     def rewind(self) -> None:
         """Hand out every unconfirmed record again, oldest first (after a lost connection)."""
         with self._lock:
-            self._first_unsent = self._entries[0][0] if self._entries else self._next_seq
+            self._first_unsent = self._disk_first or (self._entries[0][0] if self._entries else self._next_seq)
             self._count_dropped(len(self._evicted_in_flight))
             self._evicted_in_flight.clear()
 
@@ -177,6 +202,7 @@ class Outbox:
         """
         with self._lock:
             count = sum(1 for seq, _, _ in self._entries if seq >= kept_below) + len(self._evicted_in_flight)
+            self._disk_first = self._disk_last = 0  # in the spool: kept
             self._entries.clear()
             self.bytes = 0
             self._evicted_in_flight.clear()
@@ -203,10 +229,19 @@ class Outbox:
         return ring
 
     def _evict_oldest(self) -> None:
-        """Make room. A record already handed to the sender counts as dropped only if it is never confirmed."""
+        """Make room. A spooled record joins the disk range (past a gap of records dropped while the
+        spool fell behind); one already handed to the sender counts as dropped only if it is never
+        confirmed."""
         seq, _, size = self._entries.popleft()
         self.bytes -= size
-        if seq < self._first_unsent:
+        if self.spool_backed and seq < self._first_unspooled and len(self._disk_gaps) < MAX_DISK_GAPS:
+            if not self._disk_first:
+                self._disk_first = seq
+            elif seq > self._disk_last + 1:
+                self._disk_gaps.append([self._disk_last + 1, seq - 1])
+                self._disk_gap_total += seq - 1 - self._disk_last
+            self._disk_last = seq
+        elif seq < self._first_unsent:
             self._evicted_in_flight.append(seq)
         else:
             self._count_dropped(1)
@@ -216,7 +251,44 @@ class Outbox:
         self.dropped_total += count
 
     def _has_unsent(self) -> bool:
+        if self._disk_first and self._first_unsent <= self._disk_last:
+            return True
         return bool(self._entries) and self._entries[-1][0] >= self._first_unsent
+
+    def _disk_count(self) -> int:
+        return self._disk_last - self._disk_first + 1 - self._disk_gap_total if self._disk_first else 0
+
+    def _take_from_disk(self, max_bytes: int) -> List[Entry]:
+        """Seqs of the disk range for the sender to read from the spool, about max_bytes of small records."""
+        start = max(self._first_unsent, self._disk_first)
+        stop = min(self._disk_last, start + max(1, max_bytes // DISK_RECORD_GUESS) - 1)
+        for first, last in self._disk_gaps:
+            if first <= start <= last:
+                start = last + 1
+                stop = min(self._disk_last, start + max(1, max_bytes // DISK_RECORD_GUESS) - 1)
+            elif start < first <= stop:
+                stop = first - 1
+                break
+        self._first_unsent = stop + 1
+        return [(seq, None) for seq in range(start, stop + 1)]
+
+    def _shrink_disk(self, last_seq: int) -> None:
+        """Everything up to `last_seq` has left the disk range."""
+        if last_seq >= self._disk_last:
+            self._disk_first = self._disk_last = self._disk_gap_total = 0
+            self._disk_gaps.clear()
+            return
+        self._disk_first = last_seq + 1
+        gaps = self._disk_gaps
+        while gaps and gaps[0][0] <= self._disk_first:
+            first, last = gaps[0]
+            if last < self._disk_first:
+                self._disk_gap_total -= last - first + 1
+                gaps.popleft()
+            else:  # it starts inside a gap: the range starts after it
+                self._disk_gap_total -= last - first + 1
+                gaps.popleft()
+                self._disk_first = last + 1
 
     def _ring(self) -> None:
         try:

@@ -233,6 +233,8 @@ class Sender:
             self.acknowledged = False
             self._confirm(in_flight)
             if self.spool is not None:  # spooled frames ask for ACKs: useless to this server
+                self.outbox.lose_from_disk(self.outbox.first_unspooled())
+                self.outbox.spool_backed = False
                 self.spool.remove()
                 self.spool = None
             self.warn('%s sent no acknowledgement for %g s; sending without acknowledgements (as loghog 0.7)'
@@ -262,12 +264,21 @@ class Sender:
         return True
 
     def _send_batch(self) -> None:
-        below = self.outbox.first_unspooled() if self.spool is not None else None
+        below = None
+        if self.spool is not None:
+            below = self.outbox.first_unspooled()
+            self.outbox.lose_from_disk(self.spool.lost_upto)
         batch = self.outbox.take_unsent(MAX_BATCH_BYTES, below)
         if not batch:
             return
         acknowledged = self.acknowledged  # then only an ACK confirms a record
-        frames = [(seq, self._encode(seq, record)) for seq, record in batch]
+        if batch[0][1] is None:  # beyond the memory bound: only the spool has them
+            on_disk = self.spool.read(batch[0][0], batch[-1][0])
+            frames = [(seq, on_disk[seq]) for seq, _ in batch if seq in on_disk]
+            if not frames:
+                return
+        else:
+            frames = [(seq, self._encode(seq, record)) for seq, record in batch]
         if acknowledged:
             frames = self._hold_back_big(frames)
             if not frames:
@@ -333,7 +344,7 @@ class Sender:
             self.spool.confirm(last_seq)
 
     def _sleep(self, delay: float) -> None:
-        """Back off, but no later than close()'s deadline; close() cuts a long wait short; records keep being spooled."""
+        """Back off, but no later than close()'s deadline (close() cuts it short); records keep being spooled."""
         if self.closed:
             delay = min(delay, max(0.0, self.deadline - time.monotonic()))
         end = time.monotonic() + delay

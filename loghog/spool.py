@@ -18,7 +18,7 @@ import os
 import re
 import struct
 import zlib
-from typing import Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 RECORD = struct.Struct('!QLL')
 HEAD = struct.Struct('!QL')
@@ -39,6 +39,8 @@ class Spool:
         self.client_id = client_id
         self.max_bytes = max_bytes
         self.unprotected_total = 0  # records whose segment went to keep the spool under max_bytes
+        self.lost_upto = 0  # the last seq of the newest segment that went that way
+        self._cache: Tuple[int, int, Dict[int, bytes]] = (0, 0, {})  # (segment number, its bytes, its frames)
         self._lock_fd: Optional[int] = None
         self._segments: List[List] = []  # [number, last seq, bytes, records] of each segment, oldest first
         self._current: Optional[int] = None
@@ -69,6 +71,21 @@ class Spool:
         os.pwrite(self._lock_fd, ACKED.pack(last_seq), 0)
         while len(self._segments) > 1 and self._segments[0][1] <= last_seq:
             self._delete_segment(self._segments.pop(0))
+
+    def read(self, first: int, last: int) -> Dict[int, bytes]:
+        """The frames of seqs `first` to `last` that the spool holds (records no longer in memory)."""
+        found: Dict[int, bytes] = {}
+        for number, last_seq, size, _ in self._segments:
+            if last_seq < first:
+                continue
+            if self._cache[:2] != (number, size):
+                path = self._path('%s.%d.spool' % (self.client_id, number))
+                self._cache = (number, size, dict(read_segment(path, 0)))
+            frames = self._cache[2]
+            found.update((seq, frames[seq]) for seq in range(first, last + 1) if seq in frames)
+            if last_seq >= last:
+                break
+        return found
 
     def remove(self) -> None:
         """Everything is acknowledged (or given up): delete every file and unlock."""
@@ -123,6 +140,7 @@ class Spool:
     def _drop_oldest_segment(self) -> None:
         segment = self._segments.pop(0)
         self.unprotected_total += segment[3]
+        self.lost_upto = segment[1]
         self._delete_segment(segment)
 
     def _delete_segment(self, segment: List) -> None:

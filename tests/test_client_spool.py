@@ -129,3 +129,24 @@ def test_a_spool_dir_needs_acknowledged_delivery(tmp_path):
     from loghog import LoghogHandler
     with pytest.raises(ValueError, match='spool_dir needs acknowledged'):
         LoghogHandler('demo', spool_dir=str(tmp_path), acknowledged=False)
+
+
+def test_with_a_spool_an_outage_longer_than_the_memory_bound_loses_nothing(make_handler, tmp_path):
+    down = Capture(listening=False)
+    try:
+        handler = make_handler('demo', '127.0.0.1', down.port, spool_dir=str(tmp_path / 'spool'),
+                               max_buffer_bytes=50 * 400, flush_timeout=30.0)
+        logger = logging.getLogger('outlasting')
+        logger.handlers, logger.propagate, logger.level = [handler], False, logging.INFO
+        for number in range(2000):
+            logger.info('record %d', number)
+            if number % 25 == 24:
+                wait_for(lambda: handler.spooled, 10, 'the spool to catch up')  # a disk that keeps up
+        assert handler.queued_bytes <= 50 * 400 and handler.queued == 2000 and handler.dropped_total == 0
+        down.listen()
+        handler.close()
+        assert [r['body'] for r in down.records()] == ['record %d' % n for n in range(2000)]
+        assert handler.dropped_total == 0
+        assert os.listdir(str(tmp_path / 'spool')) == []
+    finally:
+        down.close()

@@ -880,14 +880,19 @@ def test_emit_benchmark_runs_and_prints_every_handler():
 
 # The queue ------------------------------------------------------------------
 
-@settings(max_examples=300)
+@settings(max_examples=500)
 @given(max_records=st.one_of(st.none(), st.integers(min_value=1, max_value=8)),
-       max_bytes=st.integers(min_value=1, max_value=40),
-       steps=st.lists(st.tuples(st.sampled_from(['push', 'take', 'confirm', 'fail']), st.integers(1, 12)),
+       max_bytes=st.integers(min_value=1, max_value=40), spool_backed=st.booleans(),
+       steps=st.lists(st.tuples(st.sampled_from(['push', 'take', 'confirm', 'fail', 'spool']), st.integers(1, 12)),
                       max_size=80))
-def test_outbox_never_loses_count_of_a_record_and_never_confirms_one_twice(max_records, max_bytes, steps):
-    """Every record ends up confirmed once, dropped once, or still queued; the bounds always hold."""
+def test_outbox_never_loses_count_of_a_record_and_never_confirms_one_twice(max_records, max_bytes, spool_backed,
+                                                                          steps):
+    """Every record ends up confirmed once, dropped once, or still queued; the bounds always hold.
+
+    With a spool behind the queue, records evicted once spooled stay queued (on disk), never dropped.
+    """
     outbox = Outbox(max_bytes, max_records)
+    outbox.spool_backed = spool_backed
     pushed = 0
     in_flight: List[int] = []
     confirmed: List[int] = []
@@ -895,10 +900,16 @@ def test_outbox_never_loses_count_of_a_record_and_never_confirms_one_twice(max_r
         if step == 'push':
             pushed += 1
             outbox.push(pushed, size)
+        elif step == 'spool':
+            unspooled = outbox.unspooled()
+            if unspooled:
+                outbox.spooled(unspooled[-1][0])
         elif step == 'take':
-            batch = outbox.take_unsent(10)
+            batch = outbox.take_unsent(10 * 256, outbox.first_unspooled() if spool_backed else None)
             assert all(seq not in in_flight and seq not in confirmed for seq, _ in batch)
-            assert all(seq == item for seq, item in batch)
+            assert all(item in (seq, None) for seq, item in batch)
+            assert [seq for seq, _ in batch] == sorted(seq for seq, _ in batch)
+            assert not in_flight or not batch or batch[0][0] > in_flight[-1]
             in_flight.extend(seq for seq, _ in batch)
         elif step == 'confirm' and in_flight:
             outbox.confirm(in_flight[-1])
@@ -907,11 +918,13 @@ def test_outbox_never_loses_count_of_a_record_and_never_confirms_one_twice(max_r
         elif step == 'fail':
             outbox.rewind()
             in_flight = []
-        assert max_records is None or len(outbox) <= max_records
-        assert outbox.bytes <= max_bytes or len(outbox) == 1
+        assert max_records is None or len(outbox._entries) <= max_records
+        assert outbox.bytes <= max_bytes or len(outbox._entries) == 1
+        assert spool_backed or outbox._disk_first == 0
     assert confirmed == sorted(set(confirmed))
     assert pushed == len(confirmed) + outbox.dropped_total + len(outbox)
     left = len(outbox)
+    on_disk = outbox._disk_count()
     dropped = outbox.dropped_total
-    assert outbox.discard() == left
-    assert (len(outbox), outbox.dropped_total, outbox.bytes) == (0, dropped + left, 0)
+    assert outbox.discard() == left - on_disk
+    assert (len(outbox), outbox.dropped_total, outbox.bytes) == (0, dropped + left - on_disk, 0)

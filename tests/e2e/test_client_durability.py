@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from typing import Dict, List
+from typing import Dict
 
 import pytest
 
