@@ -24,7 +24,7 @@ from loghog.outbox import Outbox
 from loghog.replay import Replayer
 from loghog.sender import Route, Sender
 from loghog.servers import Failover, ServerSpec, parse_servers
-from loghog.spool import Spool
+from loghog.spool import Spool, spool_supported
 from loghog.transport import make_tls_context
 
 ABORT_GRACE = 0.5
@@ -81,6 +81,8 @@ class LoghogHandler(logging.Handler):
                 raise ValueError('%s must be above 0, not %r' % (name, value))
         if spool_dir is not None and not (acknowledged and stream):
             raise ValueError('spool_dir needs acknowledged delivery (stream=True, acknowledged=True)')
+        if spool_dir is not None and not spool_supported():
+            raise ValueError('spool_dir needs flock() (a POSIX system)')
         addresses = parse_servers(host, port, servers)
         tls = make_tls_context(ssl_info) if ssl_info else None
         logging.Handler.__init__(self)  # only now: it registers the handler with logging.shutdown

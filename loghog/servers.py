@@ -49,7 +49,6 @@ class Failover:
         self.primary_retry_seconds = primary_retry_seconds
         self._index = 0
         self._left_primary_at = 0.0
-        self.switches = 0
 
     @property
     def current(self) -> Address:
@@ -68,7 +67,6 @@ class Failover:
         if not self.several:
             return True
         self._index = (self._index + 1) % len(self.addresses)
-        self.switches += 1
         if self._index == 0:
             return True
         if self._index == 1:
@@ -85,7 +83,6 @@ class Failover:
 
     def back_to_primary(self) -> None:
         self._index = 0
-        self.switches += 1
 
     def describe(self) -> str:
         return ', '.join(format_address(address) for address in self.addresses)

@@ -13,12 +13,16 @@ Writes go to the page cache with no fsync except when a segment is full:
 the spool survives the application's death, not the machine's.
 """
 
-import fcntl
 import os
 import re
 import struct
 import zlib
 from typing import Dict, Iterator, List, Optional, Tuple
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock(), so no spool (the handler refuses spool_dir there)
+    fcntl = None  # type: ignore[assignment]
 
 RECORD = struct.Struct('!QLL')
 HEAD = struct.Struct('!QL')
@@ -29,6 +33,10 @@ SEGMENT_NAME = re.compile(r'([A-Za-z0-9_-]{1,64})\.(\d{1,12})\.spool\Z')
 LOCK_NAME = re.compile(r'([A-Za-z0-9_-]{1,64})\.lock\Z')
 
 Frame = Tuple[int, bytes]
+
+
+def spool_supported() -> bool:
+    return fcntl is not None
 
 
 class Spool:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from loghog.servers import format_address, parse_servers
 from loghog.spool import RECORD, SEGMENT_BYTES, Spool, claim_orphans, read_segment
 from tests.support.daemon import wait_for
-from tests.test_handler import Capture
+from tests.test_handler import Capture, capture  # noqa: F401 (a fixture)
 
 hostnames = st.from_regex(r'[a-z0-9][a-z0-9.-]{0,20}', fullmatch=True)
 ipv6 = st.from_regex(r'[0-9a-f]{1,4}(:[0-9a-f]{0,4}){2,7}', fullmatch=True)
@@ -150,3 +150,43 @@ def test_with_a_spool_an_outage_longer_than_the_memory_bound_loses_nothing(make_
         assert os.listdir(str(tmp_path / 'spool')) == []
     finally:
         down.close()
+
+
+def test_dictconfig_takes_a_server_list_and_the_handler_moves_past_a_dead_server(capture):
+    import logging.config
+    dead = Capture(listening=False)
+    try:
+        logging.config.dictConfig({
+            'version': 1,
+            'disable_existing_loggers': False,
+            'handlers': {'loghog': {'class': 'loghog.LoghogHandler', 'app_name': 'demo',
+                                    'servers': ['127.0.0.1:%d' % dead.port, '127.0.0.1:%d' % capture.port]}},
+            'loggers': {'servers.test': {'handlers': ['loghog'], 'level': 'INFO', 'propagate': False}},
+        })
+        logger = logging.getLogger('servers.test')
+        [handler] = logger.handlers
+        logger.info('to whichever is up')
+        handler.close()
+        logger.handlers = []
+        assert [r['body'] for r in capture.wait_for_records(1)] == ['to whichever is up']
+        assert handler.current_server == ('127.0.0.1', capture.port)
+    finally:
+        dead.close()
+
+
+def test_a_server_that_never_acknowledges_counts_as_down_when_there_is_another(capture, make_handler, capsys):
+    silent = Capture(acking=False)
+    try:
+        handler = make_handler('demo', servers=[('127.0.0.1', silent.port), ('127.0.0.1', capture.port)],
+                               ack_fallback_seconds=0.5)
+        logger = logging.getLogger('silent.first')
+        logger.handlers, logger.propagate, logger.level = [handler], False, logging.INFO
+        for number in range(5):
+            logger.info('record %d', number)
+        assert [r['body'] for r in capture.wait_for_records(5)] == ['record %d' % n for n in range(5)]
+        assert handler.acknowledged and handler.current_server == ('127.0.0.1', capture.port)
+        assert 'no acknowledgement for 0.5 s' in capsys.readouterr().err
+        handler.close()
+        assert handler.dropped_total == 0
+    finally:
+        silent.close()
