@@ -864,7 +864,7 @@ def test_client_distribution_is_the_loghog_package_alone_with_no_dependencies(tm
         names = archive.namelist()
         metadata = archive.read(next(name for name in names if name.endswith('/METADATA'))).decode()
     assert sorted(name for name in names if '.dist-info/' not in name) == [
-        'loghog/__init__.py', 'loghog/encoder.py', 'loghog/handler.py', 'loghog/outbox.py',
+        'loghog/__init__.py', 'loghog/batch.py', 'loghog/encoder.py', 'loghog/handler.py', 'loghog/outbox.py',
         'loghog/protocol.py', 'loghog/replay.py', 'loghog/sender.py', 'loghog/servers.py', 'loghog/spool.py',
         'loghog/transport.py']
     assert 'Requires-Dist' not in metadata
