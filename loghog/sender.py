@@ -29,6 +29,7 @@ ACK_POLL = 0.02
 SPOOL_POLL = 0.05
 SAFE_FRAME_BYTES = 8 + 8192  # every loghogd accepts a payload this big (its smallest max_message_size)
 OVERSIZED_STRIKES = 2
+DROP_REPORT_SECONDS = 60.0
 
 Record = Tuple[str, int, int, str]
 """(module, stamp, nsecs, body): what the outbox holds until the sender encodes it."""
@@ -88,6 +89,7 @@ class Sender:
         self._big_in_flight = 0
         self._strikes: Dict[int, int] = {}
         self._primary: Optional[Tuple[Connection, float]] = None  # the first server, back, while we drain
+        self._drops_reported_at = -DROP_REPORT_SECONDS
 
     def run(self) -> None:
         """Send queued records until close() and the queue is empty or its deadline passes."""
@@ -148,8 +150,17 @@ class Sender:
         self._connection_acknowledged = False
         self._ack_wait_started = None
         self._debug('connected to %s' % self._where())
+        self._report_drops(force=True)
+
+    def _report_drops(self, force: bool = False) -> None:
+        """Once delivery works again (a connection; an ACK or a send, at most every DROP_REPORT_SECONDS
+        while a slow server keeps the queue full): what the outage cost, if anything."""
+        now = time.monotonic()
+        if not force and now - self._drops_reported_at < DROP_REPORT_SECONDS:
+            return
         dropped = self.outbox.take_dropped()
         if dropped:
+            self._drops_reported_at = now
             self.warn('%d record(s) were dropped while the server could not take them (queue of %s full)'
                       % (dropped, self._queue_bound()))
 
@@ -204,6 +215,7 @@ class Sender:
             self._confirm(acknowledged)
             self._connection_acknowledged = self.ever_acknowledged = True
             self._ack_wait_started = None
+            self._report_drops()
         else:
             self._check_acks_arrive()
         return True
@@ -291,6 +303,7 @@ class Sender:
             raise
         if not acknowledged:
             self._confirm(last_sent)
+            self._report_drops()
 
     def _hold_back_big(self, frames: List[Tuple[int, bytes]]) -> List[Tuple[int, bytes]]:
         """A frame a server may refuse goes alone, once everything before it is acknowledged.
