@@ -40,18 +40,23 @@ class Replayer:
 
     def _run(self) -> None:
         try:
-            for orphan in claim_orphans(self.directory, self.own_client_id):
-                try:
-                    delivered = self._deliver(orphan)
-                except Exception as error:
-                    self.warn('could not deliver the spool %s of a process that ended: %r' % (orphan.client_id, error))
-                    delivered = False
-                if not delivered:
-                    orphan.release()
-                    return
-                orphan.finish()
+            self._deliver_orphans()
+        except OSError as error:
+            self.warn('cannot look for spools in %s (%s)' % (self.directory, error))
         finally:
             self.done.set()
+
+    def _deliver_orphans(self) -> None:
+        for orphan in claim_orphans(self.directory, self.own_client_id):
+            try:
+                delivered = self._deliver(orphan)
+            except Exception as error:
+                self.warn('could not deliver the spool %s of a process that ended: %r' % (orphan.client_id, error))
+                delivered = False
+            if not delivered:
+                orphan.release()
+                return
+            orphan.finish()
 
     def _deliver(self, orphan: Orphan) -> bool:
         """Send every record of the orphan's segments until the server acknowledges it; False when stopped."""

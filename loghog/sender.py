@@ -194,8 +194,23 @@ class Sender:
             return
         entries = self.outbox.unspooled()
         if entries:
-            self.spool.append([(seq, self._encode(seq, record)) for seq, record in entries])
+            try:
+                self.spool.append([(seq, self._encode(seq, record)) for seq, record in entries])
+            except OSError as error:
+                self.warn('cannot write the spool in %s (%s); sending without it' % (self.spool.directory, error))
+                self._stop_spooling()
+                return
             self.outbox.spooled(entries[-1][0])
+
+    def _stop_spooling(self) -> None:
+        """Send without the spool from now on; records only it held are lost (and counted)."""
+        self.outbox.lose_from_disk(self.outbox.first_unspooled())
+        self.outbox.spool_backed = False
+        try:
+            self.spool.remove()
+        except OSError:
+            pass
+        self.spool = None
 
     def _encode(self, seq: int, record: Record) -> bytes:
         module, stamp, nsecs, body = record
@@ -245,10 +260,7 @@ class Sender:
             self.acknowledged = False
             self._confirm(in_flight)
             if self.spool is not None:  # spooled frames ask for ACKs: useless to this server
-                self.outbox.lose_from_disk(self.outbox.first_unspooled())
-                self.outbox.spool_backed = False
-                self.spool.remove()
-                self.spool = None
+                self._stop_spooling()
             self.warn('%s sent no acknowledgement for %g s; sending without acknowledgements (as loghog 0.7)'
                       ' from now on' % (self._where(), self.route.ack_timeout))
 

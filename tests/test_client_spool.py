@@ -190,3 +190,18 @@ def test_a_server_that_never_acknowledges_counts_as_down_when_there_is_another(c
         assert handler.dropped_total == 0
     finally:
         silent.close()
+
+
+def test_a_spool_that_cannot_be_written_is_reported_and_records_still_go_out(capture, make_handler, tmp_path,
+                                                                             capsys):
+    blocker = tmp_path / 'a-file'
+    blocker.write_text('not a directory')
+    handler = make_handler('demo', '127.0.0.1', capture.port, spool_dir=str(blocker / 'spool'))
+    logger = logging.getLogger('unwritable.spool')
+    logger.handlers, logger.propagate, logger.level = [handler], False, logging.INFO
+    for number in range(5):
+        logger.info('record %d', number)
+    handler.close()
+    assert [r['body'] for r in capture.wait_for_records(5)] == ['record %d' % n for n in range(5)]
+    assert 'cannot write the spool in %s' % (blocker / 'spool') in capsys.readouterr().err
+    assert handler.dropped_total == 0
