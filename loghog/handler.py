@@ -133,7 +133,7 @@ class LoghogHandler(logging.Handler):
     @property
     def spooled(self) -> bool:
         """Whether every queued record is in the spool (always true without one)."""
-        return not (self.spool_dir and self._outbox.has_unspooled())
+        return self._sender.spool is None or not self._outbox.has_unspooled()
 
     @property
     def acknowledged(self) -> bool:
