@@ -244,11 +244,14 @@ class LoghogHandler(logging.Handler):
 
     def _after_fork_in_child(self) -> None:
         sender = self._sender
+        replayer = self._replayer
         closed = self._closed
         self._reset_delivery()
         self._closed = closed
         if sender.spool is not None:
             sender.spool.forget()
+        if replayer is not None:
+            replayer.forget_in_child()
         if sender.connection is not None:
             try:
                 sender.connection.close()  # the parent's copy stays open; this only frees our descriptor

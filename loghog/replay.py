@@ -34,6 +34,7 @@ class Replayer:
         self.stopping = threading.Event()
         self.delivered_total = 0
         self.oversized_total = 0
+        self.current: Optional[Orphan] = None  # the spool being sent, locked by this process
 
     def start(self) -> None:
         _thread.start_new_thread(self._run, ())
@@ -48,15 +49,23 @@ class Replayer:
 
     def _deliver_orphans(self) -> None:
         for orphan in claim_orphans(self.directory, self.own_client_id):
+            self.current = orphan
             try:
                 delivered = self._deliver(orphan)
             except Exception as error:
                 self.warn('could not deliver the spool %s of a process that ended: %r' % (orphan.client_id, error))
                 delivered = False
+            self.current = None
             if not delivered:
                 orphan.release()
                 return
             orphan.finish()
+
+    def forget_in_child(self) -> None:
+        """In a forked child: close the inherited lock, so that the spool is not held by the child's life."""
+        orphan = self.current
+        if orphan is not None:
+            orphan.release()
 
     def _deliver(self, orphan: Orphan) -> bool:
         """Send every record of the orphan's segments until the server acknowledges it; False when stopped."""

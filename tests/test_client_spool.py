@@ -1,9 +1,14 @@
 """The client's server list, disk spool and byte-bounded queue, in this process (issue 19)."""
 
+import json
 import logging
 import os
+import signal
 import struct
+import subprocess
+import sys
 import tempfile
+import textwrap
 
 import pytest
 from hypothesis import given, settings
@@ -11,7 +16,7 @@ from hypothesis import strategies as st
 
 from loghog.servers import format_address, parse_servers
 from loghog.spool import RECORD, SEGMENT_BYTES, Spool, claim_orphans, read_segment
-from tests.support.daemon import wait_for
+from tests.support.daemon import REPO, wait_for
 from tests.test_handler import Capture, capture  # noqa: F401 (a fixture)
 
 hostnames = st.from_regex(r'[a-z0-9][a-z0-9.-]{0,20}', fullmatch=True)
@@ -205,3 +210,48 @@ def test_a_spool_that_cannot_be_written_is_reported_and_records_still_go_out(cap
     assert [r['body'] for r in capture.wait_for_records(5)] == ['record %d' % n for n in range(5)]
     assert 'cannot write the spool in %s' % (blocker / 'spool') in capsys.readouterr().err
     assert handler.dropped_total == 0
+
+
+FORKING_APP = textwrap.dedent('''
+    import logging, os, sys, time
+    sys.path.insert(0, {repo!r})
+    from loghog import LoghogHandler
+    handler = LoghogHandler('demo', '127.0.0.1', int(sys.argv[1]), spool_dir=sys.argv[2])
+    logger = logging.getLogger('app')
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.info('from the parent')
+    while not handler.spooled:
+        time.sleep(0.01)
+    child = os.fork()
+    if child == 0:
+        logger.info('from the child')
+        time.sleep(600)
+    print(child, flush=True)
+    time.sleep(600)
+''')
+
+
+def test_a_forked_child_does_not_keep_its_dead_parent_s_spool_locked(tmp_path):
+    """Like a gunicorn master that logged before forking its workers, then died."""
+    down = Capture(listening=False)
+    spool_dir = str(tmp_path / 'spool')
+    parent = subprocess.Popen([sys.executable, '-c', FORKING_APP.format(repo=REPO), str(down.port), spool_dir],
+                              stdout=subprocess.PIPE, text=True)
+    child = 0
+    try:
+        child = int(parent.stdout.readline())
+        wait_for(lambda: len([n for n in os.listdir(spool_dir) if n.endswith('.lock')]) == 2, 10,
+                 'the child to spool its record too')
+        assert list(claim_orphans(spool_dir, 'test')) == []  # both alive
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        [orphan] = claim_orphans(spool_dir, 'test')  # the parent's, though the child that inherited it lives
+        assert [json.loads(frame[8:])['body'] for path in orphan.segments()
+                for _, frame in read_segment(path, 0)] == ['from the parent']
+        orphan.release()
+    finally:
+        parent.kill()
+        if child:
+            os.kill(child, signal.SIGKILL)
+        down.close()
