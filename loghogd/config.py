@@ -63,6 +63,14 @@ class ServerConfig:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     max_connections: int = 4096
     udp_receive_buffer: int = 8 * 1024 * 1024
+    max_connections_per_address: int = 256
+    tls_reserved_connections: int = 1024
+    tls_handshake_timeout: float = 5.0
+    idle_timeout: float = 60.0
+    frame_timeout: float = 60.0
+    max_buffered_bytes: int = 64 * 1024 * 1024
+    max_buffered_bytes_per_peer: int = 8 * 1024 * 1024
+    max_inflated_bytes_per_second: int = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,8 @@ class Config:
 
 
 MIN_MAX_MESSAGE_SIZE = 8192
+FRAME_HEADER_SIZE = 8
+MAX_TIMEOUT = 86400.0
 MAX_MAX_MESSAGE_SIZE = 1024 ** 3
 COMPRESSOR_LEVELS = {'xz': range(0, 10), 'gzip': range(1, 10), 'bzip2': range(1, 10)}
 LOG_LEVELS = {name: getattr(logging, name) for name in ('DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL')}
@@ -90,6 +100,7 @@ _HEADER = re.compile(r'\[(?P<name>.+)\]')
 _KEY = re.compile(r'(?P<key>[^=:]*?)\s*[=:]')
 _INLINE_COMMENT = re.compile(r'\s[;#].*$')
 _DIGITS = re.compile(r'[0-9]+')
+_SECONDS = re.compile(r'[0-9]+(\.[0-9]+)?')
 
 T = TypeVar('T')
 
@@ -230,6 +241,14 @@ _DEFAULTS: Dict[str, Dict[str, str]] = {
         'max_message_size': str(DEFAULT_MAX_MESSAGE_SIZE),
         'max_connections': '4096',
         'udp_receive_buffer': str(8 * 1024 * 1024),
+        'max_connections_per_address': '256',
+        'tls_reserved_connections': '1024',
+        'tls_handshake_timeout': '5',
+        'idle_timeout': '60',
+        'frame_timeout': '60',
+        'max_buffered_bytes': '64M',
+        'max_buffered_bytes_per_peer': '8M',
+        'max_inflated_bytes_per_second': '8M',
     },
     'stats': {
         'prometheus_textfile': '',
@@ -299,6 +318,16 @@ def parse_int(raw: str, low: int, high: Optional[int] = None) -> int:
         bound = 'at least %d' % low if high is None else 'from %d to %d' % (low, high)
         raise ValueError('%d is out of range: must be %s' % (number, bound))
     return number
+
+
+def parse_seconds(raw: str, low: float, high: float) -> float:
+    """Seconds as a plain decimal number (`5`, `0.5`) in [low, high]."""
+    if not _SECONDS.fullmatch(raw):
+        raise ValueError('%r is not a number of seconds' % raw)
+    seconds = float(raw)
+    if not low <= seconds <= high:
+        raise ValueError('%s is out of range: must be from %g to %g seconds' % (raw, low, high))
+    return seconds
 
 
 def parse_port(raw: str) -> int:
@@ -434,16 +463,37 @@ def _server_config(section: _Section) -> ServerConfig:
             if value is None:
                 raise section.ini.error(section.name, key, 'required when listen_ipv4_ssl or listen_ipv6_ssl '
                                         'lists an address')
+    max_message_size = section.get('max_message_size', _parse_max_message_size)
+    per_peer = _at_least(section, 'max_buffered_bytes_per_peer', max_message_size + FRAME_HEADER_SIZE,
+                         'max_message_size + 8')
     return ServerConfig(
         listen=tuple(listen),
         listen_ssl=tuple(listen_ssl),
         pemfile=pemfile,
         cacert=cacert,
         crlfile=section.path('crlfile'),
-        max_message_size=section.get('max_message_size', _parse_max_message_size),
+        max_message_size=max_message_size,
         max_connections=section.get('max_connections', lambda raw: parse_int(raw, 1)),
         udp_receive_buffer=section.get('udp_receive_buffer', _parse_buffer_size),
+        max_connections_per_address=section.get('max_connections_per_address', lambda raw: parse_int(raw, 1)),
+        tls_reserved_connections=section.get('tls_reserved_connections', lambda raw: parse_int(raw, 0)),
+        tls_handshake_timeout=section.get('tls_handshake_timeout', lambda raw: parse_seconds(raw, 0.1, 60.0)),
+        idle_timeout=section.get('idle_timeout', lambda raw: parse_seconds(raw, 1.0, MAX_TIMEOUT)),
+        frame_timeout=section.get('frame_timeout', lambda raw: parse_seconds(raw, 1.0, MAX_TIMEOUT)),
+        max_buffered_bytes=_at_least(section, 'max_buffered_bytes', per_peer, 'max_buffered_bytes_per_peer'),
+        max_buffered_bytes_per_peer=per_peer,
+        max_inflated_bytes_per_second=section.get('max_inflated_bytes_per_second', parse_size),
     )
+
+
+def _at_least(section: _Section, key: str, low: int, low_name: str) -> int:
+    """A size that must hold `low` bytes: a default below it grows to it, a value set below it is an error."""
+    size = section.get(key, parse_size)
+    if size >= low:
+        return size
+    if section.given(key):
+        raise section.ini.error(section.name, key, '%d bytes is less than %s (%d bytes)' % (size, low_name, low))
+    return low
 
 
 def _listen(section: _Section, key: str, version: int, default_port: int,

@@ -14,7 +14,7 @@ from loghogd.config import Config, ConfigError, load_config
 from loghogd.daemon import (DaemonError, PidLock, StartupReport, drop_privileges, paths_to_own,
                             process_alive, read_pidfile, resolve_user, run_detached, unreadable_hint)
 from loghogd.facilities import Facilities, load_facilities
-from loghogd.server import ServerError
+from loghogd.listeners import ServerError
 from loghogd.service import HANDLED_SIGNALS, Service, stats_path
 from loghogd.stats import format_status
 from loghogd.writer import make_dirs

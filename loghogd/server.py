@@ -1,26 +1,27 @@
-"""Listeners and the selectors loop: sockets in, frames to the processor.
+"""The selectors loop: sockets in, frames to the processor, acknowledgements out.
 
 One thread, one loop. Each readiness event gets a bounded amount of work
 (one read per connection, a batch of datagrams, a batch of accepts) so that
-no peer can starve another. TLS handshakes run non-blocking with a short
-deadline, because the deployed client falls back to plaintext after 1 s.
-The server never sends a byte to a version-1 client.
+no peer can starve another. TLS handshakes run non-blocking with a deadline
+(tls_handshake_timeout). What each peer may hold is in limits.py; sockets
+are opened in listeners.py. The server never sends a byte to a version-1
+client.
 """
 
-import errno
 import logging
-import resource
 import selectors
 import socket
 import ssl
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
-from loghog.protocol import FrameError, StreamDecoder, decode_datagram, encode_ack
-from loghogd.config import ListenAddress, ServerConfig
+from loghog.protocol import Frame, FrameError, StreamDecoder, decode_datagram, encode_ack
+from loghogd.config import ServerConfig
+from loghogd.limits import Connection, ConnectionLimits
+from loghogd.listeners import (OUT_OF_DESCRIPTORS, Listener, bound_address, connection_limit, format_peer,
+                               open_listener, peer_host, prepare_accepted, subject_cn, tls_reason)
 from loghogd.processor import Processor, ReceiveClock
 from loghogd.stats import Counters, RateLimitedReporter
-from loghogd.writer import MAX_OPEN_FILES
 
 log = logging.getLogger('loghogd')
 
@@ -28,99 +29,9 @@ READ_SIZE = 256 * 1024
 UDP_DATAGRAM_MAX = 65536
 UDP_BATCH = 128
 ACCEPT_BATCH = 64
-LISTEN_BACKLOG = 1024
-HANDSHAKE_TIMEOUT = 0.5
 ACCEPT_PAUSE = 0.5
 ACK_RETRY = 0.05
 DRAIN_SECONDS = 5.0
-RESERVED_DESCRIPTORS = MAX_OPEN_FILES + 64
-_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-
-
-class ServerError(Exception):
-    """The server cannot start (address in use, unreadable certificate, ...)."""
-
-
-def connection_limit(configured: int) -> int:
-    """max_connections, fitted to the descriptor limit after raising that as far as allowed.
-
-    Client connections must never take the descriptors that log files and
-    the daemon's own files need (RESERVED_DESCRIPTORS), or the records of
-    connected clients could no longer be written.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = configured + RESERVED_DESCRIPTORS
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
-            soft = raised
-        except (ValueError, OSError):
-            pass
-    if soft == resource.RLIM_INFINITY or soft >= wanted:
-        return configured
-    limit = max(1, soft - min(RESERVED_DESCRIPTORS, soft // 2))
-    log.warning('the open file limit is %d: serving at most %d connections, not max_connections = %d '
-                '(raise ulimit -n or LimitNOFILE to %d)', soft, limit, configured, wanted)
-    return limit
-
-
-def make_tls_context(config: ServerConfig) -> ssl.SSLContext:
-    """Mutual TLS: the client must present a certificate signed by `cacert`.
-
-    Session tickets are off because the deployed 0.7 client stalls on them.
-    """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.num_tickets = 0
-    try:
-        context.load_cert_chain(config.pemfile)
-    except (OSError, ssl.SSLError) as error:
-        raise ServerError('cannot load the server certificate and key from %s: %s'
-                          % (config.pemfile, error)) from None
-    for name, path in (('cacert', config.cacert), ('crlfile', config.crlfile)):
-        if path is None:
-            continue
-        try:
-            context.load_verify_locations(cafile=path)
-        except (OSError, ssl.SSLError) as error:
-            raise ServerError('cannot load %s %s: %s' % (name, path, error)) from None
-    if config.crlfile is not None:
-        context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
-    return context
-
-
-def format_peer(address: object) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return ('[%s]:%d' if ':' in host else '%s:%d') % (host, port)
-    return str(address)
-
-
-class Connection:
-    """One client stream and its partial frame."""
-
-    __slots__ = ('sock', 'peer', 'decoder', 'tls', 'handshake_deadline', 'ack_client', 'ack_sent', 'ack_out')
-
-    def __init__(self, sock: socket.socket, peer: str, decoder: StreamDecoder, tls: bool) -> None:
-        self.sock = sock
-        self.peer = peer
-        self.decoder = decoder
-        self.tls = tls
-        self.handshake_deadline = 0.0
-        self.ack_client = ''
-        self.ack_sent = 0
-        self.ack_out = b''
-
-
-class Listener:
-    __slots__ = ('sock', 'transport', 'address')
-
-    def __init__(self, sock: socket.socket, transport: str, address: ListenAddress) -> None:
-        self.sock = sock
-        self.transport = transport
-        self.address = address
 
 
 class Server:
@@ -136,66 +47,32 @@ class Server:
         self.selector = selectors.DefaultSelector()
         self.listeners: List[Listener] = []
         self.connections: Dict[int, Connection] = {}
-        self.handshakes: Dict[int, Connection] = {}
+        self.handshakes: Dict[Connection, float] = {}
+        self.limits = ConnectionLimits(config, counters, reporter)
         self.clock = ReceiveClock()
         self.now = time.time()
+        self.mono = time.monotonic()
         self.prefix = self.clock.prefix(self.now)
         self.stopping = False
         self._accept_paused_until = 0.0
         self._acks_owed: Dict[Connection, None] = {}
-        self.max_connections = config.max_connections
 
     # start-up -----------------------------------------------------------
 
     def bind(self) -> List[Dict[str, object]]:
         """Open every listener; return what is bound (ports resolved)."""
-        self.max_connections = connection_limit(self.config.max_connections)
+        self.limits.fit(connection_limit(self.config.max_connections), bool(self.config.listen_ssl))
+        wanted = [(address, socket.SOCK_STREAM, 'tcp') for address in self.config.listen]
+        wanted += [(address, socket.SOCK_DGRAM, 'udp') for address in self.config.listen]
+        wanted += [(address, socket.SOCK_STREAM, 'tls') for address in self.config.listen_ssl]
         bound = []
-        for address in self.config.listen:
-            bound.append(self._listen(address, socket.SOCK_STREAM, 'tcp'))
-            bound.append(self._listen(address, socket.SOCK_DGRAM, 'udp'))
-        for address in self.config.listen_ssl:
-            bound.append(self._listen(address, socket.SOCK_STREAM, 'tls'))
+        for address, kind, transport in wanted:
+            listener = open_listener(address, kind, transport, self.config.udp_receive_buffer)
+            self.listeners.append(listener)
+            handler = self._read_datagrams if transport == 'udp' else self._accept
+            self.selector.register(listener.sock, selectors.EVENT_READ, (handler, listener))
+            bound.append(bound_address(listener))
         return bound
-
-    def _listen(self, address: ListenAddress, kind: int, transport: str) -> Dict[str, object]:
-        family = socket.AF_INET6 if ':' in address.host else socket.AF_INET
-        sock = socket.socket(family, kind)
-        try:
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            if kind == socket.SOCK_STREAM:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            else:
-                self._size_receive_buffer(sock)
-            sock.bind((address.host, address.port))
-            if kind == socket.SOCK_STREAM:
-                sock.listen(LISTEN_BACKLOG)
-        except OSError as error:
-            sock.close()
-            raise ServerError('cannot listen on %s %s: %s' % (
-                transport.upper(), format_peer((address.host, address.port)), error.strerror or error)) from None
-        sock.setblocking(False)
-        listener = Listener(sock, transport, address)
-        self.listeners.append(listener)
-        handler = self._read_datagrams if transport == 'udp' else self._accept
-        self.selector.register(sock, selectors.EVENT_READ, (handler, listener))
-        port = sock.getsockname()[1]
-        log.info('listening on %s %s', transport.upper(), format_peer((address.host, port)))
-        return {'transport': transport, 'host': address.host, 'port': port}
-
-    def _size_receive_buffer(self, sock: socket.socket) -> None:
-        """Bursts of datagrams wait in the kernel; root may exceed rmem_max."""
-        size = self.config.udp_receive_buffer
-        if not size:
-            return
-        force = getattr(socket, 'SO_RCVBUFFORCE', None)
-        try:
-            if force is None:
-                raise PermissionError
-            sock.setsockopt(socket.SOL_SOCKET, force, size)
-        except PermissionError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
     def add_wakeup(self, sock: socket.socket) -> None:
         """A socket that signal handlers write to, so select returns at once."""
@@ -219,16 +96,14 @@ class Server:
         while not self.stopping:
             events = select(timeout)
             now = self.now = time.time()
+            self.mono = time.monotonic()
             self.prefix = self.clock.prefix(now)
             for key, _mask in events:
                 handler, target = key.data
                 handler(target)
+            self._enforce_deadlines(self.mono)
             self.end_pass(now)
-            if self.handshakes:
-                self._expire_handshakes(now)
-            timeout = between_passes(now)
-            if self.handshakes:
-                timeout = min(timeout, HANDSHAKE_TIMEOUT)
+            timeout = min(between_passes(now), self._next_deadline(self.mono))
             if self._acks_owed:
                 timeout = min(timeout, ACK_RETRY)
 
@@ -304,27 +179,29 @@ class Server:
     # accepting ----------------------------------------------------------
 
     def _accept(self, listener: Listener) -> None:
+        tls = listener.transport == 'tls'
         for _ in range(ACCEPT_BATCH):
             try:
                 sock, address = listener.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as error:
-                if error.errno in _OUT_OF_DESCRIPTORS:
+                if error.errno in OUT_OF_DESCRIPTORS:
                     self._pause_accepting(error)
                 else:
                     self.reporter.report('accept', logging.WARNING, 'accept failed on %s: %s',
                                          listener.transport.upper(), error)
                 return
-            peer = format_peer(address)
-            if len(self.connections) >= self.max_connections:
+            peer, host = format_peer(address), peer_host(address)
+            refusal = self.limits.refusal(host, tls)
+            if refusal == 'max_connections' and tls and self.handshakes:
+                self._evict_oldest_handshake()
+                refusal = self.limits.refusal(host, tls)
+            if refusal is not None:
                 sock.close()
-                self.counters.connections_refused += 1
-                self.reporter.report('refused', logging.WARNING,
-                                     'refused a connection from %s: %d connections are open (max_connections)',
-                                     peer, len(self.connections))
+                self.limits.refuse(peer, refusal)
                 continue
-            self._add_connection(sock, peer, listener.transport == 'tls')
+            self._add_connection(sock, peer, host, tls)
 
     def _pause_accepting(self, error: OSError) -> None:
         self.counters.connections_refused += 1
@@ -337,31 +214,27 @@ class Server:
                     self.selector.unregister(listener.sock)
         self._accept_paused_until = time.time() + ACCEPT_PAUSE
 
-    def _add_connection(self, sock: socket.socket, peer: str, tls: bool) -> None:
-        sock.setblocking(False)
+    def _add_connection(self, sock: socket.socket, peer: str, host: str, tls: bool) -> None:
+        prepare_accepted(sock)
         decoder = StreamDecoder(self.config.max_message_size)
         if tls:
-            context = self.tls_context
             try:
-                sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False,
-                                           suppress_ragged_eofs=True)
+                sock = self.tls_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False,
+                                                    suppress_ragged_eofs=True)
             except (OSError, ssl.SSLError) as error:
                 sock.close()
                 self._tls_failed(peer, str(error))
                 return
-            connection = Connection(sock, peer, decoder, True)
-            connection.handshake_deadline = time.time() + HANDSHAKE_TIMEOUT
-            self.handshakes[sock.fileno()] = connection
-            handler = self._handshake
-        else:
-            connection = Connection(sock, peer, decoder, False)
-            handler = self._read_stream
+        connection = Connection(sock, peer, host, decoder, tls, time.monotonic())
         self.connections[sock.fileno()] = connection
+        self.limits.opened(connection)
         self.counters.connections_accepted += 1
-        self.counters.connections_open = len(self.connections)
-        self.selector.register(sock, selectors.EVENT_READ, (handler, connection))
         if tls:
+            self.handshakes[connection] = connection.opened_at + self.config.tls_handshake_timeout
+            self.selector.register(sock, selectors.EVENT_READ, (self._handshake, connection))
             self._handshake(connection)
+        else:
+            self.selector.register(sock, selectors.EVENT_READ, (self._read_stream, connection))
 
     # TLS handshakes -----------------------------------------------------
 
@@ -377,22 +250,49 @@ class Server:
                                  (self._handshake, connection))
             return
         except (ssl.SSLError, OSError) as error:
-            self._tls_failed(connection.peer, _tls_reason(error))
+            self._tls_failed(connection.peer, tls_reason(error))
             self._close(connection)
             return
-        del self.handshakes[sock.fileno()]
+        del self.handshakes[connection]
         self.selector.modify(sock, selectors.EVENT_READ, (self._read_stream, connection))
-        log.debug('TLS connection from %s: %s', connection.peer, _subject_cn(sock))
+        log.debug('TLS connection from %s: %s', connection.peer, subject_cn(sock))
         self._read_stream(connection)
 
     def _tls_failed(self, peer: str, reason: str) -> None:
         self.counters.tls_failures += 1
         self.reporter.report('tls', logging.WARNING, 'TLS handshake with %s failed: %s', peer, reason)
 
-    def _expire_handshakes(self, now: float) -> None:
-        for connection in [c for c in self.handshakes.values() if c.handshake_deadline <= now]:
-            self._tls_failed(connection.peer, 'no complete handshake within %.1f s' % HANDSHAKE_TIMEOUT)
+    def _evict_oldest_handshake(self) -> None:
+        """The pool is full: the handshake waiting longest makes room, so stalled ones cannot hold it."""
+        oldest = next(iter(self.handshakes))
+        self._tls_failed(oldest.peer, 'every connection slot is taken; the oldest unfinished handshake is dropped')
+        self._close(oldest)
+
+    # deadlines ----------------------------------------------------------
+
+    def _enforce_deadlines(self, now: float) -> None:
+        late = []
+        for connection, deadline in self.handshakes.items():
+            if deadline > now:
+                break
+            late.append(connection)
+        for connection in late:
+            self._tls_failed(connection.peer, 'no complete handshake within %g s (tls_handshake_timeout)'
+                             % self.config.tls_handshake_timeout)
             self._close(connection)
+        for connection in self.limits.expired(now):
+            self._close(connection)
+        resumable = [connection for connection, at in self.limits.paused.items() if at <= now]
+        for connection in resumable:
+            self._deliver(connection, ())
+            for victim in self.limits.account(connection, now, False):
+                self._close(victim)
+
+    def _next_deadline(self, now: float) -> float:
+        after = self.limits.next_deadline(now)
+        for deadline in self.handshakes.values():
+            return max(0.0, min(after, deadline - now))
+        return after
 
     # reading ------------------------------------------------------------
 
@@ -424,10 +324,37 @@ class Server:
         frames = decoder.feed(data)
         if frames:
             counters.frames_received += len(frames)
-            self.processor.process(frames, connection.peer, self.now, self.prefix, connection)
+            self._deliver(connection, frames)
         if decoder.error is not None:
             self._frame_error(connection.peer, decoder.error)
             self._close(connection)
+            return
+        for victim in self.limits.account(connection, self.mono, bool(frames)):
+            self._close(victim)
+
+    def _deliver(self, connection: Connection, frames: Sequence[Frame]) -> None:
+        """Frames to the processor, compressed ones within the peer's inflate budget.
+
+        Frames over the budget wait on the connection, which is not read
+        until the budget allows them (a compressed flood slows its sender).
+        """
+        paused = self.limits.paused
+        was_paused = connection in paused
+        if connection.held:
+            frames = connection.held + list(frames)
+        ready, waiting = self.limits.inflate(connection.host, connection.peer, frames, self.mono,
+                                             enforce=not self.stopping)
+        connection.held = waiting
+        connection.held_bytes = sum(len(payload) for _flags, payload in waiting)
+        if ready:
+            self.processor.process(ready, connection.peer, self.now, self.prefix, connection)
+        if waiting:
+            if not was_paused:
+                self.selector.unregister(connection.sock)
+            paused[connection] = self.limits.resume_at(connection.host, self.mono)
+        elif was_paused:
+            del paused[connection]
+            self.selector.register(connection.sock, selectors.EVENT_READ, (self._read_stream, connection))
 
     def _frame_error(self, peer: str, error: FrameError) -> None:
         self.counters.reject(error.reason)
@@ -447,13 +374,14 @@ class Server:
         sock = connection.sock
         fd = sock.fileno()
         if fd >= 0:
-            self.selector.unregister(sock)
+            if connection not in self.limits.paused:
+                self.selector.unregister(sock)
             self.connections.pop(fd, None)
-            self.handshakes.pop(fd, None)
+            self.handshakes.pop(connection, None)
+            self.limits.closed(connection)
         self._acks_owed.pop(connection, None)
         self.processor.ack_targets.pop(connection, None)
         sock.close()
-        self.counters.connections_open = len(self.connections)
 
     def _read_datagrams(self, listener: Listener) -> None:
         sock = listener.sock
@@ -477,7 +405,12 @@ class Server:
                                      'dropped a datagram from %s: %s', format_peer(address), error)
                 continue
             counters.frames_received += 1
-            process((frame,), format_peer(address), self.now, self.prefix)
+            peer = format_peer(address)
+            ready, waiting = self.limits.inflate(peer_host(address), peer, (frame,), self.mono)
+            if waiting:
+                counters.reject('inflate_rate')
+            elif ready:
+                process(ready, peer, self.now, self.prefix)
 
     # stopping -----------------------------------------------------------
 
@@ -509,9 +442,11 @@ class Server:
         self.close_listeners()
         reading = []
         for connection in list(self.connections.values()):
-            if connection.sock.fileno() in self.handshakes:
+            if connection in self.handshakes:
                 self._close(connection)
             else:
+                if connection.held:
+                    self._deliver(connection, ())
                 reading.append(connection)
         while reading and time.time() < deadline:
             still_sending = []
@@ -532,20 +467,3 @@ class Server:
             self.end_pass(time.time(), force=True)
             self._finish(connection)
         self.end_pass(time.time(), force=True)
-
-
-def _tls_reason(error: Exception) -> str:
-    verify = getattr(error, 'verify_message', None)
-    reason = getattr(error, 'reason', None)
-    if verify:
-        return '%s (%s)' % (verify, reason or error)
-    return str(reason or error)
-
-
-def _subject_cn(sock: ssl.SSLSocket) -> str:
-    certificate = sock.getpeercert() or {}
-    for rdn in certificate.get('subject', ()):
-        for key, value in rdn:
-            if key == 'commonName':
-                return 'CN=%s' % value
-    return 'no subject CN'

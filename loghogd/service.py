@@ -17,9 +17,10 @@ from loghogd.atomicfile import replace_file
 from loghogd.config import Config, ConfigError, load_config
 from loghogd.daemon import unreadable_hint
 from loghogd.facilities import Facilities, load_facilities
+from loghogd.listeners import ServerError, make_tls_context
 from loghogd.processor import Processor
 from loghogd.rotation import Rotator, file_mtime
-from loghogd.server import Server, ServerError, make_tls_context
+from loghogd.server import Server
 from loghogd.stats import Counters, RateLimitedReporter, prometheus_text, write_json_atomically
 from loghogd.writer import Writer, make_dirs
 

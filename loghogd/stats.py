@@ -32,6 +32,13 @@ class Counters:
         self.connections_open = 0
         self.connections_refused = 0
         self.tls_failures = 0
+        self.connections_refused_per_address = 0
+        self.connections_closed_idle = 0
+        self.frames_timed_out = 0
+        self.connections_closed_buffer_full = 0
+        self.buffered_bytes = 0
+        self.inflated_bytes = 0
+        self.inflate_limited = 0
         self.rotations = 0
         self.compressions = 0
         self.compression_failures = 0
@@ -69,6 +76,13 @@ class Counters:
             'connections_open': self.connections_open,
             'connections_refused': self.connections_refused,
             'tls_failures': self.tls_failures,
+            'connections_refused_per_address': self.connections_refused_per_address,
+            'connections_closed_idle': self.connections_closed_idle,
+            'frames_timed_out': self.frames_timed_out,
+            'connections_closed_buffer_full': self.connections_closed_buffer_full,
+            'buffered_bytes': self.buffered_bytes,
+            'inflated_bytes': self.inflated_bytes,
+            'inflate_limited': self.inflate_limited,
             'rotations': self.rotations,
             'compressions': self.compressions,
             'compression_failures': self.compression_failures,
@@ -99,6 +113,18 @@ PROMETHEUS_METRICS = (
     ('connections_refused', 'connections_refused_total', 'counter',
      'Client connections refused (max_connections, out of file descriptors).', None),
     ('tls_failures', 'tls_handshake_failures_total', 'counter', 'TLS handshakes that failed or timed out.', None),
+    ('connections_refused_per_address', 'connections_refused_per_address_total', 'counter',
+     'Client connections refused because their address had max_connections_per_address open.', None),
+    ('connections_closed_idle', 'connections_closed_idle_total', 'counter',
+     'Connections closed without a complete frame within idle_timeout.', None),
+    ('frames_timed_out', 'frames_timed_out_total', 'counter',
+     'Connections closed because a started frame was not finished within frame_timeout.', None),
+    ('connections_closed_buffer_full', 'connections_closed_buffer_full_total', 'counter',
+     'Connections closed at max_buffered_bytes or max_buffered_bytes_per_peer.', None),
+    ('buffered_bytes', 'buffered_bytes', 'gauge', 'Bytes held now for unfinished or waiting frames.', None),
+    ('inflated_bytes', 'inflated_bytes_total', 'counter', 'Bytes inflated from compressed frames.', None),
+    ('inflate_limited', 'inflate_limited_total', 'counter',
+     'Times a peer reached max_inflated_bytes_per_second (its compressed frames waited or were dropped).', None),
     ('rotations', 'rotations_total', 'counter', 'Log files rotated.', None),
     ('compressions', 'compressions_total', 'counter', 'Rotated files compressed.', None),
     ('compression_failures', 'compression_failures_total', 'counter', 'Compressions that failed.', None),
@@ -213,6 +239,13 @@ STATUS_NUMBERS = (
     ('connections_open', 'connections open'),
     ('connections_refused', 'connections refused'),
     ('tls_failures', 'TLS handshake failures'),
+    ('connections_refused_per_address', 'refused (per address limit)'),
+    ('connections_closed_idle', 'closed idle (no frame)'),
+    ('frames_timed_out', 'closed (frame timeout)'),
+    ('connections_closed_buffer_full', 'closed (buffer limit)'),
+    ('buffered_bytes', 'bytes buffered now'),
+    ('inflated_bytes', 'bytes inflated'),
+    ('inflate_limited', 'inflate rate limit reached'),
     ('rotations', 'rotations'),
     ('compressions', 'compressions'),
     ('compression_failures', 'compression failures'),

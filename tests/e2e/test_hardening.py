@@ -18,7 +18,7 @@ import time
 import pytest
 
 from loghog.protocol import HEADER, SERVER_FLAGS, StreamDecoder, decode_ack, encode_message
-from loghogd.server import RESERVED_DESCRIPTORS
+from loghogd.listeners import RESERVED_DESCRIPTORS
 from tests.support.daemon import Loghogd, facilities_conf, frame, wait_for
 from tests.support.pki import make_pki
 
