@@ -15,19 +15,20 @@ import ssl
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-from loghog.protocol import Frame, FrameError, StreamDecoder, decode_datagram, encode_ack
+from loghog.protocol import Frame, FrameError, StreamDecoder
+from loghogd.acksender import AckSender
 from loghogd.config import ServerConfig
+from loghogd.datagrams import receive_datagrams
+from loghogd.handshakes import HandshakeFailed, Handshakes
 from loghogd.limits import Connection, ConnectionLimits
 from loghogd.listeners import (OUT_OF_DESCRIPTORS, Listener, bound_address, connection_limit, format_peer,
-                               open_listener, peer_host, prepare_accepted, subject_cn, tls_reason)
+                               open_listener, peer_host, prepare_accepted)
 from loghogd.processor import Processor, ReceiveClock
 from loghogd.stats import Counters, RateLimitedReporter
 
 log = logging.getLogger('loghogd')
 
 READ_SIZE = 256 * 1024
-UDP_DATAGRAM_MAX = 65536
-UDP_BATCH = 128
 ACCEPT_BATCH = 64
 ACCEPT_PAUSE = 0.5
 ACK_RETRY = 0.05
@@ -47,7 +48,7 @@ class Server:
         self.selector = selectors.DefaultSelector()
         self.listeners: List[Listener] = []
         self.connections: Dict[int, Connection] = {}
-        self.handshakes: Dict[Connection, float] = {}
+        self.handshakes = Handshakes(config.tls_handshake_timeout, counters, reporter)
         self.limits = ConnectionLimits(config, counters, reporter)
         self.clock = ReceiveClock()
         self.now = time.time()
@@ -55,7 +56,7 @@ class Server:
         self.prefix = self.clock.prefix(self.now)
         self.stopping = False
         self._accept_paused_until = 0.0
-        self._acks_owed: Dict[Connection, None] = {}
+        self.ack_sender = AckSender(counters)
 
     # start-up -----------------------------------------------------------
 
@@ -104,7 +105,7 @@ class Server:
             self._enforce_deadlines(self.mono)
             self.end_pass(now)
             timeout = min(between_passes(now), self._next_deadline(self.mono))
-            if self._acks_owed:
+            if self.ack_sender.owed:
                 timeout = min(timeout, ACK_RETRY)
 
     def end_pass(self, now: float, force: bool = False) -> None:
@@ -119,14 +120,12 @@ class Server:
         else:
             processor.writer.flush(now, force)
         if processor.ack_targets:
-            for connection, client_id in processor.ack_targets.items():
-                connection.ack_client = client_id
-                self._acks_owed[connection] = None
+            self.ack_sender.owe(processor.ack_targets)
             processor.ack_targets.clear()
         if dropped:
             self._disconnect_to_resend(set(dropped))
-        if self._acks_owed:
-            self._send_acks()
+        if self.ack_sender.owed:
+            self.ack_sender.send(acks)
 
     def _disconnect_to_resend(self, client_ids: set) -> None:
         """Acknowledged records were dropped from the full memory buffer: a client resends after a reconnect."""
@@ -136,32 +135,6 @@ class Server:
                                      'its connection from %s so that it resends them', connection.ack_client,
                                      connection.peer)
                 self._close(connection)
-
-    def _send_acks(self) -> None:
-        """At most one ACK frame per connection per pass; a client not reading gets it later."""
-        acks = self.processor.acks
-        highest = acks.highest
-        for connection in list(self._acks_owed):
-            if not connection.ack_out:
-                seq = highest(connection.ack_client)
-                if seq <= connection.ack_sent:
-                    if not acks.waiting_for_disk(connection.ack_client):
-                        del self._acks_owed[connection]
-                    continue
-                connection.ack_out = encode_ack(seq)
-                connection.ack_sent = seq
-            try:
-                sent = connection.sock.send(connection.ack_out)
-            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                continue
-            except OSError:
-                del self._acks_owed[connection]
-                continue
-            connection.ack_out = connection.ack_out[sent:]
-            if not connection.ack_out:
-                self.counters.acks_sent += 1
-                if highest(connection.ack_client) <= connection.ack_sent:
-                    del self._acks_owed[connection]
 
     def next_wakeup(self, now: float) -> float:
         """Seconds until the server itself has timed work to do."""
@@ -194,8 +167,8 @@ class Server:
                 return
             peer, host = format_peer(address), peer_host(address)
             refusal = self.limits.refusal(host, tls)
-            if refusal == 'max_connections' and tls and self.handshakes:
-                self._evict_oldest_handshake()
+            if refusal == 'max_connections' and tls and self.handshakes.pending:
+                self._close(self.handshakes.oldest_to_evict())
                 refusal = self.limits.refusal(host, tls)
             if refusal is not None:
                 sock.close()
@@ -223,14 +196,14 @@ class Server:
                                                     suppress_ragged_eofs=True)
             except (OSError, ssl.SSLError) as error:
                 sock.close()
-                self._tls_failed(peer, str(error))
+                self.handshakes.failed(peer, str(error))
                 return
         connection = Connection(sock, peer, host, decoder, tls, time.monotonic())
         self.connections[sock.fileno()] = connection
         self.limits.opened(connection)
         self.counters.connections_accepted += 1
         if tls:
-            self.handshakes[connection] = connection.opened_at + self.config.tls_handshake_timeout
+            self.handshakes.start(connection)
             self.selector.register(sock, selectors.EVENT_READ, (self._handshake, connection))
             self._handshake(connection)
         else:
@@ -239,48 +212,21 @@ class Server:
     # TLS handshakes -----------------------------------------------------
 
     def _handshake(self, connection: Connection) -> None:
-        sock = connection.sock
         try:
-            sock.do_handshake()
-        except ssl.SSLWantReadError:
-            self.selector.modify(sock, selectors.EVENT_READ, (self._handshake, connection))
-            return
-        except ssl.SSLWantWriteError:
-            self.selector.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
-                                 (self._handshake, connection))
-            return
-        except (ssl.SSLError, OSError) as error:
-            self._tls_failed(connection.peer, tls_reason(error))
+            waiting_for = self.handshakes.step(connection)
+        except HandshakeFailed:
             self._close(connection)
             return
-        del self.handshakes[connection]
-        self.selector.modify(sock, selectors.EVENT_READ, (self._read_stream, connection))
-        log.debug('TLS connection from %s: %s', connection.peer, subject_cn(sock))
+        if waiting_for:
+            self.selector.modify(connection.sock, waiting_for, (self._handshake, connection))
+            return
+        self.selector.modify(connection.sock, selectors.EVENT_READ, (self._read_stream, connection))
         self._read_stream(connection)
-
-    def _tls_failed(self, peer: str, reason: str) -> None:
-        self.counters.tls_failures += 1
-        self.reporter.report('tls', logging.WARNING, 'TLS handshake with %s failed: %s', peer, reason)
-
-    def _evict_oldest_handshake(self) -> None:
-        """The pool is full: the handshake waiting longest makes room, so stalled ones cannot hold it."""
-        oldest = next(iter(self.handshakes))
-        self._tls_failed(oldest.peer, 'every connection slot is taken; the oldest unfinished handshake is dropped')
-        self._close(oldest)
 
     # deadlines ----------------------------------------------------------
 
     def _enforce_deadlines(self, now: float) -> None:
-        late = []
-        for connection, deadline in self.handshakes.items():
-            if deadline > now:
-                break
-            late.append(connection)
-        for connection in late:
-            self._tls_failed(connection.peer, 'no complete handshake within %g s (tls_handshake_timeout)'
-                             % self.config.tls_handshake_timeout)
-            self._close(connection)
-        for connection in self.limits.expired(now):
+        for connection in self.handshakes.late(now) + self.limits.expired(now):
             self._close(connection)
         resumable = [connection for connection, at in self.limits.paused.items() if at <= now]
         for connection in resumable:
@@ -289,10 +235,7 @@ class Server:
                 self._close(victim)
 
     def _next_deadline(self, now: float) -> float:
-        after = self.limits.next_deadline(now)
-        for deadline in self.handshakes.values():
-            return max(0.0, min(after, deadline - now))
-        return after
+        return min(self.limits.next_deadline(now), self.handshakes.next_deadline(now))
 
     # reading ------------------------------------------------------------
 
@@ -377,40 +320,22 @@ class Server:
             if connection not in self.limits.paused:
                 self.selector.unregister(sock)
             self.connections.pop(fd, None)
-            self.handshakes.pop(connection, None)
+            self.handshakes.pending.pop(connection, None)
             self.limits.closed(connection)
-        self._acks_owed.pop(connection, None)
+        self.ack_sender.forget(connection)
         self.processor.ack_targets.pop(connection, None)
         sock.close()
 
     def _read_datagrams(self, listener: Listener) -> None:
-        sock = listener.sock
-        max_size = self.config.max_message_size
-        process = self.processor.process
         counters = self.counters
-        for _ in range(UDP_BATCH):
-            try:
-                data, address = sock.recvfrom(UDP_DATAGRAM_MAX)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as error:
-                self.reporter.report('udp', logging.WARNING, 'UDP receive failed: %s', error)
-                return
-            counters.bytes_received += len(data)
-            try:
-                frame = decode_datagram(data, max_size)
-            except FrameError as error:
-                counters.reject(error.reason)
-                self.reporter.report('frame:' + error.reason, logging.WARNING,
-                                     'dropped a datagram from %s: %s', format_peer(address), error)
-                continue
-            counters.frames_received += 1
+        for frame, address in receive_datagrams(listener.sock, self.config.max_message_size, counters,
+                                                self.reporter):
             peer = format_peer(address)
             ready, waiting = self.limits.inflate(peer_host(address), peer, (frame,), self.mono)
             if waiting:
                 counters.reject('inflate_rate')
             elif ready:
-                process(ready, peer, self.now, self.prefix)
+                self.processor.process(ready, peer, self.now, self.prefix)
 
     # stopping -----------------------------------------------------------
 
@@ -442,7 +367,7 @@ class Server:
         self.close_listeners()
         reading = []
         for connection in list(self.connections.values()):
-            if connection in self.handshakes:
+            if connection in self.handshakes.pending:
                 self._close(connection)
             else:
                 if connection.held:

@@ -103,7 +103,7 @@ def test_2000_peers_stalled_in_large_frames_keep_memory_bounded_and_a_good_clien
     assert [body.split(' ')[:2] for body in bodies(large)] == [['large', str(i)] for i in range(peers // 100)]
     assert stats['buffered_bytes'] <= 64 * MiB
     assert stats['connections_closed_buffer_full'] >= peers // 2
-    assert 'max_buffered_bytes)' in output and 'closing the connection from 127.1.' in output
+    assert '(max_buffered_bytes;' in output and 'closing the connection from 127.1.' in output
     assert peak < RSS_LIMIT_MB
 
 

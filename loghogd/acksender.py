@@ -1,0 +1,52 @@
+"""Acknowledgements out: the ACK frames owed to acknowledged-delivery clients."""
+
+import ssl
+from typing import Dict
+
+from loghog.protocol import encode_ack
+from loghogd.acks import AckJournal
+from loghogd.limits import Connection
+from loghogd.stats import Counters
+
+
+class AckSender:
+    """At most one ACK frame per connection per pass; a client not reading gets it later."""
+
+    def __init__(self, counters: Counters) -> None:
+        self.counters = counters
+        self.owed: Dict[Connection, None] = {}
+
+    def owe(self, targets: Dict[Connection, str]) -> None:
+        """Each connection in `targets` is owed an ACK for its client id's records."""
+        for connection, client_id in targets.items():
+            connection.ack_client = client_id
+            self.owed[connection] = None
+
+    def forget(self, connection: Connection) -> None:
+        self.owed.pop(connection, None)
+
+    def send(self, acks: AckJournal) -> None:
+        """Send what each owed connection can take now, never blocking."""
+        highest = acks.highest
+        owed = self.owed
+        for connection in list(owed):
+            if not connection.ack_out:
+                seq = highest(connection.ack_client)
+                if seq <= connection.ack_sent:
+                    if not acks.waiting_for_disk(connection.ack_client):
+                        del owed[connection]
+                    continue
+                connection.ack_out = encode_ack(seq)
+                connection.ack_sent = seq
+            try:
+                sent = connection.sock.send(connection.ack_out)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                continue
+            except OSError:
+                del owed[connection]
+                continue
+            connection.ack_out = connection.ack_out[sent:]
+            if not connection.ack_out:
+                self.counters.acks_sent += 1
+                if highest(connection.ack_client) <= connection.ack_sent:
+                    del owed[connection]
