@@ -214,7 +214,8 @@ def run_load(tmp_path, pki, batches: int, pause: float) -> None:
     """
     raise_open_files(4096)
     records = batches * 1000
-    with Loghogd(tmp_path, FACILITIES, pki=pki) as daemon:
+    one_address = {'server': {'max_connections_per_address': '1024'}}  # the whole crowd comes from 127.0.0.1
+    with Loghogd(tmp_path, FACILITIES, pki=pki, config=one_address) as daemon:
         port = daemon.ports['tcp']
         idle = [socket.create_connection(('127.0.0.1', port), timeout=5) for _ in range(100)]
         slow = SlowHeaders(port, 100)
@@ -239,6 +240,7 @@ def run_load(tmp_path, pki, batches: int, pause: float) -> None:
             good = daemon.wait_for_lines('app/web.log', records, timeout=30)
             others_written = daemon.wait_for_lines('app/root.log', 2100, timeout=30)
             peak = daemon.stats()
+            wait_for(lambda: stalled.cut >= 100, 30, 'the stalled handshakes cut at tls_handshake_timeout')
         finally:
             for thread in threads:
                 thread.finish()
