@@ -290,7 +290,9 @@ ALL_KEYS = [(section, key) for section, keys in {
     'compressor': ['format', 'level'],
     'server': ['listen_ipv4', 'listen_ipv6', 'default_port', 'listen_ipv4_ssl', 'listen_ipv6_ssl',
                'default_port_ssl', 'pemfile', 'cacert', 'crlfile', 'max_message_size', 'max_connections',
-               'udp_receive_buffer'],
+               'udp_receive_buffer', 'max_connections_per_address', 'tls_reserved_connections',
+               'tls_handshake_timeout', 'idle_timeout', 'frame_timeout', 'max_buffered_bytes',
+               'max_buffered_bytes_per_peer', 'max_inflated_bytes_per_second'],
     'stats': ['prometheus_textfile'],
 }.items() for key in keys]
 
