@@ -5,6 +5,7 @@ the loop that serves the sockets is in server.py.
 """
 
 import errno
+import ipaddress
 import logging
 import resource
 import socket
@@ -166,5 +167,14 @@ def subject_cn(sock: ssl.SSLSocket) -> str:
 
 
 def peer_host(address: Tuple) -> str:
-    """The address a peer's limits are counted under (its IP, without the port)."""
-    return str(address[0]) if isinstance(address, tuple) and address else str(address)
+    """What a peer's limits are counted under: its IPv4 address, or the /64 of its IPv6 address.
+
+    One IPv6 host usually has a whole /64 to pick source addresses from.
+    """
+    host = str(address[0]) if isinstance(address, tuple) and address else str(address)
+    if ':' not in host:
+        return host
+    try:
+        return str(ipaddress.IPv6Network((host.partition('%')[0], 64), strict=False))
+    except ValueError:
+        return host

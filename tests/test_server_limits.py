@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from loghog.protocol import FLAG_ZLIB, StreamDecoder
 from loghogd.config import ConfigError, ServerConfig, load_config, parse_seconds
 from loghogd.limits import Connection, ConnectionLimits
+from loghogd.listeners import peer_host
 from loghogd.stats import Counters, RateLimitedReporter
 
 MiB = 1024 * 1024
@@ -111,3 +112,13 @@ def test_inflating_past_the_budget_holds_the_rest_until_it_refills() -> None:
     assert table.resume_at('10.0.0.1', 0.0) == pytest.approx(0.2 + 0.01)
     ready, waiting = table.inflate('10.0.0.1', 'peer', waiting, 0.25)
     assert len(ready) == 1 and not waiting and table.counters.inflated_bytes == 1800
+
+
+@pytest.mark.parametrize('address, counted_as', [
+    (('192.0.2.7', 4000), '192.0.2.7'),
+    (('2001:db8:1:2:aaaa::1', 4000, 0, 0), '2001:db8:1:2::/64'),
+    (('2001:db8:1:2:ffff::9', 4001, 0, 0), '2001:db8:1:2::/64'),
+    (('fe80::1%eth0', 4000, 0, 2), 'fe80::/64'),
+])
+def test_limits_count_an_ipv6_client_by_its_64(address: tuple, counted_as: str) -> None:
+    assert peer_host(address) == counted_as
