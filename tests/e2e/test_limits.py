@@ -66,7 +66,7 @@ def compressed_frame(body: str, module: str = 'big') -> bytes:
     return encode_frame(zlib.compress(plain[HEADER.size:]), FLAG_ZLIB)
 
 
-# item 3: unfinished frames --------------------------------------------------------------
+# unfinished frames --------------------------------------------------------------------------
 
 def test_2000_peers_stalled_in_large_frames_keep_memory_bounded_and_a_good_client_lands(tmp_path):
     """Defaults as shipped: each peer sends 3/4 of a 1 MiB frame and stops; the oldest give way."""
@@ -135,45 +135,37 @@ def test_one_address_holds_at_most_its_share_of_unfinished_frames(tmp_path):
     assert 'closing the connection from 127.0.0.2:' in output and '(max_buffered_bytes_per_peer' in output
 
 
-def test_a_started_frame_must_be_finished_within_frame_timeout(tmp_path):
-    with Loghogd(tmp_path, FACILITIES, config={'server': {'frame_timeout': '1'}}) as daemon:
-        finished = daemon.connect_tcp()
-        finished.sendall(frame('app', 'web', 'whole'))
+@pytest.mark.parametrize('option, stalled_sends, counter', [
+    ('frame_timeout', frame('app', 'web', 'half')[:20], 'frames_timed_out'),
+    ('idle_timeout', b'', 'connections_closed_idle'),
+])
+def test_a_stalled_connection_is_closed_and_a_quiet_client_kept(tmp_path, option, stalled_sends, counter):
+    """frame_timeout: a started frame must be finished; idle_timeout: a first frame must come.
+
+    A client that has sent complete frames may idle past both: it is kept.
+    """
+    with Loghogd(tmp_path, FACILITIES, config={'server': {option: '1'}}) as daemon:
+        quiet = daemon.connect_tcp()
+        quiet.sendall(frame('app', 'web', 'first'))
         daemon.wait_for_lines('app/web.log', 1)
         stalled = connect_from(daemon, '127.0.0.2')
-        stalled.sendall(frame('app', 'web', 'half')[:20])
+        stalled.sendall(stalled_sends)
         assert closed_by_server(stalled)
-        assert still_open(finished)
-        stats = daemon.stats()
-        output = daemon.output()
-        stalled.close()
-        finished.close()
-    assert stats['frames_timed_out'] == 1
-    assert 'closing the connection from 127.0.0.2:' in output and '(frame_timeout)' in output
-
-
-# item 4: idle connections, keepalive, per-address limit, TLS pool ---------------------------
-
-def test_a_connection_without_a_complete_frame_is_closed_after_idle_timeout(tmp_path):
-    with Loghogd(tmp_path, FACILITIES, config={'server': {'idle_timeout': '1'}}) as daemon:
-        talker = daemon.connect_tcp()
-        talker.sendall(frame('app', 'web', 'first'))
-        daemon.wait_for_lines('app/web.log', 1)
-        silent = connect_from(daemon, '127.0.0.2')
-        assert closed_by_server(silent)
-        time.sleep(0.5)  # the talker idles past idle_timeout too; having sent a frame, it stays
-        assert still_open(talker)
-        talker.setblocking(True)
-        talker.sendall(frame('app', 'web', 'second'))
+        time.sleep(0.5)  # the quiet client idles past the timeout too
+        assert still_open(quiet)
+        quiet.setblocking(True)
+        quiet.sendall(frame('app', 'web', 'second'))
         lines = daemon.wait_for_lines('app/web.log', 2)
         stats = daemon.stats()
         output = daemon.output()
-        silent.close()
-        talker.close()
+        stalled.close()
+        quiet.close()
     assert bodies(lines) == ['first', 'second']
-    assert stats['connections_closed_idle'] == 1
-    assert 'closing the connection from 127.0.0.2:' in output and '(idle_timeout)' in output
+    assert stats[counter] == 1
+    assert 'closing the connection from 127.0.0.2:' in output and '(%s)' % option in output
 
+
+# keepalive, connections per address, the TLS reserve ----------------------------------------
 
 def server_side_timer(local_port: int, remote_port: int) -> str:
     """The `tr` column of the daemon's end of a connection in /proc/net/tcp (2: keepalive timer)."""
@@ -231,7 +223,7 @@ def test_a_plain_tcp_flood_leaves_slots_for_tls_clients(tmp_path, pki):
     assert stats['tls_failures'] == 0
 
 
-# item 8: TLS handshake timeout ------------------------------------------------------------
+# TLS handshakes ----------------------------------------------------------------------------
 
 def tls_client_context(daemon: Loghogd, client_pem: str) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -280,7 +272,7 @@ def test_stalled_handshakes_filling_every_slot_give_way_to_a_new_client(tmp_path
     assert 'TLS handshake with 127.3.0.1:' in output and 'oldest unfinished handshake is dropped' in output
 
 
-# item 15: no TLS session resumption -------------------------------------------------------
+# TLS sessions ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('version', [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
 def test_no_tls_session_is_resumed(tmp_path, pki, version):
@@ -299,7 +291,7 @@ def test_no_tls_session_is_resumed(tmp_path, pki, version):
         assert not session.has_ticket
 
 
-# item 11: inflated bytes ------------------------------------------------------------------
+# inflated bytes ----------------------------------------------------------------------------
 
 def test_compressed_frames_over_the_inflate_budget_wait_and_all_land(tmp_path):
     """256 KiB per second: 8 frames of 200 KiB, sent at once, land whole, paced by the budget."""
