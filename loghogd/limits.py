@@ -149,7 +149,10 @@ class ConnectionLimits:
     # deadlines ------------------------------------------------------------
 
     def expired(self, now: float) -> List[Connection]:
-        """Connections past idle_timeout without a complete frame, or past frame_timeout in one."""
+        """Connections past idle_timeout without a complete frame, or past frame_timeout in one.
+
+        A connection paused for its inflate budget is not being read: its frame's time does not run out.
+        """
         late = []
         idle_since = now - self.config.idle_timeout
         for connection in self.never_framed:
@@ -163,7 +166,7 @@ class ConnectionLimits:
         for connection, started in self.partial.items():
             if started > started_before:
                 break
-            if connection not in late:
+            if connection not in late and connection not in self.paused:
                 late.append(connection)
                 self.counters.frames_timed_out += 1
                 self.reporter.report('frame_timeout', logging.WARNING, 'closing the connection from %s: a frame '
