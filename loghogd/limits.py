@@ -55,7 +55,7 @@ class ConnectionLimits:
         self.buffered_by_host: Dict[str, int] = {}
         self.buffered_total = 0
         self.never_framed: Dict[Connection, None] = {}
-        self.partial: Dict[Connection, float] = {}
+        self.holding: Dict[Connection, float] = {}
         self.paused: Dict[Connection, float] = {}
         self._buckets: Dict[str, List[float]] = {}
 
@@ -95,7 +95,7 @@ class ConnectionLimits:
         else:
             del self.by_host[connection.host]
         self.never_framed.pop(connection, None)
-        self.partial.pop(connection, None)
+        self.holding.pop(connection, None)
         self.paused.pop(connection, None)
         self._set_buffered(connection, 0)
         self.counters.connections_open = self.open_count
@@ -103,21 +103,25 @@ class ConnectionLimits:
     # bytes held for unfinished frames -------------------------------------
 
     def account(self, connection: Connection, now: float, completed_frame: bool) -> List[Connection]:
-        """Note what `connection` holds after a read; return the connections to close for it."""
-        pending = connection.decoder.pending_bytes
+        """Note what `connection` holds after a read; return the connections to close for it.
+
+        `holding` keeps the connections that hold bytes (an unfinished frame, or
+        frames waiting for the inflate budget) in the order they began to.
+        """
+        holding = connection.decoder.pending_bytes + connection.held_bytes
         if completed_frame:
             self.never_framed.pop(connection, None)
-        if not pending:
-            self.partial.pop(connection, None)
-        elif completed_frame or connection not in self.partial:
-            self.partial.pop(connection, None)
-            self.partial[connection] = now
-        self._set_buffered(connection, pending + connection.held_bytes)
+        if not holding:
+            self.holding.pop(connection, None)
+        elif completed_frame or connection not in self.holding:
+            self.holding.pop(connection, None)
+            self.holding[connection] = now
+        self._set_buffered(connection, holding)
         if self.buffered_by_host.get(connection.host, 0) > self.config.max_buffered_bytes_per_peer:
             self._buffer_full(connection, 'max_buffered_bytes_per_peer')
             return [connection]
         victims = []
-        for oldest in list(self.partial):
+        for oldest in list(self.holding):
             if self.buffered_total <= self.config.max_buffered_bytes:
                 break
             self._buffer_full(oldest, 'max_buffered_bytes')
@@ -130,7 +134,7 @@ class ConnectionLimits:
                              'closing the connection from %s: %d bytes of unfinished frames are buffered '
                              '(%s; %d bytes in all)', connection.peer, self.buffered_by_host.get(connection.host, 0),
                              limit, self.buffered_total)
-        self.partial.pop(connection, None)
+        self.holding.pop(connection, None)
         self._set_buffered(connection, 0)
 
     def _set_buffered(self, connection: Connection, size: int) -> None:
@@ -163,7 +167,7 @@ class ConnectionLimits:
             self.reporter.report('idle', logging.INFO, 'closing the connection from %s: no complete frame '
                                  'within %g s (idle_timeout)', connection.peer, self.config.idle_timeout)
         started_before = now - self.config.frame_timeout
-        for connection, started in self.partial.items():
+        for connection, started in self.holding.items():
             if started > started_before:
                 break
             if connection not in late and connection not in self.paused:
@@ -180,7 +184,7 @@ class ConnectionLimits:
         for connection in self.never_framed:
             times.append(connection.opened_at + self.config.idle_timeout - now)
             break
-        for started in self.partial.values():
+        for started in self.holding.values():
             times.append(started + self.config.frame_timeout - now)
             break
         if self.paused:

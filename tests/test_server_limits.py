@@ -92,7 +92,7 @@ def test_every_count_returns_to_zero_when_the_connections_close() -> None:
     for closing in held:
         table.closed(closing)
     assert (table.open_count, table.buffered_total, table.by_host, table.buffered_by_host) == (0, 0, {}, {})
-    assert not table.partial and not table.never_framed
+    assert not table.holding and not table.never_framed
 
 
 def test_the_plain_tcp_pool_leaves_the_tls_reserve() -> None:
