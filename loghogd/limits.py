@@ -193,8 +193,7 @@ class ConnectionLimits:
 
     # inflated bytes -------------------------------------------------------
 
-    def inflate(self, host: str, peer: str, frames: Sequence[Frame], now: float,
-                enforce: bool = True) -> Tuple[List[Frame], List[Frame]]:
+    def inflate(self, host: str, peer: str, frames: Sequence[Frame], now: float) -> Tuple[List[Frame], List[Frame]]:
         """(frames ready for the processor, compressed ones inflated; frames over the peer's budget).
 
         Each address may inflate max_inflated_bytes_per_second (with a burst
@@ -206,7 +205,7 @@ class ConnectionLimits:
             if not flags & FLAG_ZLIB:
                 ready.append((flags, payload))
                 continue
-            if enforce and bucket[0] <= 0:
+            if bucket[0] <= 0:
                 self.counters.inflate_limited += 1
                 self.reporter.report('inflate', logging.WARNING, 'slowing down %s: it sent more than %d inflated '
                                      'bytes per second (max_inflated_bytes_per_second)', peer,

@@ -285,8 +285,7 @@ class Server:
         was_paused = connection in paused
         if connection.held:
             frames = connection.held + list(frames)
-        ready, waiting = self.limits.inflate(connection.host, connection.peer, frames, self.mono,
-                                             enforce=not self.stopping)
+        ready, waiting = self.limits.inflate(connection.host, connection.peer, frames, self.mono)
         connection.held = waiting
         connection.held_bytes = sum(len(payload) for _flags, payload in waiting)
         if ready:
@@ -305,7 +304,12 @@ class Server:
                              'closing the connection from %s: %s', peer, error)
 
     def _finish(self, connection: Connection) -> None:
-        """The peer closed: a partial frame left behind is counted, not parsed."""
+        """The peer closed, or the server stops: what is left (a partial frame, frames over budget) is counted."""
+        for _frame in connection.held:
+            self.counters.reject('inflate_rate')
+        if connection.held:
+            self.reporter.report('inflate', logging.WARNING, 'dropped %d compressed frames from %s at stop: they were '
+                                 'over its inflate budget', len(connection.held), connection.peer)
         if connection.decoder.pending_bytes and connection.decoder.error is None:
             self.counters.reject('truncated')
             self.reporter.report('truncated', logging.WARNING,
@@ -370,19 +374,20 @@ class Server:
             if connection in self.handshakes.pending:
                 self._close(connection)
             else:
-                if connection.held:
-                    self._deliver(connection, ())
                 reading.append(connection)
         while reading and time.time() < deadline:
             still_sending = []
             for connection in reading:
                 before = connection.decoder.pending_bytes, self.counters.bytes_received
-                self.now = time.time()
+                self.now, self.mono = time.time(), time.monotonic()
                 self.prefix = self.clock.prefix(self.now)
-                self._read_stream(connection)
+                if connection in self.limits.paused:
+                    self._deliver(connection, ())
+                else:
+                    self._read_stream(connection)
                 if connection.sock.fileno() < 0:
                     continue
-                if before == (connection.decoder.pending_bytes, self.counters.bytes_received):
+                if connection.held or before == (connection.decoder.pending_bytes, self.counters.bytes_received):
                     self.end_pass(self.now, force=True)
                     self._finish(connection)
                 else:

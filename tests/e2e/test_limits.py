@@ -6,6 +6,7 @@ reached is checked three ways: what the peer sees, the `--status` counter
 and the daemon's log line naming the peer.
 """
 
+import re
 import socket
 import ssl
 import threading
@@ -322,6 +323,21 @@ def test_compressed_datagrams_over_the_inflate_budget_are_dropped_and_counted(tm
     assert stats['rejected_by_reason'].get('inflate_rate', 0) >= 1
     assert len(lines) + stats['rejected_by_reason']['inflate_rate'] == 5
     assert stats['inflate_limited'] == stats['rejected_by_reason']['inflate_rate']
+
+
+def test_at_stop_frames_over_the_inflate_budget_are_counted_not_inflated(tmp_path):
+    config = {'server': {'max_inflated_bytes_per_second': '256K'}}
+    sent = 40
+    with Loghogd(tmp_path, FACILITIES, config=config) as daemon:
+        with connect_from(daemon, '127.0.0.2') as sock:
+            sock.sendall(compressed_frame('b' * (900 * 1024)) * sent)
+            wait_for(lambda: daemon.stats()['inflate_limited'] >= 1, 10, 'the sender slowed down')
+            assert daemon.stop() == 0
+        output = daemon.output()
+        written = daemon.read_lines('app/big.log')
+    dropped = re.search(r'dropped (\d+) compressed frames from 127\.0\.0\.2:\d+ at stop', output)
+    assert dropped, output[-2000:]
+    assert len(written) + int(dropped.group(1)) == sent
 
 
 def test_a_good_client_is_not_slowed_by_another_address_inflating(tmp_path):
