@@ -63,7 +63,11 @@ def peak_resident_mb(pid: int) -> float:
 
 
 def compressed_frame(body: str, module: str = 'big') -> bytes:
-    plain = frame('app', module, body)
+    return compress(frame('app', module, body))
+
+
+def compress(plain: bytes) -> bytes:
+    """A frame with its payload zlib-compressed."""
     return encode_frame(zlib.compress(plain[HEADER.size:]), FLAG_ZLIB)
 
 
@@ -298,15 +302,16 @@ def test_compressed_frames_over_the_inflate_budget_wait_and_all_land(tmp_path):
     """256 KiB per second: 8 frames of 200 KiB, sent at once, land whole, paced by the budget."""
     config = {'server': {'max_inflated_bytes_per_second': '256K'}}
     records = ['%d ' % i + 'z' * (200 * 1024) for i in range(8)]
+    plain = [frame('app', 'big', body) for body in records]
     with Loghogd(tmp_path, FACILITIES, config=config) as daemon:
         with connect_from(daemon, '127.0.0.2') as sock:
-            sock.sendall(b''.join(compressed_frame(body) for body in records))
+            sock.sendall(b''.join(compress(one) for one in plain))
             lines = daemon.wait_for_lines('app/big.log', len(records), timeout=30)
         stats = daemon.stats()
         output = daemon.output()
-    assert bodies(lines) == [body + '' for body in records]
+    assert bodies(lines) == records
     assert stats['inflate_limited'] >= 1
-    assert stats['inflated_bytes'] == sum(len(frame('app', 'big', body)) - HEADER.size for body in records)
+    assert stats['inflated_bytes'] == sum(len(one) - HEADER.size for one in plain)
     assert 'slowing down 127.0.0.2:' in output and '(max_inflated_bytes_per_second)' in output
 
 
