@@ -27,6 +27,8 @@ import daemon.pidfile
 import lockfile
 import lockfile.pidlockfile
 
+from loghogd import safefs
+
 log = logging.getLogger('loghogd')
 
 START_TIMEOUT = 30.0
@@ -96,8 +98,12 @@ class PidLock:
                 cause = error.__context__
                 raise DaemonError('cannot create the PID file %s: %s' % (
                     self.path, getattr(cause, 'strerror', None) or cause or error)) from None
-            os.chmod(self.path, PIDFILE_MODE)
             self.held = True
+            try:
+                _make_readable(self.path)
+            except OSError as error:
+                self.release()
+                raise DaemonError('cannot take the PID file %s: %s' % (self.path, error.strerror or error)) from None
             return
         raise DaemonError('cannot take the PID file %s: other processes keep creating it' % self.path)
 
@@ -111,10 +117,18 @@ class PidLock:
         self._lock.break_lock()
 
     def release(self) -> None:
-        """Remove the PID file at exit; a file another process owns is left alone."""
+        """Remove the PID file at exit; a file another process owns is left alone.
+
+        After the privilege drop the PID file is root's, in a directory where
+        the daemon's user cannot remove it: it is left for the init system
+        (systemd removes a PIDFile=) or the next start, which finds it stale.
+        """
         if not self.held:
             return
         self.held = False
+        if os.geteuid() != 0 and _owner(self.path) == 0:
+            log.info('leaving the PID file %s to root: the next start or the init system removes it', self.path)
+            return
         try:
             self._lock.release()
         except (lockfile.NotLocked, lockfile.NotMyLock):
@@ -123,6 +137,22 @@ class PidLock:
         except OSError as error:
             log.error('cannot remove the PID file %s: %s (its directory must be writable by the user '
                       'loghogd runs as)', self.path, error.strerror or error)
+
+
+def _make_readable(path: str) -> None:
+    """PIDFILE_MODE on the new PID file, through a descriptor: a link put in its place is not followed."""
+    fd = safefs.open_file(os.path.dirname(path), path, os.O_RDONLY)
+    try:
+        os.fchmod(fd, PIDFILE_MODE)
+    finally:
+        os.close(fd)
+
+
+def _owner(path: str) -> Optional[int]:
+    try:
+        return os.stat(path, follow_symlinks=False).st_uid
+    except OSError:
+        return None
 
 
 # The user to run as ------------------------------------------------------------
@@ -166,14 +196,12 @@ def _user_name(uid: int) -> str:
         return str(uid)
 
 
-def drop_privileges(account: Account, own: Iterable[str]) -> None:
-    """Give `own` to the account, then become it: its group, no supplementary groups.
+def drop_privileges(account: Account) -> None:
+    """Become the account: its group, no supplementary groups.
 
     Everything that needs root (low ports, the PID file, reading the TLS
-    key) must be done before this call.
+    key, handing the directories over) must be done before this call.
     """
-    for path in own:
-        os.chown(path, account.uid, _group_to_give(path, account.gid), follow_symlinks=False)
     os.setgroups([])
     os.setgid(account.gid)
     os.setuid(account.uid)
@@ -347,28 +375,55 @@ SHARED_DIRECTORIES = frozenset(('/', '/run', '/var/run', '/var', '/var/lib', '/v
                                 '/var/tmp', '/etc', '/usr', '/home', '/root', '/srv', '/opt', '/dev', '/proc'))
 
 
-def paths_to_own(trees: Iterable[str], paths: Iterable[Optional[str]], keep: Iterable[str] = ()) -> List[str]:
-    """What the dropped user must own: `trees` with all they hold, and `paths`, but not `keep`.
+RUNDIR_MODE = 0o1770
 
-    The work and run directories hold state that root wrote during start-up
-    (journals, state files) and that the daemon rewrites later; the log
-    directory itself is in `paths`, not its possibly huge tree. The PID file
-    goes in `keep`: root's init script trusts it to name the process to
-    signal, so the dropped user may read it (and remove it from its own run
-    directory at exit) but not rewrite it. Raises DaemonError for a
+
+def hand_over(account: Account, trees: List[str], paths: List[Optional[str]], rundir: str, pidfile: str) -> None:
+    """Give the account what it writes: `trees` with all they hold, `paths` alone, the files of `rundir`.
+
+    The work directory holds state root wrote during start-up (journals,
+    state files) that the daemon rewrites later; the log directory itself
+    is in `paths`, not its possibly huge tree. Nothing is reached through
+    a link: trees are walked with directory descriptors (os.fwalk) and
+    owners changed with follow_symlinks=False.
+
+    `rundir` stays root's, group-writable for the account's group and
+    sticky: the daemon makes and replaces its own status files there, but
+    cannot remove or replace the root-owned PID file, which root's init
+    script trusts to name the process to signal. Raises DaemonError for a
     directory that is not loghogd's own.
     """
-    trees, paths = list(trees), list(paths)
-    for path in trees + paths:
+    for path in trees + paths + [rundir]:
         if path and os.path.realpath(path) in SHARED_DIRECTORIES:
             raise DaemonError('%s is a shared system directory; with [main] user set, loghogd must have '
                               'directories of its own (e.g. /run/loghogd, /var/lib/loghogd, /var/log/loghogd), '
                               'because it gives them to that user' % path)
-    found: List[str] = []
+    for path in trees + paths:
+        if path and safefs.beneath(path, pidfile):
+            log.warning('the PID file %s lies in %s, which user %s owns and can replace it in; put it in '
+                        'the rundir %s', pidfile, path, account.name, rundir)
     for tree in trees:
-        for top, directories, files in os.walk(tree):
-            found.append(top)
-            found.extend(os.path.join(top, name) for name in directories + files)
-    found.extend(path for path in paths if path and os.path.lexists(path))
-    kept = {os.path.abspath(path) for path in keep}
-    return [path for path in dict.fromkeys(found) if os.path.abspath(path) not in kept]
+        _give(tree, account)
+        _give_tree(tree, account, pidfile)
+    for path in paths:
+        if path and os.path.lexists(path):
+            _give(path, account)
+    os.chown(rundir, 0, account.gid, follow_symlinks=False)
+    os.chmod(rundir, RUNDIR_MODE)
+    _give_tree(rundir, account, pidfile)
+
+
+def _give(path: str, account: Account, dir_fd: Optional[int] = None) -> None:
+    group = _group_to_give(path, account.gid)
+    os.chown(path if dir_fd is None else os.path.basename(path), account.uid, group, dir_fd=dir_fd,
+             follow_symlinks=False)
+
+
+def _give_tree(tree: str, account: Account, keep: str) -> None:
+    """Everything below `tree` but `keep`, walked through directory descriptors."""
+    keep = os.path.abspath(keep)
+    for top, directories, files, top_fd in os.fwalk(tree):
+        for name in directories + files:
+            path = os.path.join(top, name)
+            if os.path.abspath(path) != keep:
+                _give(path, account, top_fd)
