@@ -12,9 +12,10 @@ from typing import Any, Dict, List, Optional, Tuple
 from loghogd import __version__
 from loghogd.config import Config, ConfigError, load_config
 from loghogd import safefs
-from loghogd.daemon import (DaemonError, PidLock, StartupReport, drop_privileges, hand_over, process_alive,
-                            read_pidfile, resolve_user, run_detached, unreadable_hint)
+from loghogd.daemon import (DaemonError, PidLock, StartupReport, drop_privileges, process_alive, read_pidfile,
+                            resolve_user, run_detached, unreadable_hint)
 from loghogd.facilities import Facilities, load_facilities
+from loghogd.ownership import hand_over
 from loghogd.server import ServerError
 from loghogd.service import HANDLED_SIGNALS, Service, stats_path
 from loghogd.stats import format_status
