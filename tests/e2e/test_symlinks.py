@@ -88,10 +88,16 @@ def test_a_linked_app_directory_is_neither_rotated_nor_compressed(tmp_path, outs
     assert (outside / 'root.log').read_bytes() == SECRET
 
 
-def test_a_root_only_file_behind_a_linked_log_file_is_not_compressed_into_the_log_directory(tmp_path, outside):
-    secret = outside / 'secret'
-    secret.write_bytes(SECRET * 100)
-    os.chmod(secret, 0o600)
+@pytest.fixture
+def secret(outside):
+    """A root-only file outside the log directory."""
+    path = outside / 'secret'
+    path.write_bytes(SECRET * 100)
+    os.chmod(path, 0o600)
+    return path
+
+
+def test_a_root_only_file_behind_a_linked_log_file_is_not_compressed_into_the_log_directory(tmp_path, secret):
     daemon = Loghogd(tmp_path, FACILITIES)
     os.makedirs(daemon.path('app'))
     os.symlink(secret, daemon.path('app/root.log'))
@@ -103,10 +109,7 @@ def test_a_root_only_file_behind_a_linked_log_file_is_not_compressed_into_the_lo
     assert secret.read_bytes() == SECRET * 100
 
 
-def test_a_linked_backup_found_at_start_up_is_not_compressed(tmp_path, outside):
-    secret = outside / 'secret'
-    secret.write_bytes(SECRET * 100)
-    os.chmod(secret, 0o600)
+def test_a_linked_backup_found_at_start_up_is_not_compressed(tmp_path, secret):
     daemon = Loghogd(tmp_path, FACILITIES)
     os.makedirs(daemon.path('app'))
     backup = daemon.path('app/root.log.2020-01-01-00-00-00-000000')
