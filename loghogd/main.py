@@ -157,8 +157,8 @@ def start(config: Config, facilities: Facilities, foreground: bool) -> Tuple[Ser
             hand_over(account, [main.workdir], [main.logdir, config.log.filename], main.rundir, main.pidfile)
             drop_privileges(account)
             _warn_unreadable_for_reload(config)
-        service.open_journal()
         service.install_signal_handlers()
+        service.open_journal()
     except BaseException:
         lock.release()
         raise

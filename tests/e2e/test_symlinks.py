@@ -37,6 +37,12 @@ def internal_log(daemon: Loghogd) -> str:
     return text
 
 
+def rotate_all(daemon: Loghogd) -> None:
+    """SIGUSR2 once the daemon handles it (listening.json is written before its handlers are in place)."""
+    wait_for(lambda: 'loghogd %d ready' % daemon.process.pid in internal_log(daemon), 10, 'loghogd to be ready')
+    daemon.send_signal(signal.SIGUSR2)
+
+
 def wait_refused(daemon: Loghogd, path: str) -> None:
     wait_for(lambda: refusals(daemon) >= 1, 10, 'a refusal counted in the stats')
     wait_for(lambda: '%s is a symbolic link where a' % path in internal_log(daemon), 10,
@@ -82,7 +88,7 @@ def test_a_linked_app_directory_is_neither_rotated_nor_compressed(tmp_path, outs
     os.makedirs(daemon.logdir)
     os.symlink(outside, daemon.path('app'))
     with daemon:
-        daemon.send_signal(signal.SIGUSR2)
+        rotate_all(daemon)
         wait_refused(daemon, daemon.path('app'))
     assert sorted(os.listdir(outside)) == ['root.log']
     assert (outside / 'root.log').read_bytes() == SECRET
@@ -102,7 +108,7 @@ def test_a_root_only_file_behind_a_linked_log_file_is_not_compressed_into_the_lo
     os.makedirs(daemon.path('app'))
     os.symlink(secret, daemon.path('app/root.log'))
     with daemon:
-        daemon.send_signal(signal.SIGUSR2)
+        rotate_all(daemon)
         wait_refused(daemon, daemon.path('app/root.log'))
     assert os.listdir(daemon.path('app')) == ['root.log']
     assert os.path.islink(daemon.path('app/root.log'))
