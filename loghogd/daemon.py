@@ -24,7 +24,6 @@ from typing import Callable, Iterable, Optional
 import daemon
 import daemon.pidfile
 import lockfile
-import lockfile.pidlockfile
 
 from loghogd import safefs
 
@@ -63,8 +62,16 @@ def process_alive(pid: int) -> bool:
 
 
 def read_pidfile(path: str) -> Optional[int]:
-    """The PID written in `path`, or None when it is missing or not a number."""
-    return lockfile.pidlockfile.read_pid_from_pidfile(path)
+    """The PID written in `path`; None when it is missing, not a number, or a link or FIFO put in its place."""
+    try:
+        fd = safefs.open_file(os.path.dirname(path), path, os.O_RDONLY)
+    except OSError:
+        return None
+    with open(fd, encoding='ascii', errors='replace') as stream:
+        try:
+            return int(stream.readline(32).strip())
+        except ValueError:
+            return None
 
 
 class PidLock:

@@ -102,6 +102,9 @@ def test_the_user_cannot_replace_or_remove_the_pid_file(test_user, open_director
     finally:
         daemon.stop()
     assert read_pidfile(daemon.pidfile) == pid and not process_alive(pid)
-    again = daemon.start_detached()
+    os.unlink(daemon.pidfile)  # as systemd does after the stop
+    as_user(test_user, 'mkfifo', daemon.pidfile)
+    again = daemon.start_detached(timeout=30)
     assert again.returncode == 0, again.stderr
+    assert 'removing the stale PID file %s (no PID in it)' % daemon.pidfile in again.stderr
     daemon.stop()
