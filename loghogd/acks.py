@@ -25,6 +25,7 @@ import re
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
+from loghogd import safefs
 from loghogd.atomicfile import replace_file
 from loghogd.writer import LogFile
 
@@ -86,8 +87,9 @@ class ClientMark:
 class AckJournal:
     """Marks per client_id, and the journal that makes them survive a crash."""
 
-    def __init__(self, path: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: str, clock: Callable[[], float] = time.time, logdir: Optional[str] = None) -> None:
         self.path = path
+        self.logdir = logdir
         self.clock = clock
         self.marks: Dict[str, ClientMark] = {}
         self._files: Dict[LogFile, Dict[str, Ranges]] = {}
@@ -281,7 +283,7 @@ class AckJournal:
         written = [intent.get('handled', {})]
         lost = []
         for path, (before, after, ranges) in intent.get('files', {}).items():
-            if path in unwritten or (verify and not _complete_or_truncated(path, before, after)):
+            if path in unwritten or (verify and not _complete_or_truncated(self.logdir, path, before, after)):
                 lost.append(ranges)
             else:
                 written.append(ranges)
@@ -341,18 +343,34 @@ def _remove_from_ranges(ranges: Ranges, seq: int) -> None:
             return
 
 
-def _complete_or_truncated(path: str, before: int, after: int) -> bool:
-    """True when a crash spared the whole write; else cut the partial one off."""
+def _complete_or_truncated(logdir: Optional[str], path: str, before: int, after: int) -> bool:
+    """True when a crash spared the whole write; else cut the partial one off.
+
+    The journal lies in a directory loghogd's user can write, so the path it
+    names is trusted only as a regular file below the log directory, reached
+    without following a link (loghogd/safefs.py).
+    """
+    root = logdir or os.path.dirname(path)
     try:
-        size = os.stat(path).st_size
+        if not safefs.beneath(root, path):
+            raise safefs.UnsafePath(path, 'a path outside %s' % root, 'log file')
+        fd = safefs.open_file(root, path, os.O_WRONLY)
     except FileNotFoundError:
         return False
-    if size >= after:
-        return True
-    if size > before:
-        os.truncate(path, before)
-        log.warning('%s: a crash cut a write short; removed its %d partial bytes (they will be resent)',
-                    path, size - before)
+    except OSError as error:
+        log.error('the acknowledgement journal names %s: %s; not touching it (its records will be resent)',
+                  path, error.strerror or error)
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        if size >= after:
+            return True
+        if size > before:
+            os.ftruncate(fd, before)
+            log.warning('%s: a crash cut a write short; removed its %d partial bytes (they will be resent)',
+                        path, size - before)
+    finally:
+        os.close(fd)
     return False
 
 

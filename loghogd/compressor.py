@@ -18,7 +18,8 @@ import tempfile
 import time
 from typing import Callable, Deque, Dict, List, Optional
 
-from loghogd.stats import Counters
+from loghogd import safefs
+from loghogd.stats import Counters, RateLimitedReporter
 
 log = logging.getLogger('loghogd')
 
@@ -68,6 +69,7 @@ class Compressor:
         self.max_running = max_running
         self.queue: Deque[Job] = collections.deque()
         self.running: Dict[str, Job] = {}
+        self.reporter = RateLimitedReporter()
 
     def busy_with(self, plain: str) -> bool:
         """Whether `plain` is queued or being compressed (retention leaves it alone)."""
@@ -88,6 +90,12 @@ class Compressor:
             job = self.queue.popleft()
             try:
                 self._start(job)
+            except safefs.UnsafePath as error:
+                self.counters.unsafe_paths_refused += 1
+                self.reporter.report('compress-unsafe', logging.ERROR, 'not compressing %s: %s', job.plain,
+                                     error.strerror)
+                job.done(job.plain)
+                continue
             except OSError as error:
                 self._failed(job, 'cannot start %s: %s' % (self.format, error.strerror or error))
                 job.done(job.plain)
@@ -96,7 +104,8 @@ class Compressor:
 
     def _start(self, job: Job) -> None:
         temp_path = job.plain + self.extension + TEMP_SUFFIX
-        with open(job.plain, 'rb') as source:
+        source_fd = safefs.open_file(os.path.dirname(job.plain), job.plain, os.O_RDONLY)
+        with open(source_fd, 'rb') as source:
             job.output_fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
             job.errors = tempfile.TemporaryFile()
             try:

@@ -16,16 +16,16 @@ import os
 import pwd
 import select
 import signal
-import stat
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, Iterable, Optional
 
 import daemon
 import daemon.pidfile
 import lockfile
-import lockfile.pidlockfile
+
+from loghogd import safefs
 
 log = logging.getLogger('loghogd')
 
@@ -62,8 +62,16 @@ def process_alive(pid: int) -> bool:
 
 
 def read_pidfile(path: str) -> Optional[int]:
-    """The PID written in `path`, or None when it is missing or not a number."""
-    return lockfile.pidlockfile.read_pid_from_pidfile(path)
+    """The PID written in `path`; None when it is missing, not a number, or a link or FIFO put in its place."""
+    try:
+        fd = safefs.open_file(os.path.dirname(path), path, os.O_RDONLY)
+    except OSError:
+        return None
+    with open(fd, encoding='ascii', errors='replace') as stream:
+        try:
+            return int(stream.readline(32).strip())
+        except ValueError:
+            return None
 
 
 class PidLock:
@@ -96,8 +104,12 @@ class PidLock:
                 cause = error.__context__
                 raise DaemonError('cannot create the PID file %s: %s' % (
                     self.path, getattr(cause, 'strerror', None) or cause or error)) from None
-            os.chmod(self.path, PIDFILE_MODE)
             self.held = True
+            try:
+                _make_readable(self.path)
+            except OSError as error:
+                self.release()
+                raise DaemonError('cannot take the PID file %s: %s' % (self.path, error.strerror or error)) from None
             return
         raise DaemonError('cannot take the PID file %s: other processes keep creating it' % self.path)
 
@@ -111,10 +123,18 @@ class PidLock:
         self._lock.break_lock()
 
     def release(self) -> None:
-        """Remove the PID file at exit; a file another process owns is left alone."""
+        """Remove the PID file at exit; a file another process owns is left alone.
+
+        After the privilege drop the PID file is root's, in a directory where
+        the daemon's user cannot remove it: it is left for the init system
+        (systemd removes a PIDFile=) or the next start, which finds it stale.
+        """
         if not self.held:
             return
         self.held = False
+        if os.geteuid() != 0 and _owner(self.path) == 0:
+            log.info('leaving the PID file %s to root: the next start or the init system removes it', self.path)
+            return
         try:
             self._lock.release()
         except (lockfile.NotLocked, lockfile.NotMyLock):
@@ -123,6 +143,22 @@ class PidLock:
         except OSError as error:
             log.error('cannot remove the PID file %s: %s (its directory must be writable by the user '
                       'loghogd runs as)', self.path, error.strerror or error)
+
+
+def _make_readable(path: str) -> None:
+    """PIDFILE_MODE on the new PID file, through a descriptor: a link put in its place is not followed."""
+    fd = safefs.open_file(os.path.dirname(path), path, os.O_RDONLY)
+    try:
+        os.fchmod(fd, PIDFILE_MODE)
+    finally:
+        os.close(fd)
+
+
+def _owner(path: str) -> Optional[int]:
+    try:
+        return os.stat(path, follow_symlinks=False).st_uid
+    except OSError:
+        return None
 
 
 # The user to run as ------------------------------------------------------------
@@ -166,35 +202,16 @@ def _user_name(uid: int) -> str:
         return str(uid)
 
 
-def drop_privileges(account: Account, own: Iterable[str]) -> None:
-    """Give `own` to the account, then become it: its group, no supplementary groups.
+def drop_privileges(account: Account) -> None:
+    """Become the account: its group, no supplementary groups.
 
     Everything that needs root (low ports, the PID file, reading the TLS
-    key) must be done before this call.
+    key, handing the directories over) must be done before this call.
     """
-    for path in own:
-        os.chown(path, account.uid, _group_to_give(path, account.gid), follow_symlinks=False)
     os.setgroups([])
     os.setgid(account.gid)
     os.setuid(account.uid)
     log.info('running as user %s (uid %d, group %s)', account.name, account.uid, _group_name(account.gid))
-
-
-def _group_to_give(path: str, gid: int) -> int:
-    """`gid`, or -1 (keep the group) for a setgid directory and what it holds.
-
-    A log directory set to group adm with the setgid bit is the Debian way
-    to let administrators read logs: every file made in it takes that group,
-    and giving the directory to loghogd's own group would undo it.
-    """
-    for directory in (path, os.path.dirname(path)):
-        try:
-            status = os.lstat(directory)
-        except OSError:
-            continue
-        if stat.S_ISDIR(status.st_mode) and status.st_mode & stat.S_ISGID:
-            return -1
-    return gid
 
 
 def _group_name(gid: int) -> str:
@@ -339,36 +356,3 @@ def _relay_message(line: bytes) -> Optional[int]:
         return 1
     print('loghogd: warning: %s' % text, file=sys.stderr)
     return None
-
-
-# Directories other programs share: handing one of them to loghogd's user
-# would give that user the system, so they are refused as its own.
-SHARED_DIRECTORIES = frozenset(('/', '/run', '/var/run', '/var', '/var/lib', '/var/log', '/var/cache', '/tmp',
-                                '/var/tmp', '/etc', '/usr', '/home', '/root', '/srv', '/opt', '/dev', '/proc'))
-
-
-def paths_to_own(trees: Iterable[str], paths: Iterable[Optional[str]], keep: Iterable[str] = ()) -> List[str]:
-    """What the dropped user must own: `trees` with all they hold, and `paths`, but not `keep`.
-
-    The work and run directories hold state that root wrote during start-up
-    (journals, state files) and that the daemon rewrites later; the log
-    directory itself is in `paths`, not its possibly huge tree. The PID file
-    goes in `keep`: root's init script trusts it to name the process to
-    signal, so the dropped user may read it (and remove it from its own run
-    directory at exit) but not rewrite it. Raises DaemonError for a
-    directory that is not loghogd's own.
-    """
-    trees, paths = list(trees), list(paths)
-    for path in trees + paths:
-        if path and os.path.realpath(path) in SHARED_DIRECTORIES:
-            raise DaemonError('%s is a shared system directory; with [main] user set, loghogd must have '
-                              'directories of its own (e.g. /run/loghogd, /var/lib/loghogd, /var/log/loghogd), '
-                              'because it gives them to that user' % path)
-    found: List[str] = []
-    for tree in trees:
-        for top, directories, files in os.walk(tree):
-            found.append(top)
-            found.extend(os.path.join(top, name) for name in directories + files)
-    found.extend(path for path in paths if path and os.path.lexists(path))
-    kept = {os.path.abspath(path) for path in keep}
-    return [path for path in dict.fromkeys(found) if os.path.abspath(path) not in kept]

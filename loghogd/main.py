@@ -9,12 +9,13 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from loghogd import __version__
+from loghogd import __version__, safefs
 from loghogd.config import Config, ConfigError, load_config
-from loghogd.daemon import (DaemonError, PidLock, StartupReport, drop_privileges, paths_to_own,
-                            process_alive, read_pidfile, resolve_user, run_detached, unreadable_hint)
+from loghogd.daemon import (DaemonError, PidLock, StartupReport, drop_privileges, process_alive, read_pidfile,
+                            resolve_user, run_detached, unreadable_hint)
 from loghogd.facilities import Facilities, load_facilities
 from loghogd.listeners import ServerError
+from loghogd.ownership import hand_over
 from loghogd.service import HANDLED_SIGNALS, Service, stats_path
 from loghogd.stats import format_status
 from loghogd.writer import make_dirs
@@ -57,10 +58,28 @@ def setup_logging(config: Config, to_stderr: bool) -> None:
         handlers.append(logging.StreamHandler(sys.stderr))
     if config.log.filename:
         make_dirs(os.path.dirname(config.log.filename))
-        handlers.append(logging.handlers.WatchedFileHandler(config.log.filename, encoding='utf-8'))
+        try:
+            handlers.append(InternalLogHandler(config.log.filename, encoding='utf-8'))
+        except OSError as error:
+            raise DaemonError('cannot open the internal log [log] filename = %s: %s'
+                              % (config.log.filename, error.strerror or error)) from None
     for handler in handlers:
         handler.setFormatter(formatter)
         logger.addHandler(handler)
+
+
+class InternalLogHandler(logging.handlers.WatchedFileHandler):
+    """The [log] file, opened without following a link.
+
+    Root opens it before the privilege drop, in a directory that may be
+    the daemon user's: a link planted there must not make root append to
+    another file.
+    """
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        fd = safefs.open_file(os.path.dirname(self.baseFilename), self.baseFilename,
+                              os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
 
 
 def print_status(config: Config, as_json: bool) -> int:
@@ -118,8 +137,10 @@ def start(config: Config, facilities: Facilities, foreground: bool) -> Tuple[Ser
 
     The PID lock comes first (a second loghogd says who runs), then the
     directories, the TLS context and the sockets, all as the starting user
-    (root may bind low ports and read the key); privileges are dropped last.
-    Raises one of START_ERRORS with a message for the operator.
+    (root may bind low ports and read the key); privileges are dropped
+    next. What reads files the daemon's user can write (the
+    acknowledgement journal, whose recovery may truncate log files) comes
+    after the drop. Raises one of START_ERRORS with a message for the operator.
     """
     os.umask(0o027)
     setup_logging(config, to_stderr=foreground)
@@ -132,10 +153,11 @@ def start(config: Config, facilities: Facilities, foreground: bool) -> Tuple[Ser
         service.bind()
         if account is not None:
             main = config.main
-            drop_privileges(account, paths_to_own([main.workdir, main.rundir], [main.logdir, config.log.filename],
-                                                  keep=[main.pidfile]))
+            hand_over(account, [main.workdir], [main.logdir, config.log.filename], main.rundir, main.pidfile)
+            drop_privileges(account)
             _warn_unreadable_for_reload(config)
         service.install_signal_handlers()
+        service.open_journal()
     except BaseException:
         lock.release()
         raise

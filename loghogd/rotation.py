@@ -34,6 +34,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from dateutil import tz
 
+from loghogd import safefs
 from loghogd.compressor import EXTENSIONS, STAMP_PATTERN, Compressor, recover, unlink_quietly
 from loghogd.config import Config
 from loghogd.facilities import Facilities, Facility
@@ -299,7 +300,12 @@ class Rotator:
 
     def _rename(self, entry: Tracked, logfile: Optional[LogFile], backup: str, now: float, reason: str) -> None:
         try:
-            os.rename(entry.path, backup)
+            safefs.rename_file(self.logdir, entry.path, backup)
+        except safefs.UnsafePath as error:
+            self.counters.unsafe_paths_refused += 1
+            entry.due = _due_after(entry.schedule, self.state.last_rotation(entry.path))
+            log.error('not rotating %s: %s', entry.path, error.strerror)
+            return
         except OSError as error:
             log.error('cannot rotate %s: %s; trying again in %.0f s', entry.path, error, RETRY_SECONDS)
             entry.due = now + RETRY_SECONDS
@@ -340,6 +346,8 @@ class Rotator:
         directory = os.path.dirname(entry.path)
         pattern = backup_pattern(entry.path)
         try:
+            if entry.key is not None:
+                safefs.real_directory(self.logdir, directory)
             names = os.listdir(directory)
         except OSError:
             return

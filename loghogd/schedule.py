@@ -30,6 +30,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 from croniter import croniter
 from dateutil import tz
 
+from loghogd import safefs
 from loghogd.atomicfile import replace_file
 
 NAMED = {
@@ -263,7 +264,8 @@ class RotationState:
     def load(cls, path: str) -> 'RotationState':
         """The state saved at `path`; empty (with a warning) when it is unusable."""
         try:
-            with open(path, encoding='utf-8') as state_file:
+            # read as root at start-up, in the daemon user's work directory: no link, no FIFO
+            with open(safefs.open_file(os.path.dirname(path), path, os.O_RDONLY), encoding='utf-8') as state_file:
                 document = json.load(state_file)
         except FileNotFoundError:
             return cls(path)

@@ -57,7 +57,11 @@ class Service:
     def prepare_directories(self) -> None:
         for path in (self.config.main.logdir, self.config.main.workdir, self.config.main.rundir):
             make_dirs(path)
-        self.processor.acks = AckJournal(os.path.join(self.config.main.workdir, JOURNAL_NAME))
+
+    def open_journal(self) -> None:
+        """After the privilege drop: recovery trusts nothing in a journal the daemon's user can write."""
+        main = self.config.main
+        self.processor.acks = AckJournal(os.path.join(main.workdir, JOURNAL_NAME), logdir=main.logdir)
 
     def bind(self) -> List[Dict[str, object]]:
         """Open the listeners and say where they are (ports resolved)."""

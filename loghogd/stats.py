@@ -43,6 +43,7 @@ class Counters:
         self.compressions = 0
         self.compression_failures = 0
         self.write_errors = 0
+        self.unsafe_paths_refused = 0
         self.messages_dropped_unwritable = 0
         self.duplicates_dropped = 0
         self.acks_sent = 0
@@ -87,6 +88,7 @@ class Counters:
             'compressions': self.compressions,
             'compression_failures': self.compression_failures,
             'write_errors': self.write_errors,
+            'unsafe_paths_refused': self.unsafe_paths_refused,
             'messages_dropped_unwritable': self.messages_dropped_unwritable,
             'duplicates_dropped': self.duplicates_dropped,
             'acks_sent': self.acks_sent,
@@ -130,6 +132,8 @@ PROMETHEUS_METRICS = (
     ('compression_failures', 'compression_failures_total', 'counter', 'Compressions that failed.', None),
     ('write_errors', 'write_errors_total', 'counter', 'Failed writes to log files (lines kept and retried).',
      None),
+    ('unsafe_paths_refused', 'unsafe_paths_refused_total', 'counter',
+     'Log files, directories and backups left alone because a link or special file was in their place.', None),
     ('messages_dropped_unwritable', 'messages_dropped_unwritable_total', 'counter',
      'Lines dropped because their file stayed unwritable and the memory buffer was full.', None),
     ('duplicates_dropped', 'duplicates_dropped_total', 'counter',
@@ -250,6 +254,7 @@ STATUS_NUMBERS = (
     ('compressions', 'compressions'),
     ('compression_failures', 'compression failures'),
     ('write_errors', 'write errors'),
+    ('unsafe_paths_refused', 'links and special files refused'),
     ('messages_dropped_unwritable', 'lines dropped (unwritable)'),
     ('duplicates_dropped', 'duplicates dropped (resent)'),
     ('acks_sent', 'acknowledgements sent'),

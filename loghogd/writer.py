@@ -19,6 +19,7 @@ import re
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
+from loghogd import safefs
 from loghogd.facilities import Facility
 from loghogd.stats import Counters, RateLimitedReporter
 
@@ -58,12 +59,13 @@ def make_dirs(path: str) -> None:
 class LogFile:
     """One open log file and the lines waiting for it."""
 
-    __slots__ = ('path', 'facility', 'key', 'max_size', 'on_full', 'partial', 'torn', 'pending', 'unwritten',
+    __slots__ = ('path', 'root', 'facility', 'key', 'max_size', 'on_full', 'partial', 'torn', 'pending', 'unwritten',
                  'held', 'drops', 'size', 'first_pending_at', '_fd', '_inode')
 
     def __init__(self, path: str, facility: Facility, key: Optional['FileKey'] = None,
-                 on_full: Optional[Callable[['LogFile'], None]] = None) -> None:
+                 on_full: Optional[Callable[['LogFile'], None]] = None, root: Optional[str] = None) -> None:
         self.path = path
+        self.root = root
         self.facility = facility
         self.key = key
         self.max_size = facility.max_size or 0
@@ -80,11 +82,12 @@ class LogFile:
         self._inode: Tuple[int, int] = (0, 0)
 
     def _open(self) -> int:
-        make_dirs(os.path.dirname(self.path))
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        """Open for appending, following no link below the log directory (loghogd/safefs.py)."""
+        fd = safefs.open_file(self.root or os.path.dirname(self.path), self.path,
+                              os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE, create_mode=DIR_MODE)
         status = os.fstat(fd)
         self._fd, self.size, self._inode = fd, status.st_size, (status.st_dev, status.st_ino)
-        self.torn = bool(self.size) and not self.partial and _last_byte(self.path, self.size) != b'\n'
+        self.torn = bool(self.size) and not self.partial and _last_byte(fd, self.size) != b'\n'
         return fd
 
     def _end_torn_line(self) -> None:
@@ -99,7 +102,7 @@ class LogFile:
         if self._fd is None:
             return
         try:
-            status = os.stat(self.path)
+            status = os.stat(self.path, follow_symlinks=False)
             moved = (status.st_dev, status.st_ino) != self._inode
         except FileNotFoundError:
             moved = True
@@ -185,18 +188,12 @@ class LogFile:
             self._fd = None
 
 
-def _last_byte(path: str, size: int) -> bytes:
-    """The byte at size - 1 (the descriptor for appending cannot read); b'\\n' if unreadable."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return b'\n'
+def _last_byte(fd: int, size: int) -> bytes:
+    """The byte at size - 1; b'\\n' if unreadable."""
     try:
         return os.pread(fd, 1, size - 1)
     except OSError:
         return b'\n'
-    finally:
-        os.close(fd)
 
 
 def encode_lines(lines: List[str]) -> bytes:
@@ -247,7 +244,7 @@ class Writer:
         files = self._files
         logfile = files.get(key)
         if logfile is None:
-            logfile = LogFile(self.path_for(*key), key[0], key, self.on_full)
+            logfile = LogFile(self.path_for(*key), key[0], key, self.on_full, self.logdir)
             files[key] = logfile
             if len(files) > self.max_open_files:
                 self._evict_oldest()
@@ -326,6 +323,8 @@ class Writer:
             return True
         except OSError as error:
             self.counters.write_errors += 1
+            if isinstance(error, safefs.UnsafePath):
+                self.counters.unsafe_paths_refused += 1
             self._held_bytes += len(logfile.unwritten) - logfile.held
             logfile.held = len(logfile.unwritten)
             self.reporter.report('write:%s' % error.errno, logging.ERROR,

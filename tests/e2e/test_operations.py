@@ -9,19 +9,18 @@ import shutil
 import signal
 import stat
 import subprocess
-import tempfile
 import threading
 
 import pytest
 
 from loghogd.daemon import process_alive, read_pidfile
-from tests.support.daemon import (LOGHOGD, REPO, Loghogd, facilities_conf, frame, occupied_tcp_port,
+from tests.support.accounts import TEST_USER, run_as
+from tests.support.daemon import (LOGHOGD, Loghogd, facilities_conf, frame, occupied_tcp_port,
                                   wait_for)
 from tests.support.pki import make_pki
 
 FACILITIES = facilities_conf({'app': {}, 'signed': {'secret': 'sekrit'}})
 BODY = re.compile(r' - [^ ]* - (?P<body>.*)\n\Z', re.S)
-TEST_USER = 'loghogtest'
 
 
 def bodies(lines):
@@ -434,29 +433,6 @@ def test_prometheus_textfile_holds_the_same_counters(tmp_path):
 
 # privileges -------------------------------------------------------------------------
 
-@pytest.fixture
-def test_user():
-    if os.geteuid() != 0:
-        pytest.skip('dropping privileges needs root; this test runs as uid %d' % os.geteuid())
-    try:
-        return pwd.getpwnam(TEST_USER)
-    except KeyError:
-        added = subprocess.run(['useradd', '--system', '--no-create-home', '--shell', '/usr/sbin/nologin',
-                                TEST_USER], capture_output=True, text=True, timeout=60)
-        if added.returncode != 0:
-            pytest.skip('cannot create the test user %s: %s' % (TEST_USER, added.stderr.strip()))
-        return pwd.getpwnam(TEST_USER)
-
-
-@pytest.fixture
-def open_directory():
-    """A directory the dropped user can reach (pytest's tmp_path sits under a 0700 one)."""
-    directory = tempfile.mkdtemp(prefix='loghogd-ops-', dir='/tmp')
-    os.chmod(directory, 0o755)
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
-
-
 def test_root_start_drops_to_the_user_after_binding(test_user, open_directory):
     pki = make_pki(os.path.join(open_directory, 'pki'))
     os.chmod(pki.server_pem, 0o600)
@@ -472,8 +448,8 @@ def test_root_start_drops_to_the_user_after_binding(test_user, open_directory):
         assert status['Groups'].strip() == ''
         daemon.send_tcp(frame('app', 'root', 'written by the user'))
         daemon.wait_for_lines('app/root.log', 1)
-        for path in (daemon.path('app/root.log'), daemon.path('app'), daemon.logdir, daemon.rundir,
-                     daemon.workdir, daemon.internal_log):
+        for path in (daemon.path('app/root.log'), daemon.path('app'), daemon.logdir, daemon.workdir,
+                     daemon.internal_log, os.path.join(daemon.rundir, 'listening.json')):
             owner = os.stat(path)
             assert (owner.st_uid, owner.st_gid) == (test_user.pw_uid, test_user.pw_gid), path
         pidfile = os.stat(daemon.pidfile)
@@ -484,9 +460,11 @@ def test_root_start_drops_to_the_user_after_binding(test_user, open_directory):
         with daemon.connect_tls(pki.client_pem('web1')) as sock:
             sock.sendall(frame('app', 'root', 'TLS still served'))
         daemon.wait_for_lines('app/root.log', 2)
+        pid = daemon.detached_pid
     finally:
         daemon.stop()
-    assert not os.path.exists(daemon.pidfile)
+    assert read_pidfile(daemon.pidfile) == pid and not process_alive(pid)
+    wait_for_log(daemon, 'leaving the PID file %s to root' % daemon.pidfile)
 
 
 def test_a_setgid_log_directory_keeps_its_group_after_the_drop(test_user, open_directory):
@@ -516,46 +494,25 @@ def test_a_setgid_log_directory_keeps_its_group_after_the_drop(test_user, open_d
         daemon.stop()
 
 
-def loghogd_for(user: pwd.struct_passwd) -> tuple:
-    """(command prefix, environment) that `user` can run: this loghogd, else Debian's python3 on the checkout.
-
-    The suite's interpreter may sit under root's home; Debian's python3
-    with python3-daemon and python3-lockfile then runs the same code.
-    """
-    candidates = [([LOGHOGD], dict(os.environ)),
-                  (['/usr/bin/python3', '-m', 'loghogd.main'], dict(os.environ, PYTHONPATH=REPO))]
-    for prefix, environment in candidates:
-        try:
-            probe = subprocess.run(prefix + ['--version'], capture_output=True, timeout=60, env=environment,
-                                   user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd='/')
-        except OSError:
-            continue
-        if probe.returncode == 0:
-            return prefix, environment
-    pytest.skip('user %s can run neither %s nor /usr/bin/python3 with loghogd\'s dependencies'
-                % (user.pw_name, LOGHOGD))
-
-
-def run_as_test_user(daemon: Loghogd, user: pwd.struct_passwd) -> subprocess.CompletedProcess:
-    prefix, environment = loghogd_for(user)
+def run_as_test_user(daemon: Loghogd, user: pwd.struct_passwd, command: tuple) -> subprocess.CompletedProcess:
+    prefix, environment = command
     for top, directories, files in os.walk(daemon.directory):
         for name in [top] + [os.path.join(top, entry) for entry in directories + files]:
             os.chown(name, user.pw_uid, user.pw_gid)
-    return subprocess.run(prefix + ['-c', daemon.config_path, '-d'], capture_output=True, text=True, timeout=60,
-                          env=environment, user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd='/')
+    return run_as(user, prefix + ['-c', daemon.config_path, '-d'], env=environment)
 
 
-def test_non_root_start_as_another_user_is_refused(test_user, open_directory):
+def test_non_root_start_as_another_user_is_refused(test_user, open_directory, user_loghogd):
     daemon = Loghogd(open_directory, FACILITIES, config={'main': {'user': 'root'}})
-    started = run_as_test_user(daemon, test_user)
+    started = run_as_test_user(daemon, test_user, user_loghogd)
     assert started.returncode == 1
     assert 'user = root: only root can switch to that user, but loghogd was started as %s' % TEST_USER \
         in started.stderr
 
 
-def test_non_root_start_as_that_user_warns_and_runs(test_user, open_directory):
+def test_non_root_start_as_that_user_warns_and_runs(test_user, open_directory, user_loghogd):
     daemon = Loghogd(open_directory, FACILITIES, config={'main': {'user': TEST_USER}})
-    started = run_as_test_user(daemon, test_user)
+    started = run_as_test_user(daemon, test_user, user_loghogd)
     assert started.returncode == 0, started.stderr
     assert 'started as %s itself, not as root' % TEST_USER in started.stderr
     daemon.detached_pid = read_pidfile(daemon.pidfile)
