@@ -12,6 +12,7 @@ from typing import Dict, Iterable, Optional, Tuple
 from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, Frame, FrameError, inflate, signature_matches
 from loghogd.acks import AckJournal, parse_ack_fields
 from loghogd.facilities import MAX_MODULE_LENGTH, ROOT, Facilities, Facility
+from loghogd.record import Record
 from loghogd.stats import Counters, RateLimitedReporter, peer_text
 from loghogd.writer import LogFile, Writer, line_hostname
 
@@ -178,6 +179,34 @@ class Processor:
             if client_id is not None:
                 acks.note(client_id, seq, logfile)
                 logfile.first_pending_at = 0.0
+
+    def process_records(self, records: Iterable[Record], peer: str, now: float, prefix: str) -> None:
+        """Queue a line for every record of an input that cannot be signed (syslog); count and report the rest.
+
+        A facility with a `secret` takes only signed records, so these are
+        rejected there as `unsigned`.
+        """
+        if self._routes_generation != self.writer.generation:
+            self._routes.clear()
+            self._routes_generation = self.writer.generation
+        accepted = self.counters.accepted_by_facility
+        for record in records:
+            try:
+                route = self._routes.get((record.app_id, record.module, record.host))
+                if route is None:
+                    route = self._route(record.app_id, record.module, record.host)
+                facility, logfile, host_text, name = route
+                if facility.secret is not None:
+                    raise Rejected('unsigned', '%s takes only signed records, and syslog cannot be signed'
+                                   % facility.name, facility.app_id)
+            except Rejected as rejected:
+                self._reject(rejected.reason, str(rejected), peer, rejected.app_id)
+                continue
+            if not logfile.pending and not logfile.unwritten:
+                logfile.first_pending_at = now
+                self.writer.dirty.append(logfile)
+            logfile.pending.append(prefix + host_text + record.body + '\n')
+            accepted[name] += 1
 
     def _route(self, app_id: str, module: str, hostname: str) -> Tuple[Facility, LogFile, str, str]:
         facility = self.facilities.lookup(app_id, lookup_module(module))

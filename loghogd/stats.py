@@ -47,6 +47,8 @@ class Counters:
         self.messages_dropped_unwritable = 0
         self.duplicates_dropped = 0
         self.acks_sent = 0
+        self.syslog_messages_by_listener: Dict[str, int] = collections.Counter()
+        self.syslog_truncated_by_listener: Dict[str, int] = collections.Counter()
 
     def reject(self, reason: str, app_id: Optional[str] = None) -> None:
         self.rejected_by_reason[reason] += 1
@@ -92,6 +94,8 @@ class Counters:
             'messages_dropped_unwritable': self.messages_dropped_unwritable,
             'duplicates_dropped': self.duplicates_dropped,
             'acks_sent': self.acks_sent,
+            'syslog_messages_by_listener': dict(self.syslog_messages_by_listener),
+            'syslog_truncated_by_listener': dict(self.syslog_truncated_by_listener),
         }
 
 
@@ -139,6 +143,10 @@ PROMETHEUS_METRICS = (
     ('duplicates_dropped', 'duplicates_dropped_total', 'counter',
      'Acknowledged-delivery records dropped because they were already written (a client resent them).', None),
     ('acks_sent', 'acks_sent_total', 'counter', 'Acknowledgement frames sent to clients.', None),
+    ('syslog_messages_by_listener', 'syslog_messages_total', 'counter',
+     'Syslog messages received, by listener kind (udp, tcp, tls).', 'listener'),
+    ('syslog_truncated_by_listener', 'syslog_truncated_total', 'counter',
+     'Syslog messages over max_message_size, cut to it and written, by listener kind.', 'listener'),
     ('started', 'start_time_seconds', 'gauge', 'When this loghogd started, in seconds since the epoch.', None),
 )
 PROMETHEUS_PREFIX = 'loghogd_'
@@ -260,6 +268,11 @@ STATUS_NUMBERS = (
     ('acks_sent', 'acknowledgements sent'),
 )
 STATUS_WIDTH = 40
+# (snapshot key, label) of the by-key counts in --status, after the rejections
+STATUS_BREAKDOWNS = (
+    ('syslog_messages_by_listener', 'syslog messages received'),
+    ('syslog_truncated_by_listener', 'syslog messages truncated'),
+)
 
 
 def format_status(snapshot: Dict[str, Any]) -> str:
@@ -274,6 +287,10 @@ def format_status(snapshot: Dict[str, Any]) -> str:
     _status_number(lines, 'messages rejected', snapshot.get('rejected', 0))
     _status_breakdown(lines, 'by reason', snapshot.get('rejected_by_reason', {}))
     _status_breakdown(lines, 'by application', snapshot.get('rejected_by_app', {}))
+    for key, label in STATUS_BREAKDOWNS:
+        if snapshot.get(key):
+            _status_number(lines, label, sum(snapshot[key].values()))
+            _status_breakdown(lines, 'by listener', snapshot[key])
     shown = {key for key, _label in STATUS_NUMBERS}
     for key, label in STATUS_NUMBERS:
         if key in snapshot:
