@@ -60,6 +60,9 @@ class ServerConfig:
     pemfile: Optional[str]
     cacert: Optional[str]
     crlfile: Optional[str]
+    listen_syslog: Tuple[ListenAddress, ...] = ()
+    listen_syslog_tls: Tuple[ListenAddress, ...] = ()
+    syslog_tls_client_cert_required: bool = True
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     max_connections: int = 4096
     udp_receive_buffer: int = 8 * 1024 * 1024
@@ -238,6 +241,13 @@ _DEFAULTS: Dict[str, Dict[str, str]] = {
         'pemfile': '',
         'cacert': '',
         'crlfile': '',
+        'listen_ipv4_syslog': '',
+        'listen_ipv6_syslog': '',
+        'default_port_syslog': '514',
+        'listen_ipv4_syslog_tls': '',
+        'listen_ipv6_syslog_tls': '',
+        'default_port_syslog_tls': '6514',
+        'syslog_tls_client_cert': 'required',
         'max_message_size': str(DEFAULT_MAX_MESSAGE_SIZE),
         'max_connections': '4096',
         'udp_receive_buffer': str(8 * 1024 * 1024),
@@ -457,18 +467,27 @@ def _server_config(section: _Section) -> ServerConfig:
               + _listen(section, 'listen_ipv6', 6, port, taken))
     listen_ssl = (_listen(section, 'listen_ipv4_ssl', 4, port_ssl, taken)
                   + _listen(section, 'listen_ipv6_ssl', 6, port_ssl, taken))
+    port_syslog = section.get('default_port_syslog', parse_port)
+    port_syslog_tls = section.get('default_port_syslog_tls', parse_port)
+    listen_syslog = (_listen(section, 'listen_ipv4_syslog', 4, port_syslog, taken)
+                     + _listen(section, 'listen_ipv6_syslog', 6, port_syslog, taken))
+    listen_syslog_tls = (_listen(section, 'listen_ipv4_syslog_tls', 4, port_syslog_tls, taken)
+                         + _listen(section, 'listen_ipv6_syslog_tls', 6, port_syslog_tls, taken))
     pemfile, cacert = section.path('pemfile'), section.path('cacert')
-    if listen_ssl:
+    for addresses, keys in ((listen_ssl, 'listen_ipv4_ssl or listen_ipv6_ssl'),
+                            (listen_syslog_tls, 'listen_ipv4_syslog_tls or listen_ipv6_syslog_tls')):
         for key, value in (('pemfile', pemfile), ('cacert', cacert)):
-            if value is None:
-                raise section.ini.error(section.name, key, 'required when listen_ipv4_ssl or listen_ipv6_ssl '
-                                        'lists an address')
+            if addresses and value is None:
+                raise section.ini.error(section.name, key, 'required when %s lists an address' % keys)
     max_message_size = section.get('max_message_size', _parse_max_message_size)
     per_peer = _at_least(section, 'max_buffered_bytes_per_peer', max_message_size + FRAME_HEADER_SIZE,
                          'max_message_size + 8')
     return ServerConfig(
         listen=tuple(listen),
         listen_ssl=tuple(listen_ssl),
+        listen_syslog=tuple(listen_syslog),
+        listen_syslog_tls=tuple(listen_syslog_tls),
+        syslog_tls_client_cert_required=section.get('syslog_tls_client_cert', _parse_client_cert),
         pemfile=pemfile,
         cacert=cacert,
         crlfile=section.path('crlfile'),
@@ -494,6 +513,13 @@ def _at_least(section: _Section, key: str, low: int, low_name: str) -> int:
     if section.given(key):
         raise section.ini.error(section.name, key, '%d bytes is less than %s (%d bytes)' % (size, low_name, low))
     return low
+
+
+def _parse_client_cert(raw: str) -> bool:
+    """syslog_tls_client_cert: whether a syslog TLS peer must show a certificate of our CA."""
+    if raw.lower() not in ('required', 'optional'):
+        raise ValueError('%r is neither required nor optional' % raw)
+    return raw.lower() == 'required'
 
 
 def _listen(section: _Section, key: str, version: int, default_port: int,

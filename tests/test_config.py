@@ -319,3 +319,34 @@ def test_any_file_content_loads_or_raises_config_error(tmp_path: Path, text: str
         load_config(str(path))
     except ConfigError as error:
         assert str(path) in str(error)
+
+
+def test_syslog_listeners_are_off_by_default_and_take_the_address_syntax(tmp_path: Path) -> None:
+    server = load_config(write(tmp_path, '')).server
+    assert (server.listen_syslog, server.listen_syslog_tls, server.syslog_tls_client_cert_required) == ((), (), True)
+    server = load_config(write(tmp_path, """
+[server]
+listen_ipv4_syslog = 0.0.0.0, 127.0.0.1:1514
+listen_ipv6_syslog = ::1
+listen_ipv4_syslog_tls = 127.0.0.1
+listen_ipv6_syslog_tls = [::1]:16514
+default_port_syslog_tls = 7514
+syslog_tls_client_cert = Optional
+pemfile = server.pem
+cacert = ca.cert
+""")).server
+    assert server.listen_syslog == (ListenAddress('0.0.0.0', 514), ListenAddress('127.0.0.1', 1514),
+                                    ListenAddress('::1', 514))
+    assert server.listen_syslog_tls == (ListenAddress('127.0.0.1', 7514), ListenAddress('::1', 16514))
+    assert server.syslog_tls_client_cert_required is False
+
+
+@pytest.mark.parametrize('text, message', [
+    ('listen_ipv4_syslog_tls = 127.0.0.1\npemfile = s.pem\n', '[server] cacert: required when listen_ipv4_syslog_tls'),
+    ('syslog_tls_client_cert = maybe\n', "[server] syslog_tls_client_cert: 'maybe' is neither required nor optional"),
+    ('listen_ipv4 = 127.0.0.1:514\nlisten_ipv4_syslog = 127.0.0.1\n',
+     '[server] listen_ipv4_syslog: 127.0.0.1 port 514 is already listed in listen_ipv4'),
+    ('default_port_syslog = 70000\n', "[server] default_port_syslog: '70000' is not a port number"),
+])
+def test_syslog_option_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    assert message in config_error(tmp_path, '[server]\n' + text)
