@@ -20,10 +20,15 @@ RESUME_SLACK = 0.01
 
 
 class Connection:
-    """One client stream: its partial frame, its place in the limits, its acknowledgements."""
+    """One client stream: its partial frame, its place in the limits, its acknowledgements.
+
+    On a syslog listener `decoder` is a SyslogFramer, `syslog_kind` says
+    which (tcp, tls) and `sender` is the peer's IP, a message's host when
+    it names none.
+    """
 
     __slots__ = ('sock', 'peer', 'host', 'decoder', 'tls', 'opened_at', 'buffered', 'held', 'held_bytes',
-                 'ack_client', 'ack_sent', 'ack_out')
+                 'ack_client', 'ack_sent', 'ack_out', 'syslog_kind', 'sender')
 
     def __init__(self, sock: socket.socket, peer: str, host: str, decoder: StreamDecoder, tls: bool,
                  now: float) -> None:
@@ -39,6 +44,8 @@ class Connection:
         self.ack_client = ''
         self.ack_sent = 0
         self.ack_out = b''
+        self.syslog_kind = ''
+        self.sender = ''
 
 
 class ConnectionLimits:

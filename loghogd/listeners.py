@@ -31,12 +31,13 @@ class ServerError(Exception):
 
 
 class Listener:
-    __slots__ = ('sock', 'transport', 'address')
+    __slots__ = ('sock', 'transport', 'address', 'syslog')
 
-    def __init__(self, sock: socket.socket, transport: str, address: ListenAddress) -> None:
+    def __init__(self, sock: socket.socket, transport: str, address: ListenAddress, syslog: bool = False) -> None:
         self.sock = sock
         self.transport = transport
         self.address = address
+        self.syslog = syslog
 
 
 def connection_limit(configured: int) -> int:
@@ -99,7 +100,8 @@ def format_peer(address: object) -> str:
     return str(address)
 
 
-def open_listener(address: ListenAddress, kind: int, transport: str, udp_receive_buffer: int) -> Listener:
+def open_listener(address: ListenAddress, kind: int, transport: str, udp_receive_buffer: int,
+                  syslog: bool = False) -> Listener:
     """A bound, listening, non-blocking socket; ServerError says why not."""
     family = socket.AF_INET6 if ':' in address.host else socket.AF_INET
     sock = socket.socket(family, kind)
@@ -118,7 +120,7 @@ def open_listener(address: ListenAddress, kind: int, transport: str, udp_receive
         raise ServerError('cannot listen on %s %s: %s' % (
             transport.upper(), format_peer((address.host, address.port)), error.strerror or error)) from None
     sock.setblocking(False)
-    return Listener(sock, transport, address)
+    return Listener(sock, transport, address, syslog)
 
 
 def _size_receive_buffer(sock: socket.socket, size: int) -> None:
@@ -145,8 +147,9 @@ def prepare_accepted(sock: socket.socket) -> None:
 def bound_address(listener: Listener) -> Dict[str, object]:
     """What listening.json says about a listener: its transport, host and resolved port."""
     port = listener.sock.getsockname()[1]
-    log.info('listening on %s %s', listener.transport.upper(), format_peer((listener.address.host, port)))
-    return {'transport': listener.transport, 'host': listener.address.host, 'port': port}
+    name = 'syslog-' + listener.transport if listener.syslog else listener.transport
+    log.info('listening on %s %s', name.upper(), format_peer((listener.address.host, port)))
+    return {'transport': name, 'host': listener.address.host, 'port': port}
 
 
 def tls_reason(error: Exception) -> str:

@@ -25,6 +25,8 @@ from loghogd.listeners import (OUT_OF_DESCRIPTORS, Listener, bound_address, conn
                                open_listener, peer_host, prepare_accepted)
 from loghogd.processor import Processor, ReceiveClock
 from loghogd.stats import Counters, RateLimitedReporter
+from loghogd.syslog_input import SyslogInput
+from loghogd.syslog_server import peer_address, receive_syslog_datagrams
 
 log = logging.getLogger('loghogd')
 
@@ -57,18 +59,24 @@ class Server:
         self.stopping = False
         self._accept_paused_until = 0.0
         self.ack_sender = AckSender(counters)
+        self.syslog = SyslogInput(processor, counters, reporter, config.max_message_size)
+        self.syslog_tls_context: Optional[ssl.SSLContext] = None
 
     # start-up -----------------------------------------------------------
 
     def bind(self) -> List[Dict[str, object]]:
         """Open every listener; return what is bound (ports resolved)."""
-        self.limits.fit(connection_limit(self.config.max_connections), bool(self.config.listen_ssl))
-        wanted = [(address, socket.SOCK_STREAM, 'tcp') for address in self.config.listen]
-        wanted += [(address, socket.SOCK_DGRAM, 'udp') for address in self.config.listen]
-        wanted += [(address, socket.SOCK_STREAM, 'tls') for address in self.config.listen_ssl]
+        config = self.config
+        self.limits.fit(connection_limit(config.max_connections), bool(config.listen_ssl or config.listen_syslog_tls))
+        wanted = []
+        for syslog, plain, tls in ((False, config.listen, config.listen_ssl),
+                                   (True, config.listen_syslog, config.listen_syslog_tls)):
+            wanted += [(address, socket.SOCK_STREAM, 'tcp', syslog) for address in plain]
+            wanted += [(address, socket.SOCK_DGRAM, 'udp', syslog) for address in plain]
+            wanted += [(address, socket.SOCK_STREAM, 'tls', syslog) for address in tls]
         bound = []
-        for address, kind, transport in wanted:
-            listener = open_listener(address, kind, transport, self.config.udp_receive_buffer)
+        for address, kind, transport, syslog in wanted:
+            listener = open_listener(address, kind, transport, config.udp_receive_buffer, syslog)
             self.listeners.append(listener)
             handler = self._read_datagrams if transport == 'udp' else self._accept
             self.selector.register(listener.sock, selectors.EVENT_READ, (handler, listener))
@@ -174,7 +182,7 @@ class Server:
                 sock.close()
                 self.limits.refuse(peer, refusal)
                 continue
-            self._add_connection(sock, peer, host, tls)
+            self._add_connection(sock, peer, host, tls, listener.syslog, peer_address(address))
 
     def _pause_accepting(self, error: OSError) -> None:
         self.counters.connections_refused += 1
@@ -187,18 +195,22 @@ class Server:
                     self.selector.unregister(listener.sock)
         self._accept_paused_until = time.time() + ACCEPT_PAUSE
 
-    def _add_connection(self, sock: socket.socket, peer: str, host: str, tls: bool) -> None:
+    def _add_connection(self, sock: socket.socket, peer: str, host: str, tls: bool, syslog: bool = False,
+                        sender: str = '') -> None:
         prepare_accepted(sock)
-        decoder = StreamDecoder(self.config.max_message_size)
+        decoder = self.syslog.new_framer() if syslog else StreamDecoder(self.config.max_message_size)
         if tls:
+            context = self.syslog_tls_context if syslog else self.tls_context
             try:
-                sock = self.tls_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False,
+                sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False,
                                                     suppress_ragged_eofs=True)
             except (OSError, ssl.SSLError) as error:
                 sock.close()
                 self.handshakes.failed(peer, str(error))
                 return
         connection = Connection(sock, peer, host, decoder, tls, time.monotonic())
+        if syslog:
+            connection.syslog_kind, connection.sender = ('tls' if tls else 'tcp'), sender
         self.connections[sock.fileno()] = connection
         self.limits.opened(connection)
         self.counters.connections_accepted += 1
@@ -261,6 +273,12 @@ class Server:
         self._consume(connection, data)
 
     def _consume(self, connection: Connection, data: bytes) -> None:
+        if connection.syslog_kind:
+            completed = self.syslog.stream_data(connection.decoder, data, connection.syslog_kind, connection.peer,
+                                                connection.sender, self.now, self.prefix)
+            for victim in self.limits.account(connection, self.mono, bool(completed)):
+                self._close(victim)
+            return
         counters = self.counters
         counters.bytes_received += len(data)
         decoder = connection.decoder
@@ -310,7 +328,10 @@ class Server:
         if connection.held:
             self.reporter.report('inflate', logging.WARNING, 'dropped %d compressed frames from %s at stop: they were '
                                  'over its inflate budget', len(connection.held), connection.peer)
-        if connection.decoder.pending_bytes and connection.decoder.error is None:
+        if connection.syslog_kind:
+            self.syslog.stream_end(connection.decoder, connection.syslog_kind, connection.peer, connection.sender,
+                                   self.now, self.prefix)
+        elif connection.decoder.pending_bytes and connection.decoder.error is None:
             self.counters.reject('truncated')
             self.reporter.report('truncated', logging.WARNING,
                                  'connection from %s closed in the middle of a frame (%d bytes dropped)',
@@ -331,6 +352,10 @@ class Server:
         sock.close()
 
     def _read_datagrams(self, listener: Listener) -> None:
+        if listener.syslog:
+            for data, address in receive_syslog_datagrams(listener.sock, self.reporter):
+                self.syslog.datagram(data, format_peer(address), peer_address(address), self.now, self.prefix)
+            return
         counters = self.counters
         for frame, address in receive_datagrams(listener.sock, self.config.max_message_size, counters,
                                                 self.reporter):

@@ -22,6 +22,7 @@ from loghogd.processor import Processor
 from loghogd.rotation import Rotator, file_mtime
 from loghogd.server import Server
 from loghogd.stats import Counters, RateLimitedReporter, prometheus_text, write_json_atomically
+from loghogd.syslog_server import make_syslog_tls_context
 from loghogd.writer import Writer, make_dirs
 
 log = logging.getLogger('loghogd')
@@ -48,6 +49,8 @@ class Service:
                                    config.server.max_message_size)
         tls_context = make_tls_context(config.server) if config.server.listen_ssl else None
         self.server = Server(config.server, self.processor, self.counters, self.reporter, tls_context)
+        if config.server.listen_syslog_tls:
+            self.server.syslog_tls_context = make_syslog_tls_context(config.server, make_tls_context)
         self.rotator = Rotator(config, facilities, self.writer, self.counters)
         self._signals: List[int] = []
         self._wakeup_pair: Optional[tuple] = None
@@ -136,9 +139,10 @@ class Service:
             self.processor.set_facilities(facilities)
             self.rotator.set_facilities(facilities)
             log.info('reloaded %s: %d facilities', self.config.main.facilities_config, len(facilities))
-        if self.config.server.listen_ssl:
+        if self.config.server.listen_ssl or self.config.server.listen_syslog_tls:
             try:
                 self.server.tls_context = make_tls_context(self.config.server)
+                self.server.syslog_tls_context = make_syslog_tls_context(self.config.server, make_tls_context)
             except ServerError as error:
                 server = self.config.server
                 log.error('reload of the TLS files failed, keeping the old ones: %s%s', error,
