@@ -5,7 +5,9 @@ a 3164 message without a timestamp or a hostname (Python's SysLogHandler
 sends `<14>app: text`), a 3164 timestamp without a year (the year that
 puts it nearest the receive time), an RFC 3339 timestamp in a 3164 header
 (rsyslog's forwarding format), a 5424 message without structured data, a
-BOM before the MSG, and trailing NUL, CR or LF. Bytes that are not UTF-8
+BOM before the MSG, and trailing NUL, CR or LF. A 5424 MSG loses one
+leading space: rsyslog's templates put one there, as the separator its
+own files use, when they forward a message that came in as BSD syslog. Bytes that are not UTF-8
 become U+FFFD. Only a message without a `<PRI>` is refused: every other
 input ends as a Record, and SyslogError is the only exception raised.
 """
@@ -94,15 +96,21 @@ def _value(field: str) -> Optional[str]:
 def _structured_data_and_message(text: str, start: int) -> Tuple[Optional[str], str]:
     """STRUCTURED-DATA and MSG; without well-formed SD the whole rest is the MSG."""
     if text.startswith(NIL, start) and (len(text) == start + 1 or text[start + 1] == ' '):
-        return None, _message(text[start + 2:])
+        return None, _rfc5424_message(text[start + 2:])
     end = start
     element = _SD_ELEMENT.match(text, end)
     while element is not None:
         end = element.end()
         element = _SD_ELEMENT.match(text, end)
     if end > start and (end == len(text) or text[end] == ' '):
-        return text[start:end], _message(text[end + 1:])
-    return None, _message(text[start:])
+        return text[start:end], _rfc5424_message(text[end + 1:])
+    return None, _rfc5424_message(text[start:])
+
+
+def _rfc5424_message(text: str) -> str:
+    """MSG without a BOM, and without the one space rsyslog keeps before a message it got as BSD syslog."""
+    text = _message(text)
+    return text[1:] if text.startswith(' ') else text
 
 
 def _message(text: str) -> str:

@@ -116,3 +116,8 @@ def test_any_bytes_give_a_record_or_a_syslog_error_and_nothing_else(data, receiv
     assert record.sent is None or isinstance(record.sent, float)
     assert 0 <= record.syslog.facility <= 23 and 0 <= record.syslog.severity <= 7
     assert record.pid is None or record.pid >= 0
+
+
+def test_rfc5424_message_loses_the_one_space_rsyslog_puts_before_a_forwarded_bsd_message():
+    assert parse(b'<14>1 - h app - - -  forwarded').body == 'forwarded'
+    assert parse(b'<14>1 - h app - - - \xef\xbb\xbf  two').body == ' two'
