@@ -15,9 +15,11 @@ COUNT = 20
 pytestmark = pytest.mark.slow
 
 
-def omfwd(port: int, **options: str) -> str:
+def omfwd(port: int, preamble: str = '', **options: str) -> str:
+    """rsyslog.conf rules forwarding what program `app` logs to loghogd on `port`."""
     settings = dict(target='127.0.0.1', port=str(port), protocol='tcp', **options)
-    return 'action(type="omfwd" %s)' % ' '.join('%s="%s"' % item for item in settings.items())
+    return '%s\nif $programname == "app" then action(type="omfwd" %s)\n' % (
+        preamble, ' '.join('%s="%s"' % item for item in settings.items()))
 
 
 def forward_and_check(daemon: Loghogd, rsyslog: Rsyslog, relative: str = 'app/root.log') -> None:
@@ -49,9 +51,9 @@ def test_rsyslog_forwards_over_tls_with_a_client_certificate_from_loghog_client_
     with Loghogd(tmp_path, FACILITIES, config=config) as daemon:
         preamble = ('global(DefaultNetstreamDriverCAFile="%s" DefaultNetstreamDriverCertFile="%s" '
                     'DefaultNetstreamDriverKeyFile="%s")' % (pki.ca_cert, client_pem, client_pem))
-        forward = omfwd(daemon.ports['syslog-tls'], StreamDriver=driver, StreamDriverMode='1',
+        forward = omfwd(daemon.ports['syslog-tls'], preamble, StreamDriver=driver, StreamDriverMode='1',
                         StreamDriverAuthMode='x509/certvalid', template='RSYSLOG_SyslogProtocol23Format')
-        forward_and_check(daemon, Rsyslog(tmp_path, forward, preamble))
+        forward_and_check(daemon, Rsyslog(tmp_path, forward))
         stats = daemon.stats()
         assert stats['syslog_messages_by_listener'] == {'tls': COUNT}
         assert stats['tls_failures'] == 0
@@ -63,9 +65,9 @@ def test_rsyslog_without_a_client_certificate_lands_only_where_it_is_optional(tm
     config = {'server': {'listen_ipv4_syslog_tls': '127.0.0.1:0', 'pemfile': pki.server_pem,
                          'cacert': pki.ca_cert, 'syslog_tls_client_cert': setting}}
     with Loghogd(tmp_path, FACILITIES, config=config) as daemon:
-        forward = omfwd(daemon.ports['syslog-tls'], StreamDriver='gtls', StreamDriverMode='1',
-                        StreamDriverAuthMode='x509/certvalid')
-        with Rsyslog(tmp_path, forward, 'global(DefaultNetstreamDriverCAFile="%s")' % pki.ca_cert) as rsyslog:
+        forward = omfwd(daemon.ports['syslog-tls'], 'global(DefaultNetstreamDriverCAFile="%s")' % pki.ca_cert,
+                        StreamDriver='gtls', StreamDriverMode='1', StreamDriverAuthMode='x509/certvalid')
+        with Rsyslog(tmp_path, forward) as rsyslog:
             rsyslog.send('app', 'without a certificate')
             if setting == 'optional':
                 assert bodies(daemon.wait_for_lines('app/root.log', 1)) == ['without a certificate']
@@ -76,7 +78,8 @@ def test_rsyslog_without_a_client_certificate_lands_only_where_it_is_optional(tm
 
 def test_nginx_access_log_lands_in_its_facility(tmp_path):
     with Loghogd(tmp_path, FACILITIES, config={'server': {'listen_ipv4_syslog': '127.0.0.1:0'}}) as daemon:
-        with Nginx(tmp_path, '127.0.0.1:%d' % daemon.ports['syslog-udp'], 'web') as nginx:
+        access_log = 'access_log syslog:server=127.0.0.1:%d,tag=web;' % daemon.ports['syslog-udp']
+        with Nginx(tmp_path, access_log) as nginx:
             for number in range(3):
                 assert b'hello' in nginx.get('/page/%d' % number)
             lines = daemon.wait_for_lines('web/root.log', 3)

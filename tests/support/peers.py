@@ -1,6 +1,6 @@
 """Real syslog senders for tests: Debian's rsyslogd and nginx, in a temporary directory.
 
-    with Rsyslog(tmp_path, forward='action(type="omfwd" ...)') as rsyslog:
+    with Rsyslog(tmp_path, 'if $programname == "app" then action(type="omfwd" ...)') as rsyslog:
         rsyslog.send('app', 'hello')         # into its own UNIX socket, as a local program would
 
 Each runs in the foreground as a child of the test, with its own config,
@@ -70,19 +70,18 @@ class Peer:
 
 
 class Rsyslog(Peer):
-    """rsyslogd reading its own UNIX socket and running `forward` on what program `app` logs there."""
+    """rsyslogd reading its own UNIX socket, with `rules` (rsyslog.conf text) for what arrives there."""
 
-    def __init__(self, directory: str, forward: str, preamble: str = '') -> None:
+    def __init__(self, directory: str, rules: str) -> None:
         super().__init__(directory, 'rsyslog')
         self.socket_path = os.path.join(self.directory, 'log.sock')
         self.config_path = os.path.join(self.directory, 'rsyslog.conf')
         self.pidfile = os.path.join(self.directory, 'rsyslogd.pid')
         with open(self.config_path, 'w', encoding='utf-8') as stream:
-            stream.write('global(workDirectory="%s")\n%s\n'
+            stream.write('global(workDirectory="%s")\n'
                          'module(load="imuxsock" SysSock.Use="off")\n'
-                         'input(type="imuxsock" Socket="%s")\n'
-                         'if $programname == "app" then {\n%s\n}\n'
-                         % (self.directory, preamble, self.socket_path, forward))
+                         'input(type="imuxsock" Socket="%s")\n%s\n'
+                         % (self.directory, self.socket_path, rules))
 
     def command(self) -> List[str]:
         return [RSYSLOGD, '-n', '-f', self.config_path, '-i', self.pidfile]
@@ -97,9 +96,9 @@ class Rsyslog(Peer):
 
 
 class Nginx(Peer):
-    """nginx serving on a UNIX socket, its access log sent to syslog `server` with `tag`."""
+    """nginx serving on a UNIX socket, with `access_log` (an nginx directive) in its http block."""
 
-    def __init__(self, directory: str, server: str, tag: str) -> None:
+    def __init__(self, directory: str, access_log: str) -> None:
         super().__init__(directory, 'nginx')
         self.socket_path = os.path.join(self.directory, 'http.sock')
         self.config_path = os.path.join(self.directory, 'nginx.conf')
@@ -116,13 +115,13 @@ http {
     fastcgi_temp_path %(dir)s/fastcgi;
     uwsgi_temp_path %(dir)s/uwsgi;
     scgi_temp_path %(dir)s/scgi;
-    access_log syslog:server=%(server)s,tag=%(tag)s;
+    %(access_log)s
     server {
         listen unix:%(socket)s;
         location / { return 200 "hello\\n"; }
     }
 }
-''' % {'dir': self.directory, 'server': server, 'tag': tag, 'socket': self.socket_path})
+''' % {'dir': self.directory, 'access_log': access_log, 'socket': self.socket_path})
 
     def command(self) -> List[str]:
         return [NGINX, '-p', self.directory, '-c', self.config_path]
