@@ -81,3 +81,14 @@ def test_routing_rejections_and_status_counters(daemon):
 def test_syslog_is_off_unless_configured(tmp_path):
     with Loghogd(tmp_path, FACILITIES) as daemon:
         assert not [name for name in daemon.ports if name.startswith('syslog')]
+
+
+def test_ipv6_listeners_take_syslog_over_udp_and_tcp(tmp_path):
+    config = {'server': {'listen_ipv6_syslog': '[::1]:0'}}
+    with Loghogd(tmp_path, FACILITIES, config=config) as daemon:
+        for transport, kind in (('syslog-udp', socket.SOCK_DGRAM), ('syslog-tcp', socket.SOCK_STREAM)):
+            with socket.socket(socket.AF_INET6, kind) as sock:
+                sock.connect(('::1', daemon.ports[transport]))
+                sock.sendall(b'<14>app: over %s\n' % transport.encode('ascii'))
+        lines = daemon.wait_for_lines('app/root.log', 2)
+    assert sorted(bodies(lines, host='::1')) == ['over syslog-tcp', 'over syslog-udp']
