@@ -33,6 +33,7 @@ class Load:
     signed: bool = False
     ack: bool = False
     sync: bool = False
+    syslog: bool = False
     rate: Optional[int] = None
     default: bool = True
     quick: bool = False
@@ -51,6 +52,10 @@ LOADS: Tuple[Load, ...] = (
          note='paced at %d records/s' % UDP_RATE),
     Load('idle-1000', IDLE, IDLE_CONNECTIONS, ALL_SERVERS, quick=True,
          note='RSS with %d idle TCP connections' % IDLE_CONNECTIONS),
+    Load('syslog-tcp-c1', TCP, 1, (LOGHOGD, RSYSLOG), syslog=True, quick=True,
+         note="RFC 5424 octet-counted into loghogd's syslog listener"),
+    Load('syslog-tcp-c16', TCP, 16, (LOGHOGD, RSYSLOG), syslog=True,
+         note="RFC 5424 octet-counted into loghogd's syslog listener"),
     Load('ack-c1', TCP, 1, (LOGHOGD,), ack=True,
          note='extension 1.1: FLAG_ACK_REQUEST frames, ACKs read back'),
     Load('ack-sync-c1', TCP, 1, (LOGHOGD,), ack=True, sync=True,

@@ -196,13 +196,13 @@ class LoghogdServer(Server):
     root facility rotates on a size it never reaches during a run."""
 
     name = LOGHOGD
-    wire = WIRE_LOGHOG
 
     def __init__(self, workdir: str, load: Load, executable: str, certificates: Optional[Certificates]) -> None:
         super().__init__(workdir, load)
         self.executable = executable
         self.certificates = certificates
         self.logdir = os.path.join(workdir, 'logs')
+        self.wire = WIRE_SYSLOG if load.syslog else WIRE_LOGHOG
 
     @property
     def output_path(self) -> str:
@@ -226,6 +226,8 @@ class LoghogdServer(Server):
                 self.ports = {entry['transport']: entry['port'] for entry in json.load(listening)}
         except (FileNotFoundError, ValueError):
             return False
+        if self.load.syslog:
+            self.ports = {TCP: self.ports['syslog-tcp'], UDP: self.ports['syslog-udp']}
         return True
 
     def _main_config(self) -> str:
@@ -251,6 +253,7 @@ class LoghogdServer(Server):
             # what inflating costs, not the per-address limits.
             'max_connections_per_address = 4096',
             'max_inflated_bytes_per_second = 1G',
+            'listen_ipv4_syslog = %s' % ('%s:0' % HOST if self.load.syslog else ''),
         ]
         if self.certificates is not None:
             lines += [

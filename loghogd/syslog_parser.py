@@ -31,7 +31,7 @@ YEAR_GUESS_STEP = 3600
 """A 3164 timestamp's year is guessed from the receive time to the hour."""
 
 _PRI = re.compile(r'<([0-9]{1,3})>')
-_RFC5424_HEADER = re.compile(r'1 (\S+) (\S+) (\S+) (\S+) (\S+)(?: |\Z)')
+_RFC5424_HEADER = re.compile(r'<([0-9]{1,3})>1 (\S+) (\S+) (\S+) (\S+) (\S+)(?: |\Z)')
 _RFC3339 = re.compile(r'([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?'
                       r'(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))')
 _SD_ELEMENT = re.compile(r'\[[^ =\]"]+(?: +[^ =\]"]+="(?:[^"\\]|\\.)*")* *\]', re.S)
@@ -57,40 +57,42 @@ def parse_syslog(data: bytes, received: float, peer_host: str) -> Record:
     none; `received` dates it and completes a 3164 timestamp without a year.
     """
     text = data.decode('utf-8', 'replace').rstrip(TRAILING_JUNK)
+    header = _RFC5424_HEADER.match(text)
+    if header is not None:
+        return _rfc5424(text, header, received, peer_host)
     pri = _PRI.match(text)
     if pri is None:
         raise SyslogError('message does not start with <PRI> (%r)' % text[:20])
-    value = int(pri.group(1))
+    facility, severity = _facility_and_severity(pri.group(1))
+    return _rfc3164(text, pri.end(), facility, severity, received, peer_host)
+
+
+def _facility_and_severity(pri: str) -> Tuple[int, int]:
+    value = int(pri)
     if value > MAX_PRI:
         raise SyslogError('PRI %d is over %d' % (value, MAX_PRI))
-    facility, severity = divmod(value, 8)
-    rest = pri.end()
-    header = _RFC5424_HEADER.match(text, rest)
-    if header is not None:
-        return _rfc5424(text, header, facility, severity, received, peer_host)
-    return _rfc3164(text, rest, facility, severity, received, peer_host)
+    return divmod(value, 8)
 
 
-def _rfc5424(text: str, header: 're.Match[str]', facility: int, severity: int, received: float,
-             peer_host: str) -> Record:
-    stamp, hostname, app_name, procid, msgid = header.groups()
+def _rfc5424(text: str, header: 're.Match[str]', received: float, peer_host: str) -> Record:
+    pri, stamp, hostname, app_name, procid, msgid = header.groups()
+    facility, severity = _facility_and_severity(pri)
     structured_data, body = _structured_data_and_message(text, header.end())
-    procid = _value(procid)
+    if procid == NIL:
+        procid = None
+    if msgid == NIL:
+        msgid = None
     return Record(
-        app_id=_value(app_name) or '',
-        module=_value(msgid) or ROOT,
-        host=_value(hostname) or peer_host,
+        app_id=app_name if app_name != NIL else '',
+        module=msgid or ROOT,
+        host=hostname if hostname != NIL else peer_host,
         body=body,
         received=received,
-        sent=_rfc3339_seconds(stamp),
+        sent=None if stamp == NIL else _rfc3339_seconds(stamp),
         pid=_pid(procid),
-        syslog=SyslogFields(severity, facility, _value(msgid), procid, structured_data),
+        syslog=SyslogFields(severity, facility, msgid, procid, structured_data),
         peer=peer_host,
     )
-
-
-def _value(field: str) -> Optional[str]:
-    return None if field == NIL else field
 
 
 def _structured_data_and_message(text: str, start: int) -> Tuple[Optional[str], str]:
@@ -124,16 +126,18 @@ def _rfc3339_seconds(stamp: str) -> Optional[float]:
 
 def _rfc3339_match_seconds(match: 're.Match[str]') -> Optional[float]:
     fraction = match.group(7)
-    seconds = _rfc3339_whole_seconds(match.group(1, 2, 3, 4, 5, 6, 8, 9, 10, 11))
-    if seconds is None or not fraction:
-        return seconds
-    return seconds + float(fraction)
+    if not fraction:
+        return _rfc3339_whole_seconds(match.group())
+    text = match.string
+    whole = _rfc3339_whole_seconds(text[match.start():match.start(7)] + text[match.end(7):match.end()])
+    return None if whole is None else whole + float(fraction)
 
 
 @functools.lru_cache(maxsize=TIMESTAMP_CACHE_SIZE)
-def _rfc3339_whole_seconds(fields: Tuple[Optional[str], ...]) -> Optional[float]:
-    """Seconds since the epoch of an RFC 3339 time without its fraction; a burst shares the work."""
-    year, month, day, hour, minute, second, zulu, sign, offset_hours, offset_minutes = fields
+def _rfc3339_whole_seconds(stamp: str) -> Optional[float]:
+    """Seconds since the epoch of an RFC 3339 time without fraction; a burst shares the work."""
+    year, month, day, hour, minute, second, _fraction, zulu, sign, offset_hours, offset_minutes = (
+        _RFC3339.match(stamp).groups())
     try:
         datetime.datetime(int(year), int(month), int(day), int(hour), int(minute), min(int(second), 59))
     except ValueError:
