@@ -120,8 +120,23 @@ def _message(text: str) -> str:
 
 
 def _rfc3339_seconds(stamp: str) -> Optional[float]:
-    match = _RFC3339.fullmatch(stamp)
-    return None if match is None else _rfc3339_match_seconds(match)
+    """An RFC 3339 time as seconds since the epoch, None if it is not one.
+
+    Every message of a burst has its own fraction but shares the rest, so
+    the rest is converted once (cached) and the fraction added.
+    """
+    if len(stamp) < 20 or stamp[19] not in '.Zz+-':
+        match = _RFC3339.fullmatch(stamp)
+        return None if match is None else _rfc3339_match_seconds(match)
+    zone_at = len(stamp) - 1 if stamp[-1] in 'Zz' else len(stamp) - 6
+    whole = _rfc3339_whole_seconds(stamp[:19] + stamp[zone_at:])
+    fraction = stamp[19:zone_at]
+    if whole is None or not fraction:
+        return whole
+    digits = fraction[1:]
+    if fraction[0] != '.' or not digits.isdigit() or not digits.isascii() or len(digits) > 9:
+        return None
+    return whole + float(fraction)
 
 
 def _rfc3339_match_seconds(match: 're.Match[str]') -> Optional[float]:
@@ -136,8 +151,10 @@ def _rfc3339_match_seconds(match: 're.Match[str]') -> Optional[float]:
 @functools.lru_cache(maxsize=TIMESTAMP_CACHE_SIZE)
 def _rfc3339_whole_seconds(stamp: str) -> Optional[float]:
     """Seconds since the epoch of an RFC 3339 time without fraction; a burst shares the work."""
-    year, month, day, hour, minute, second, _fraction, zulu, sign, offset_hours, offset_minutes = (
-        _RFC3339.match(stamp).groups())
+    match = _RFC3339.match(stamp)
+    if match is None or match.group(7) or match.end() < len(stamp.rstrip(' ')):
+        return None
+    year, month, day, hour, minute, second, _fraction, zulu, sign, offset_hours, offset_minutes = match.groups()
     try:
         datetime.datetime(int(year), int(month), int(day), int(hour), int(minute), min(int(second), 59))
     except ValueError:

@@ -121,3 +121,23 @@ def test_any_bytes_give_a_record_or_a_syslog_error_and_nothing_else(data, receiv
 def test_rfc5424_message_loses_the_one_space_rsyslog_puts_before_a_forwarded_bsd_message():
     assert parse(b'<14>1 - h app - - -  forwarded').body == 'forwarded'
     assert parse(b'<14>1 - h app - - - \xef\xbb\xbf  two').body == ' two'
+
+
+stamp_pieces = st.sampled_from(['2026', '-', '12', '01', 'T', 't', ' ', '23', ':', '59', '60', '.', '5', '123456',
+                                '1234567890', 'Z', 'z', '+', '01:30', '99:99', '0', '٣'])
+
+
+formatted_stamps = st.builds(
+    lambda numbers, fraction, zone: '%04d-%02d-%02dT%02d:%02d:%02d' % tuple(numbers) + fraction + zone,
+    st.tuples(st.integers(0, 9999), st.integers(0, 13), st.integers(0, 32), st.integers(0, 25), st.integers(0, 61),
+              st.integers(0, 61)),
+    st.sampled_from(['', '.5', '.123456', '.123456789', '.1234567890', '.', '.x', '.٣']),
+    st.sampled_from(['Z', 'z', '+01:30', '-14:00', '-99:99', '+0130', '', 'ZZ', '+01:3']))
+
+
+@given(st.one_of(st.lists(stamp_pieces, max_size=14).map(''.join), formatted_stamps))
+@settings(max_examples=1500)
+def test_the_cached_timestamp_path_agrees_with_the_full_rfc3339_pattern(stamp):
+    from loghogd.syslog_parser import _RFC3339, _rfc3339_match_seconds, _rfc3339_seconds
+    match = _RFC3339.fullmatch(stamp)
+    assert _rfc3339_seconds(stamp) == (None if match is None else _rfc3339_match_seconds(match))
