@@ -41,12 +41,13 @@ class SyslogInput:
         self._process([message], 'udp', peer, peer_host, now, prefix)
 
     def stream_data(self, framer: SyslogFramer, data: bytes, kind: str, peer: str, peer_host: str,
-                    now: float, prefix: str) -> None:
-        """Bytes read from a TCP or TLS connection; the messages they complete are processed."""
+                    now: float, prefix: str) -> int:
+        """Bytes read from a TCP or TLS connection; the messages they complete are processed and counted."""
         self.counters.bytes_received += len(data)
         messages = framer.feed(data)
         if messages:
             self._process(messages, kind, peer, peer_host, now, prefix)
+        return len(messages)
 
     def stream_end(self, framer: SyslogFramer, kind: str, peer: str, peer_host: str, now: float,
                    prefix: str) -> None:
