@@ -3,11 +3,13 @@
 import logging
 import logging.handlers
 import socket
+import ssl
 import subprocess
 
 import pytest
 
 from tests.support.daemon import Loghogd, bodies, facilities_conf, wait_for
+from tests.support.pki import make_pki
 
 FACILITIES = facilities_conf({'app': {}, 'app:ID47': {}, 'shop': {}, 'signed': {'secret': 'sekrit'},
                                'perhost': {'file_per_host': 'yes'}})
@@ -92,3 +94,41 @@ def test_ipv6_listeners_take_syslog_over_udp_and_tcp(tmp_path):
                 sock.sendall(b'<14>app: over %s\n' % transport.encode('ascii'))
         lines = daemon.wait_for_lines('app/root.log', 2)
     assert sorted(bodies(lines, host='::1')) == ['over syslog-tcp', 'over syslog-udp']
+
+
+def test_oversize_message_over_tcp_is_cut_and_the_connection_goes_on(tmp_path):
+    config = {'server': {'listen_ipv4_syslog': '127.0.0.1:0', 'max_message_size': '8K'}}
+    with Loghogd(tmp_path, FACILITIES, config=config) as daemon:
+        with socket.create_connection(('127.0.0.1', daemon.ports['syslog-tcp'])) as sock:
+            big = b'<14>app: ' + b'z' * 20000
+            sock.sendall(big + b'\n' + b'%d %s' % (len(big), big))
+            sock.sendall(b'<14>app: still connected\n')
+            lines = daemon.wait_for_lines('app/root.log', 3)
+        assert bodies(lines) == ['z' * (8192 - 9)] * 2 + ['still connected']
+        assert daemon.stats()['syslog_truncated_by_listener'] == {'tcp': 2}
+
+
+@pytest.mark.parametrize('setting', ['required', 'optional'])
+def test_tls_needs_a_client_certificate_of_the_ca_unless_it_is_optional(tmp_path, setting):
+    pki = make_pki(tmp_path)
+    config = {'server': {'listen_ipv4_syslog_tls': '127.0.0.1:0', 'pemfile': pki.server_pem,
+                         'cacert': pki.ca_cert, 'syslog_tls_client_cert': setting}}
+    with Loghogd(tmp_path, FACILITIES, config=config) as daemon:
+        for client_pem in (pki.client_pem('web1'), None):
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.load_verify_locations(pki.ca_cert)
+            context.check_hostname = False
+            if client_pem:
+                context.load_cert_chain(client_pem)
+            message = b'<14>app: %s' % (b'with' if client_pem else b'wout')
+            try:
+                with context.wrap_socket(socket.create_connection(('127.0.0.1', daemon.ports['syslog-tls']),
+                                                                  timeout=5)) as sock:
+                    sock.sendall(b'%d %s' % (len(message), message))
+                    sock.recv(1)
+            except (ssl.SSLError, OSError):
+                pass
+        expected = ['with'] + (['wout'] if setting == 'optional' else [])
+        assert bodies(daemon.wait_for_lines('app/root.log', len(expected))) == expected
+        if setting == 'required':
+            wait_for(lambda: daemon.stats()['tls_failures'] == 1, what='one refused handshake')
