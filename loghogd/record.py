@@ -10,9 +10,13 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 
-@dataclass(frozen=True)
+@dataclass
 class SyslogFields:
-    """What a syslog message says beyond the loghog fields (RFC 5424 names)."""
+    """What a syslog message says beyond the loghog fields (RFC 5424 names).
+
+    Not frozen: one is made per syslog message, and a frozen dataclass
+    costs about eight times as much to make.
+    """
 
     severity: int
     facility: int
