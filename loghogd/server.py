@@ -203,7 +203,7 @@ class Server:
             context = self.syslog_tls_context if syslog else self.tls_context
             try:
                 sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False,
-                                                    suppress_ragged_eofs=True)
+                                           suppress_ragged_eofs=True)
             except (OSError, ssl.SSLError) as error:
                 sock.close()
                 self.handshakes.failed(peer, str(error))
