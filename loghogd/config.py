@@ -95,6 +95,7 @@ MIN_MAX_MESSAGE_SIZE = 8192
 FRAME_HEADER_SIZE = 8
 MAX_TIMEOUT = 86400.0
 MAX_MAX_MESSAGE_SIZE = 1024 ** 3
+MAX_UDP_RECEIVE_BUFFER = 1024 ** 3
 COMPRESSOR_LEVELS = {'xz': range(0, 10), 'gzip': range(1, 10), 'bzip2': range(1, 10)}
 LOG_LEVELS = {name: getattr(logging, name) for name in ('DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL')}
 
@@ -544,5 +545,8 @@ def _parse_max_message_size(raw: str) -> int:
 
 
 def _parse_buffer_size(raw: str) -> int:
-    """0 keeps the kernel's default receive buffer."""
-    return 0 if raw == '0' else parse_size(raw)
+    """0 keeps the kernel's default receive buffer; the kernel takes at most a C int, and doubles it."""
+    size = 0 if raw == '0' else parse_size(raw)
+    if size > MAX_UDP_RECEIVE_BUFFER:
+        raise ValueError('%d bytes is out of range: must be from 0 to %d (1G)' % (size, MAX_UDP_RECEIVE_BUFFER))
+    return size

@@ -187,6 +187,10 @@ ERRORS = {
     'bad message size': ('[server]\nmax_message_size = lots\n', 2, 'server', 'max_message_size', 'not a size'),
     'no connections': ('[server]\nmax_connections = 0\n', 2, 'server', 'max_connections', 'at least 1'),
     'bad buffer': ('[server]\nudp_receive_buffer = 1.5M\n', 2, 'server', 'udp_receive_buffer', 'not a size'),
+    'buffer over a C int': ('[server]\nudp_receive_buffer = 2G\n', 2, 'server', 'udp_receive_buffer',
+                            'out of range'),
+    'buffer over 1G': ('[server]\nudp_receive_buffer = 1073741825\n', 2, 'server', 'udp_receive_buffer',
+                       'from 0 to 1073741824'),
 }
 
 
