@@ -21,6 +21,8 @@ log = logging.getLogger('loghogd')
 MAX_CACHED_ROUTES = 16384
 MAX_CACHED_KEY_LENGTH = 512
 _LOOKUP_LIMIT = MAX_MODULE_LENGTH + len(ROOT) + 1
+MAX_NSECS = 999_999_999
+MAX_STAMP = 253_402_300_799  # 9999-12-31 23:59:59 UTC, the last second a date can show
 
 
 class Rejected(Exception):
@@ -77,6 +79,12 @@ def _bad_field(message: Dict[str, object]) -> Rejected:
     raise AssertionError('no bad field in a message that failed the check')
 
 
+def _bad_time(message: Dict[str, object]) -> Rejected:
+    """Version 1 signs stamp, nsecs and body run together: an nsecs of 10 digits could take a body's digit."""
+    name, high = ('nsecs', MAX_NSECS) if not 0 <= message['nsecs'] <= MAX_NSECS else ('stamp', MAX_STAMP)
+    return Rejected('bad_field', 'field %r is %s, not from 0 to %d' % (name, peer_text(message[name]), high))
+
+
 def parse_message(payload: bytes) -> Tuple[Dict[str, object], str, str, str]:
     """JSON payload to (message, app_id, module, hostname), every field of the right type."""
     try:
@@ -93,6 +101,8 @@ def parse_message(payload: bytes) -> Tuple[Dict[str, object], str, str, str]:
             or type(get('body')) is not str or type(get('stamp')) is not int
             or type(get('nsecs')) is not int or type(get('version')) is not int):
         raise _bad_field(message)
+    if not 0 <= get('nsecs') <= MAX_NSECS or not 0 <= get('stamp') <= MAX_STAMP:
+        raise _bad_time(message)
     return message, app_id, module, hostname
 
 

@@ -25,7 +25,7 @@ from loghog.protocol import (CLIENT_FLAGS, FLAG_ACK_REQUEST, FLAG_ZLIB, HEADER, 
 from tests.support.daemon import facilities_conf
 from loghogd.acks import JOURNAL_NAME, AckJournal
 from loghogd.facilities import MAX_MODULE_LENGTH, load_facilities
-from loghogd.processor import Processor, Rejected, lookup_module, parse_message
+from loghogd.processor import MAX_NSECS, MAX_STAMP, Processor, Rejected, lookup_module, parse_message
 from loghogd.stats import Counters, RateLimitedReporter
 from loghogd import writer as writer_module
 from loghogd.writer import Writer
@@ -160,8 +160,8 @@ def good_messages(draw):
     """A well-typed message for a known or unknown app, maybe signed, maybe not."""
     app_id = draw(st.sampled_from(APP_IDS))
     module, hostname, body = draw(names), draw(hostnames), draw(bodies)
-    stamp = draw(st.integers(min_value=0, max_value=2 ** 40))
-    nsecs = draw(st.integers(min_value=0, max_value=999999999))
+    stamp = draw(st.integers(min_value=0, max_value=MAX_STAMP))
+    nsecs = draw(st.integers(min_value=0, max_value=MAX_NSECS))
     message = {'version': 1, 'app_id': app_id, 'module': module, 'stamp': stamp, 'nsecs': nsecs,
                'hostname': hostname, 'body': body}
     if draw(st.booleans()):
@@ -338,6 +338,8 @@ def expected_outcome(field: str, value: object) -> str:
         return 'bad_signature'
     if type(value) is not right_type:
         return 'missing_field' if value is None and field in REQUIRED else 'bad_field'
+    if field in ('stamp', 'nsecs') and not 0 <= value <= {'stamp': MAX_STAMP, 'nsecs': MAX_NSECS}[field]:
+        return 'bad_field'
     if field == 'app_id':
         return 'unknown_app'
     return 'accepted' if field in ('version', 'hostname') else 'bad_signature'
@@ -361,10 +363,42 @@ def test_every_field_with_every_wrong_type(harness, field, value):
     (b'1' * 5000, 'bad_json'), (b'1' * 15000, 'bad_json')])
 @pytest.mark.parametrize('field', ['stamp', 'nsecs', 'version'])
 def test_huge_numbers_are_counted(harness, field, number, expected):
+    if field != 'version' and expected == 'accepted':
+        expected = 'bad_field'  # out of the time range
     values = {b'version': b'1', b'stamp': b'1', b'nsecs': b'0', field.encode(): number}
     payload = b'{"version": %(version)s, "app_id": "app", "module": "root", "stamp": %(stamp)s, ' \
               b'"nsecs": %(nsecs)s, "body": "big"}' % values
     assert outcome(harness, payload) == expected
+
+
+@given(nsecs=st.one_of(st.integers(max_value=-1), st.integers(min_value=MAX_NSECS + 1)),
+       stamp=st.integers(0, MAX_STAMP))
+@fuzz_settings(300)
+def test_nsecs_outside_one_second_is_rejected_even_when_signed(harness, nsecs, stamp):
+    payload = encode_payload('signed', 'root', stamp, nsecs, 'web1', 'body', secret='sekrit')
+    assert outcome(harness, payload) == 'bad_field'
+
+
+@given(stamp=st.one_of(st.integers(max_value=-1), st.integers(min_value=MAX_STAMP + 1)),
+       nsecs=st.integers(0, MAX_NSECS))
+@fuzz_settings(300)
+def test_stamp_outside_year_1970_to_9999_is_rejected(harness, stamp, nsecs):
+    assert outcome(harness, encode_payload('app', 'root', stamp, nsecs, 'web1', 'body')) == 'bad_field'
+
+
+@given(stamp=st.integers(0, MAX_STAMP), nsecs=st.integers(0, MAX_NSECS))
+@fuzz_settings(300)
+def test_every_time_in_range_is_accepted(harness, stamp, nsecs):
+    payload = encode_payload('signed', 'root', stamp, nsecs, 'web1', 'body', secret='sekrit')
+    assert outcome(harness, payload) == 'accepted'
+
+
+def test_a_digit_of_a_signed_body_cannot_move_into_nsecs(harness):
+    signed = json.loads(encode_payload('signed', 'root', 1700000000, 123456789, 'web1', '42 failed logins',
+                                       secret='sekrit'))
+    assert outcome(harness, json.dumps(signed).encode('utf-8')) == 'accepted'
+    forged = dict(signed, nsecs=1234567894, body='2 failed logins')
+    assert outcome(harness, json.dumps(forged).encode('utf-8')) == 'bad_field'
 
 
 def test_lone_surrogates_are_written_escaped(tmp_path, make_harness):
