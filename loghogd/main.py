@@ -1,6 +1,7 @@
 """The loghogd command line and the order of start-up; nothing else."""
 
 import argparse
+import grp
 import json
 import logging
 import logging.handlers
@@ -24,6 +25,7 @@ DEFAULT_CONFIG = '/etc/loghogd/loghogd.conf'
 LOG_FORMAT = '%(asctime)s loghogd[%(process)d] %(levelname)s %(message)s'
 STATUS_WAIT = 5.0
 STATUS_NOT_RUNNING = 3
+STATUS_UNKNOWN = 4
 START_ERRORS = (DaemonError, ServerError, OSError)
 
 log = logging.getLogger('loghogd')
@@ -41,7 +43,8 @@ def parse_arguments(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument('--check-config', action='store_true',
                         help='check loghogd.conf and facilities.conf, then exit 0 or 2')
     parser.add_argument('--status', action='store_true',
-                        help="print the running daemon's counters (exit 3 if it is not running)")
+                        help="print the running daemon's counters (exit 3 if it is not running, 4 if "
+                        "this user may not read them)")
     parser.add_argument('--json', action='store_true', help='with --status: print the counters as JSON')
     parser.add_argument('--version', action='version', version='loghogd %s' % __version__)
     return parser.parse_args(argv)
@@ -87,8 +90,34 @@ def print_status(config: Config, as_json: bool) -> int:
 
     Waits (bounded) for a refresh made after this call, so the numbers
     include everything the daemon had processed when --status started.
+    A user who may not look into the rundir learns that, not "not running".
     """
+    try:
+        return _print_status(config, as_json)
+    except PermissionError as error:
+        print('loghogd: cannot read the status: %s: permission denied; run --status as root or as a member '
+              'of %s' % (error.filename, _group_of(config.main.rundir)), file=sys.stderr)
+        return STATUS_UNKNOWN
+
+
+def _group_of(path: str) -> str:
+    try:
+        gid = os.stat(path).st_gid
+    except OSError:
+        return 'the group of %s' % path
+    try:
+        return 'group %s (the group of %s)' % (grp.getgrgid(gid).gr_name, path)
+    except KeyError:
+        return 'group %d (the group of %s)' % (gid, path)
+
+
+def _print_status(config: Config, as_json: bool) -> int:
     pidfile = config.main.pidfile
+    try:
+        with open(pidfile, 'rb'):
+            pass
+    except (FileNotFoundError, IsADirectoryError):
+        pass
     pid = read_pidfile(pidfile)
     if pid is None or not process_alive(pid):
         if pid is not None:
@@ -123,6 +152,8 @@ def _wait_for_stats(path: str, pid: int, since: float, timeout: float) -> Tuple[
                 candidate = json.load(stream)
             if candidate.get('pid') == pid:
                 stats = candidate
+        except PermissionError:
+            raise
         except (OSError, ValueError, AttributeError):
             pass
         if stats is not None and stats.get('time', 0) >= since:

@@ -522,6 +522,19 @@ def test_non_root_start_as_that_user_warns_and_runs(test_user, open_directory, u
         daemon.stop()
 
 
+def test_status_as_a_user_who_may_not_read_the_rundir_says_so(test_user, open_directory, user_loghogd):
+    """The rundir is 0750: another user learns it may not look, not that loghogd is down."""
+    prefix, environment = user_loghogd
+    with Loghogd(open_directory, FACILITIES) as daemon:
+        for path in (daemon.config_path, daemon.facilities_path):
+            os.chmod(path, 0o644)
+        assert stat.S_IMODE(os.stat(daemon.rundir).st_mode) == 0o750
+        status = run_as(test_user, prefix + ['--status', '-c', daemon.config_path], env=environment)
+    assert status.returncode == 4, status.stderr
+    assert 'cannot read the status: %s: permission denied' % daemon.pidfile in status.stderr
+    assert 'member of group root (the group of %s)' % daemon.rundir in status.stderr
+
+
 def test_status_counts_rotations_and_compressions_as_they_happened(daemon):
     daemon.send_tcp(b''.join(frame('app', 'root', 'to rotate %d' % i) for i in range(3)))
     daemon.wait_for_lines('app/root.log', 3)
