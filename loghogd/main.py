@@ -18,7 +18,7 @@ from loghogd.facilities import Facilities, load_facilities
 from loghogd.listeners import ServerError
 from loghogd.ownership import hand_over
 from loghogd.service import HANDLED_SIGNALS, Service, stats_path
-from loghogd.stats import format_status
+from loghogd.status import format_status
 from loghogd.writer import make_dirs
 
 DEFAULT_CONFIG = '/etc/loghogd/loghogd.conf'

@@ -13,7 +13,8 @@ from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, Frame, FrameError, infl
 from loghogd.acks import AckJournal, parse_ack_fields
 from loghogd.facilities import MAX_MODULE_LENGTH, ROOT, Facilities, Facility
 from loghogd.record import Record
-from loghogd.stats import Counters, RateLimitedReporter, peer_text
+from loghogd.reporting import RateLimitedReporter, peer_text
+from loghogd.stats import Counters
 from loghogd.writer import LogFile, Writer, line_hostname
 
 log = logging.getLogger('loghogd')

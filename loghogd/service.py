@@ -19,9 +19,11 @@ from loghogd.daemon import unreadable_hint
 from loghogd.facilities import Facilities, load_facilities
 from loghogd.listeners import ServerError, make_tls_context
 from loghogd.processor import Processor
+from loghogd.reporting import RateLimitedReporter
 from loghogd.rotation import Rotator, file_mtime
 from loghogd.server import Server
-from loghogd.stats import Counters, RateLimitedReporter, prometheus_text, write_json_atomically
+from loghogd.stats import Counters, prometheus_text
+from loghogd.status import write_json_atomically
 from loghogd.syslog_server import make_syslog_tls_context
 from loghogd.writer import Writer, make_dirs
 
@@ -96,6 +98,7 @@ class Service:
         self.writer.close_all()
         self.rotator.stop()
         self._write_stats()
+        self.reporter.flush(everything=True)
         log.info('stopped: %d messages written, %d rejected', sum(self.counters.accepted_by_facility.values()),
                  sum(self.counters.rejected_by_reason.values()))
         return 0
@@ -108,7 +111,9 @@ class Service:
         if now >= self._stats_due:
             self._write_stats()
             self._stats_due = now + STATS_INTERVAL
-        return max(0.0, min(self.server.next_wakeup(now), self._stats_due - now, self.rotator.next_wakeup(now)))
+        self.reporter.flush()
+        return max(0.0, min(self.server.next_wakeup(now), self._stats_due - now, self.rotator.next_wakeup(now),
+                            self.reporter.next_flush()))
 
     def _handle_signal(self, signum: int) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):

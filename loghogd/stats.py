@@ -1,21 +1,19 @@
-"""Counters of what the daemon did, and rate-limited reports of what went wrong.
+"""Counters of what the daemon did, and their Prometheus text form.
 
 Counters are plain integers bumped on the hot path; turning them into a
 snapshot (for --status, SIGUSR1 and Prometheus) happens only when asked.
+The --status file and text are in loghogd.status, rate-limited reports in
+loghogd.reporting.
 """
 
 import collections
-import json
-import logging
 import os
 import re
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from loghogd import __version__
-from loghogd.atomicfile import replace_file
-
-log = logging.getLogger('loghogd')
+from loghogd.reporting import RateLimitedReporter, peer_text  # noqa: F401 (re-exported for older imports)
 
 
 class Counters:
@@ -99,11 +97,6 @@ class Counters:
         }
 
 
-def write_json_atomically(path: str, data: Any) -> None:
-    """Readers never see half a file: write a temporary one, then rename it."""
-    replace_file(path, (json.dumps(data, indent=1, sort_keys=True) + '\n').encode('utf-8'))
-
-
 # (snapshot key, metric name, type, help, label name of a by-key mapping)
 PROMETHEUS_METRICS = (
     ('accepted_by_facility', 'messages_accepted_total', 'counter',
@@ -184,14 +177,14 @@ def prometheus_text(snapshot: Dict[str, Any]) -> str:
                 lines.append('%s%s{%s="%s"} %d' % (PROMETHEUS_PREFIX, name, label,
                                                     prometheus_label_value(label_value), count))
     for key, value in sorted(snapshot.items()):
-        if key not in known and key not in _NOT_METRICS and isinstance(value, int) and not isinstance(value, bool):
+        if key not in known and key not in NOT_METRICS and isinstance(value, int) and not isinstance(value, bool):
             name = _PROMETHEUS_NAME.sub('_', key)
             _metric_header(lines, name, 'untyped', key.replace('_', ' ') + '.')
             lines.append('%s%s %d' % (PROMETHEUS_PREFIX, name, value))
     return '\n'.join(lines) + '\n'
 
 
-_NOT_METRICS = {'pid', 'time', 'uptime_seconds', 'accepted', 'rejected', 'accepted_by_app', 'version'}
+NOT_METRICS = {'pid', 'time', 'uptime_seconds', 'accepted', 'rejected', 'accepted_by_app', 'version'}
 
 
 def _metric_header(lines: List[str], name: str, kind: str, help_text: str) -> None:
@@ -202,132 +195,3 @@ def _metric_header(lines: List[str], name: str, kind: str, help_text: str) -> No
 
 def _number(value: Any) -> str:
     return repr(float(value)) if isinstance(value, float) else str(int(value))
-
-
-def peer_text(value: Any) -> str:
-    """A peer-supplied value made safe to put in the daemon's own log."""
-    text = value if isinstance(value, str) else repr(value)
-    if len(text) > 200:
-        text = text[:200] + '...'
-    return ascii(text)[1:-1]
-
-
-class RateLimitedReporter:
-    """Logs at most `burst` reports per key in each `interval` seconds.
-
-    A flood of bad frames must not turn into a flood of log lines; what was
-    held back is summed up when the key's interval ends.
-    """
-
-    def __init__(self, interval: float = 10.0, burst: int = 5,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self.burst = burst
-        self._clock = clock
-        self._windows: Dict[str, list] = {}
-
-    def report(self, key: str, level: int, message: str, *args: Any) -> None:
-        now = self._clock()
-        window = self._windows.get(key)
-        if window is None or now - window[0] >= self.interval:
-            if window is not None and window[2]:
-                log.log(level, '%d more reports of %s were suppressed in the last %.0f s',
-                        window[2], key, now - window[0])
-            if len(self._windows) > 10000:
-                self._windows.clear()
-            window = self._windows[key] = [now, 0, 0]
-        if window[1] < self.burst:
-            window[1] += 1
-            log.log(level, message, *args)
-        else:
-            window[2] += 1
-
-
-# (snapshot key, label) of the single numbers in --status, in this order
-STATUS_NUMBERS = (
-    ('bytes_received', 'bytes received'),
-    ('frames_received', 'frames received'),
-    ('connections_accepted', 'connections accepted'),
-    ('connections_open', 'connections open'),
-    ('connections_refused', 'connections refused'),
-    ('tls_failures', 'TLS handshake failures'),
-    ('connections_refused_per_address', 'refused (per address limit)'),
-    ('connections_closed_idle', 'closed idle (no frame)'),
-    ('frames_timed_out', 'closed (frame timeout)'),
-    ('connections_closed_buffer_full', 'closed (buffer limit)'),
-    ('buffered_bytes', 'bytes buffered now'),
-    ('inflated_bytes', 'bytes inflated'),
-    ('inflate_limited', 'inflate rate limit reached'),
-    ('rotations', 'rotations'),
-    ('compressions', 'compressions'),
-    ('compression_failures', 'compression failures'),
-    ('write_errors', 'write errors'),
-    ('unsafe_paths_refused', 'links and special files refused'),
-    ('messages_dropped_unwritable', 'lines dropped (unwritable)'),
-    ('duplicates_dropped', 'duplicates dropped (resent)'),
-    ('acks_sent', 'acknowledgements sent'),
-)
-STATUS_WIDTH = 40
-# (snapshot key, label) of the by-key counts in --status, after the rejections
-STATUS_BREAKDOWNS = (
-    ('syslog_messages_by_listener', 'syslog messages received'),
-    ('syslog_truncated_by_listener', 'syslog messages truncated'),
-)
-
-
-def format_status(snapshot: Dict[str, Any]) -> str:
-    """The counters for a person: one `label  number` per line, breakdowns indented."""
-    started = time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(snapshot.get('started', 0)))
-    lines = ['loghogd %s, PID %s, up %s (since %s)' % (
-        snapshot.get('version', '?'), snapshot.get('pid', '?'),
-        _duration(snapshot.get('uptime_seconds', 0)), started), '']
-    _status_number(lines, 'messages accepted', snapshot.get('accepted', 0))
-    _status_breakdown(lines, 'by application', snapshot.get('accepted_by_app', {}))
-    _status_breakdown(lines, 'by facility', snapshot.get('accepted_by_facility', {}))
-    _status_number(lines, 'messages rejected', snapshot.get('rejected', 0))
-    _status_breakdown(lines, 'by reason', snapshot.get('rejected_by_reason', {}))
-    _status_breakdown(lines, 'by application', snapshot.get('rejected_by_app', {}))
-    for key, label in STATUS_BREAKDOWNS:
-        if snapshot.get(key):
-            _status_number(lines, label, sum(snapshot[key].values()))
-            _status_breakdown(lines, 'by listener', snapshot[key])
-    shown = {key for key, _label in STATUS_NUMBERS}
-    for key, label in STATUS_NUMBERS:
-        if key in snapshot:
-            _status_number(lines, label, snapshot[key])
-    for key, value in sorted(snapshot.items()):
-        if key not in shown and key not in _NOT_METRICS and key != 'started' and _is_count(value):
-            _status_number(lines, key.replace('_', ' '), value)
-    high_water = snapshot.get('ack_high_water')
-    if high_water:
-        _status_number(lines, 'acknowledged-delivery clients', len(high_water))
-        _status_breakdown(lines, 'highest seq handled, by client id', high_water)
-    return '\n'.join(lines) + '\n'
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _status_number(lines: List[str], label: str, value: int, indent: int = 0) -> None:
-    text = ' ' * indent + label
-    lines.append('%s %*d' % (text, max(1, STATUS_WIDTH - len(text)), value))
-
-
-def _status_breakdown(lines: List[str], title: str, counts: Dict[str, int]) -> None:
-    if not counts:
-        return
-    lines.append('  ' + title)
-    for name, count in sorted(counts.items()):
-        _status_number(lines, peer_text(name), count, indent=4)
-
-
-def _duration(seconds: float) -> str:
-    minutes, second = divmod(int(seconds), 60)
-    hours, minute = divmod(minutes, 60)
-    days, hour = divmod(hours, 24)
-    if days:
-        return '%dd %02dh %02dm %02ds' % (days, hour, minute, second)
-    if hours:
-        return '%dh %02dm %02ds' % (hour, minute, second)
-    return '%dm %02ds' % (minute, second)

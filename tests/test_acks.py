@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from loghogd.acks import AckJournal, ClientMark, add_to_ranges, parse_ack_fields
 from loghogd.facilities import Facility
 from loghogd.schedule import parse_rotate
-from loghogd.stats import Counters, RateLimitedReporter
+from loghogd.reporting import RateLimitedReporter
+from loghogd.stats import Counters
 from loghogd.writer import MAX_HELD_BYTES, LogFile, Writer
 
 FACILITY = Facility('app', 'root', parse_rotate('daily'), 3)

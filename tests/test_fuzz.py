@@ -26,7 +26,8 @@ from tests.support.daemon import facilities_conf
 from loghogd.acks import JOURNAL_NAME, AckJournal
 from loghogd.facilities import MAX_MODULE_LENGTH, load_facilities
 from loghogd.processor import MAX_NSECS, MAX_STAMP, Processor, Rejected, lookup_module, parse_message
-from loghogd.stats import Counters, RateLimitedReporter
+from loghogd.reporting import RateLimitedReporter
+from loghogd.stats import Counters
 from loghogd import writer as writer_module
 from loghogd.writer import Writer
 

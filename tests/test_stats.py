@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loghogd.atomicfile import replace_file
-from loghogd.stats import (Counters, format_status, prometheus_label_value, prometheus_text,
-                           write_json_atomically)
+from loghogd.stats import Counters, prometheus_label_value, prometheus_text
+from loghogd.status import format_status, write_json_atomically
 
 SAMPLE = re.compile(r'(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>[0-9.e+-]+)', re.S)
 LABEL = re.compile(r'(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\\n]|\\[\\"n])*)"(?:,|\Z)')

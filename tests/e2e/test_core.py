@@ -90,6 +90,15 @@ def test_bad_input_costs_only_that_peer(daemon):
     assert daemon.process.poll() is None
 
 
+def test_suppressed_reports_are_summed_up_though_no_later_report_comes(daemon):
+    """A burst of bad frames, then silence: the summary still reaches the log when the window ends."""
+    daemon.send_tcp(b''.join(frame('nosuchapp', 'root', 'x %d' % number) for number in range(12)))
+    wait_for(lambda: daemon.stats()['rejected_by_reason'].get('unknown_app') == 12, what='12 rejections')
+    output = daemon.wait_for_output('more reports of reject:unknown_app were suppressed', timeout=30)
+    assert '7 more reports of reject:unknown_app were suppressed' in output
+    assert output.count('rejected a message from 127.0.0.1:') == 5
+
+
 def test_hostname_with_path_parts_stays_inside_logdir(daemon):
     for hostname in ('../../etc', '/etc/passwd', 'a\x00b', '..', '', 'x' * 4000, 'wеb1'):
         daemon.send_tcp(frame('perhost', 'root', 'from %r' % hostname[:10], hostname))
