@@ -10,6 +10,17 @@ sequence numbers of complete files count as handled. A client resends what
 was not acknowledged, so each record is written exactly once whatever moment
 a kill -9 hits.
 
+Only records that were accepted (written to a file) move a client's marks.
+A rejected record (bad signature, unknown app, a client id bound to
+another application) is acknowledged to the connection that sent it alone,
+so that the client stops resending it, and is never journaled: a forged
+frame cannot make a real client's next records count as duplicates. A
+client id is bound to the owner that created it (the application, and the
+secret when its facility is signed): records under another owner are
+rejected. When MAX_CLIENTS ids are known, a new one evicts the least
+recently seen ids of the owner that holds the most, so only accepted
+traffic of the largest owner, never rejected traffic, can push a mark out.
+
 A file that cannot be written (disk full) keeps its lines in the writer's
 memory buffer, and its records are not handled yet: the commit mark names
 it, its sequence numbers ride along into the next pass's intent, and no ACK
@@ -18,70 +29,27 @@ the client is disconnected so that it resends them, and they are written
 when they come back.
 """
 
+import collections
+import heapq
 import json
 import logging
 import os
-import re
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Counter, Dict, Iterable, List, Optional, Tuple
 
 from loghogd import safefs
+from loghogd.ackmarks import (ClientMark, Ranges, add_range, add_to_ranges, in_ranges, owner_app,
+                              remove_from_ranges)
 from loghogd.atomicfile import replace_file
 from loghogd.writer import LogFile
 
 log = logging.getLogger('loghogd')
 
-CLIENT_ID = re.compile(r'[A-Za-z0-9_-]{1,64}\Z')
 IDLE_SECONDS = 7 * 86400
-MAX_GAPS = 1024
 MAX_CLIENTS = 100000
+EVICT_SHARE = 10
 COMPACT_BYTES = 8 * 1024 * 1024
 JOURNAL_NAME = 'ack-journal'
-
-Ranges = List[List[int]]
-
-
-def add_to_ranges(ranges: Ranges, seq: int) -> None:
-    """Append `seq` to ascending [first, last] runs, growing the last run when it follows on."""
-    if ranges and ranges[-1][1] + 1 == seq:
-        ranges[-1][1] = seq
-    else:
-        ranges.append([seq, seq])
-
-
-class ClientMark:
-    """The highest handled seq of one client, and the few below it that were not.
-
-    Gaps come only from a crash: records of a pass whose write was cut short
-    while later records of the same pass reached another file. A client that
-    skips numbers (it dropped records itself) leaves no gaps, so a peer cannot
-    make loghogd remember more than MAX_GAPS numbers per client.
-    """
-
-    __slots__ = ('high', 'gaps', 'seen')
-
-    def __init__(self, high: int = 0, gaps: Optional[List[int]] = None, seen: float = 0.0) -> None:
-        self.high = high
-        self.gaps = set(gaps or ())
-        self.seen = seen
-
-    def handled(self, seq: int) -> bool:
-        return seq <= self.high and seq not in self.gaps
-
-    def add(self, seq: int) -> None:
-        if seq > self.high:
-            self.high = seq
-        else:
-            self.gaps.discard(seq)
-
-    def forget(self, seqs: List[int]) -> None:
-        """After a crash or a failed write: these were not written; the highest falls back below them."""
-        self.gaps.update(seq for seq in seqs if seq <= self.high)
-        while self.high in self.gaps:
-            self.gaps.discard(self.high)
-            self.high -= 1
-        if len(self.gaps) > MAX_GAPS:
-            self.gaps = set(sorted(self.gaps)[-MAX_GAPS:])
 
 
 class AckJournal:
@@ -92,9 +60,10 @@ class AckJournal:
         self.logdir = logdir
         self.clock = clock
         self.marks: Dict[str, ClientMark] = {}
+        self.owners: Counter[str] = collections.Counter()
         self._files: Dict[LogFile, Dict[str, Ranges]] = {}
         self._drops_at_intent: Dict[LogFile, int] = {}
-        self._without_file: Dict[str, Ranges] = {}
+        self._rejected: Dict[object, Tuple[str, int]] = {}
         self._owed: Dict[str, Ranges] = {}
         self._caps: Dict[str, int] = {}
         self._intent_journaled = True
@@ -109,44 +78,81 @@ class AckJournal:
         mark = self.marks.get(client_id)
         if mark is None or not mark.handled(seq):
             return False
-        return client_id not in self._owed or not _in_ranges(self._owed[client_id], seq)
+        return client_id not in self._owed or not in_ranges(self._owed[client_id], seq)
 
-    def highest(self, client_id: str) -> int:
-        """The seq to acknowledge: the highest handled, below any record still waiting for the disk."""
+    def may_use(self, client_id: str, owner: str) -> bool:
+        """False when `client_id` belongs to another application or secret."""
+        mark = self.marks.get(client_id)
+        return mark is None or mark.owner in ('', owner)
+
+    def highest(self, client_id: str, connection: object = None) -> int:
+        """The seq to acknowledge: the highest handled, below any record still waiting for the disk.
+
+        On the `connection` that sent rejected records of `client_id`, the
+        highest of those counts as handled too (for that connection only).
+        """
         mark = self.marks.get(client_id)
         high = mark.high if mark is not None else 0
+        rejected = self._rejected.get(connection)
+        if rejected is not None and rejected[0] == client_id:
+            high = max(high, rejected[1])
         cap = self._caps.get(client_id)
         return high if cap is None else min(high, cap)
+
+    def note_rejected(self, connection: object, client_id: str, seq: int) -> None:
+        """`seq` was rejected: acknowledge it on `connection`, record it nowhere else."""
+        rejected = self._rejected.get(connection)
+        if rejected is None or rejected[0] != client_id or rejected[1] < seq:
+            self._rejected[connection] = (client_id, seq)
+
+    def forget_connection(self, connection: object) -> None:
+        self._rejected.pop(connection, None)
 
     def waiting_for_disk(self, client_id: str) -> bool:
         """Some records of `client_id` are held or owed: its ACK is due once they are written."""
         return client_id in self._caps
 
-    def note(self, client_id: str, seq: int, logfile: Optional[LogFile]) -> None:
-        """`seq` is handled: queued for `logfile`, or rejected when that is None."""
+    def note(self, client_id: str, seq: int, logfile: LogFile, owner: str) -> int:
+        """`seq` was accepted and queued for `logfile`; returns how many client ids were evicted for it."""
+        evicted = 0
         mark = self.marks.get(client_id)
         if mark is None:
             if len(self.marks) >= MAX_CLIENTS:
-                self._forget_least_recent()
-            mark = self.marks[client_id] = ClientMark()
+                evicted = self._evict()
+            mark = self.marks[client_id] = ClientMark(owner=owner)
+            self.owners[owner] += 1
+        elif not mark.owner:
+            self._bind(mark, owner)
         mark.add(seq)
         mark.seen = self.clock()
         owed = self._owed.get(client_id)
-        if owed is not None and _in_ranges(owed, seq):
-            _remove_from_ranges(owed, seq)
+        if owed is not None and in_ranges(owed, seq):
+            remove_from_ranges(owed, seq)
             if not owed:
                 del self._owed[client_id]
-        batch = self._without_file if logfile is None else self._files.setdefault(logfile, {})
-        add_to_ranges(batch.setdefault(client_id, []), seq)
+        add_to_ranges(self._files.setdefault(logfile, {}).setdefault(client_id, []), seq)
+        return evicted
 
-    def high_water(self) -> Dict[str, int]:
-        return {client_id: mark.high for client_id, mark in self.marks.items()}
+    def _bind(self, mark: ClientMark, owner: str) -> None:
+        self.owners[mark.owner] -= 1
+        mark.owner = owner
+        self.owners[owner] += 1
+
+    def status(self, shown: int) -> Dict[str, object]:
+        """A bounded summary for --status: how many ids per application, the `shown` most recent marks."""
+        recent = heapq.nlargest(shown, self.marks.items(), key=lambda item: item[1].seen)
+        by_app: Counter[str] = collections.Counter()
+        for owner, count in self.owners.items():
+            if count:
+                by_app[owner_app(owner) or '(not yet bound)'] += count
+        return {'ack_clients': len(self.marks), 'ack_clients_by_app': dict(by_app),
+                'ack_high_water': {client_id: mark.high for client_id, mark in recent}}
 
     # around the writer's flush -----------------------------------------------
 
     @property
     def pending(self) -> bool:
-        return bool(self._files or self._without_file)
+        return bool(self._files)
 
     def write_intent(self) -> None:
         """Before the pass's lines are written: where they go and what they hold."""
@@ -160,7 +166,9 @@ class AckJournal:
             files[logfile.path] = [before, after, ranges]
             sync = sync or logfile.facility.sync
         self._drops_at_intent = {logfile: logfile.drops for logfile in self._files}
-        record = {'time': self.clock(), 'files': files, 'handled': self._without_file}
+        owners = {client_id: self.marks[client_id].owner for ranges in self._files.values() for client_id in ranges
+                  if client_id in self.marks}
+        record = {'time': self.clock(), 'files': files, 'owners': owners}
         self._intent_journaled = self._append(
             b'I ' + json.dumps(record, separators=(',', ':')).encode('ascii') + b'\n', sync)
 
@@ -182,21 +190,19 @@ class AckJournal:
                 for client_id, seqs in ranges.items():
                     owed = self._owed.setdefault(client_id, [])
                     for first, last in seqs:
-                        _add_range(owed, first, last)
+                        add_range(owed, first, last)
                     dropped.append(client_id)
             elif logfile.pending or logfile.unwritten or not journaled:
                 waiting[logfile] = ranges
             else:
                 continue
             unwritten.append(logfile.path)
-        if journaled and self._append(b'C ' + json.dumps(unwritten).encode('ascii') + b'\n' if unwritten
-                                      else b'C\n', sync):
-            self._without_file = {}
-        elif journaled:
+        if journaled and not self._append(b'C ' + json.dumps(unwritten).encode('ascii') + b'\n' if unwritten
+                                          else b'C\n', sync):
             waiting = {logfile: ranges for logfile, ranges in self._files.items()
                        if not self._dropped_since_intent(logfile)}
         self._files = waiting
-        if self._caps or waiting or self._without_file or dropped:
+        if self._caps or waiting or dropped:
             self._caps = self._acknowledgeable()
         if self._size > COMPACT_BYTES and not self._caps:
             self._compact()
@@ -208,7 +214,7 @@ class AckJournal:
     def _acknowledgeable(self) -> Dict[str, int]:
         """Per client with records held or owed, the highest seq below all of them."""
         lowest: Dict[str, int] = {}
-        for group in [*self._files.values(), self._without_file, self._owed]:
+        for group in [*self._files.values(), self._owed]:
             for client_id, ranges in group.items():
                 first = min(first for first, _last in ranges)
                 lowest[client_id] = min(lowest.get(client_id, first), first)
@@ -276,11 +282,17 @@ class AckJournal:
         self._compact()
 
     def _load_snapshot(self, snapshot: Dict[str, list]) -> None:
-        self.marks = {client_id: ClientMark(high, gaps, seen) for client_id, (high, gaps, seen) in snapshot.items()}
+        """Each entry is [high, gaps, seen, owner]; journals before owners had no owner (bound on next use)."""
+        self.marks = {client_id: ClientMark(*entry[:4]) for client_id, entry in snapshot.items()}
+        self._count_owners()
+
+    def _count_owners(self) -> None:
+        self.owners = collections.Counter(mark.owner for mark in self.marks.values())
 
     def _apply(self, intent: Dict[str, object], verify: bool, unwritten: Iterable[str] = ()) -> None:
         seen = intent.get('time', 0.0)
-        written = [intent.get('handled', {})]
+        owners = intent.get('owners', {})
+        written = []
         lost = []
         for path, (before, after, ranges) in intent.get('files', {}).items():
             if path in unwritten or (verify and not _complete_or_truncated(self.logdir, path, before, after)):
@@ -290,6 +302,7 @@ class AckJournal:
         for group in written:
             for client_id, ranges in group.items():
                 mark = self.marks.setdefault(client_id, ClientMark())
+                mark.owner = mark.owner or owners.get(client_id, '')
                 mark.seen = max(mark.seen, seen)
                 for first, last in ranges:
                     mark.add(last)
@@ -298,13 +311,16 @@ class AckJournal:
         for group in lost:
             for client_id, ranges in group.items():
                 mark = self.marks.setdefault(client_id, ClientMark())
+                mark.owner = mark.owner or owners.get(client_id, '')
                 mark.forget([seq for first, last in ranges for seq in range(first, last + 1)])
 
     def _compact(self) -> None:
         """Rewrite the journal as one snapshot, forgetting long-idle clients."""
         horizon = self.clock() - IDLE_SECONDS
         self.marks = {client_id: mark for client_id, mark in self.marks.items() if mark.seen >= horizon}
-        snapshot = {client_id: [mark.high, sorted(mark.gaps), mark.seen] for client_id, mark in self.marks.items()}
+        self._count_owners()
+        snapshot = {client_id: [mark.high, sorted(mark.gaps), mark.seen, mark.owner]
+                    for client_id, mark in self.marks.items()}
         data = b'S ' + json.dumps(snapshot, separators=(',', ':')).encode('ascii') + b'\n'
         try:
             replace_file(self.path, data, durable=True)
@@ -315,32 +331,15 @@ class AckJournal:
         self._size = len(data)
         self._torn = False
 
-    def _forget_least_recent(self) -> None:
-        oldest = sorted(self.marks.items(), key=lambda item: item[1].seen)[:len(self.marks) // 10 or 1]
-        for client_id, _mark in oldest:
+    def _evict(self) -> int:
+        """Forget the least recently seen tenth of the ids of the owner that holds the most."""
+        owner = max(self.owners, key=self.owners.__getitem__)
+        ids = [(mark.seen, client_id) for client_id, mark in self.marks.items() if mark.owner == owner]
+        oldest = heapq.nsmallest(len(ids) // EVICT_SHARE or 1, ids)
+        for _seen, client_id in oldest:
             del self.marks[client_id]
-
-
-def _in_ranges(ranges: Ranges, seq: int) -> bool:
-    return any(first <= seq <= last for first, last in ranges)
-
-
-def _add_range(ranges: Ranges, first: int, last: int) -> None:
-    """Add [first, last] to sorted, disjoint runs, merging the runs it touches."""
-    merged: Ranges = []
-    for run in sorted(ranges + [[first, last]]):
-        if merged and run[0] <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], run[1])
-        else:
-            merged.append(list(run))
-    ranges[:] = merged
-
-
-def _remove_from_ranges(ranges: Ranges, seq: int) -> None:
-    for index, (first, last) in enumerate(ranges):
-        if first <= seq <= last:
-            ranges[index:index + 1] = [run for run in ([first, seq - 1], [seq + 1, last]) if run[0] <= run[1]]
-            return
+        self.owners[owner] -= len(oldest)
+        return len(oldest)
 
 
 def _complete_or_truncated(logdir: Optional[str], path: str, before: int, after: int) -> bool:
@@ -372,12 +371,3 @@ def _complete_or_truncated(logdir: Optional[str], path: str, before: int, after:
     finally:
         os.close(fd)
     return False
-
-
-def parse_ack_fields(message: Dict[str, object]) -> Tuple[Optional[str], Optional[int]]:
-    """client_id and seq of an ACK_REQUEST message, or (None, None) when they are invalid."""
-    client_id = message.get('client_id')
-    seq = message.get('seq')
-    if type(client_id) is not str or not CLIENT_ID.match(client_id) or type(seq) is not int or not 0 < seq < 2 ** 63:
-        return None, None
-    return client_id, seq

@@ -10,7 +10,8 @@ import time
 from typing import Dict, Iterable, Optional, Tuple
 
 from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, Frame, FrameError, inflate, signature_matches
-from loghogd.acks import AckJournal, parse_ack_fields
+from loghogd.ackmarks import client_owner, parse_ack_fields
+from loghogd.acks import MAX_CLIENTS, AckJournal
 from loghogd.facilities import MAX_MODULE_LENGTH, ROOT, Facilities, Facility
 from loghogd.record import Record
 from loghogd.reporting import RateLimitedReporter, peer_text
@@ -147,8 +148,9 @@ class Processor:
         """Queue a line for every good frame; count and report every bad one.
 
         On a stream (`ack_target` is its connection) an ACK_REQUEST frame is
-        checked against the journal of handled records and noted in it, and the
-        connection is remembered as owed an acknowledgement.
+        checked like any other, then against the journal of handled records:
+        an accepted one is noted in the journal, a rejected one only on its
+        connection; either way the connection is owed an acknowledgement.
         """
         if self._routes_generation != self.writer.generation:
             self._routes.clear()
@@ -165,19 +167,24 @@ class Processor:
                 message, app_id, module, hostname = parse_message(payload)
                 if flags & FLAG_ACK_REQUEST and acks is not None:
                     client_id, seq = self._ack_request(message, ack_target)
-                    if acks.is_duplicate(client_id, seq):
-                        self.counters.duplicates_dropped += 1
-                        continue
                 route = routes.get((app_id, module, hostname))
                 if route is None:
                     route = self._route(app_id, module, hostname)
                 facility, logfile, host_text, name = route
                 if facility.secret is not None:
                     self._check_signature(facility, message)
+                if client_id is not None:
+                    owner = client_owner(app_id, facility.secret)
+                    if not acks.may_use(client_id, owner):
+                        raise Rejected('client_id_taken', 'client id %s belongs to another application or secret'
+                                       % client_id, app_id)
+                    if acks.is_duplicate(client_id, seq):
+                        self.counters.duplicates_dropped += 1
+                        continue
             except Rejected as rejected:
                 self._reject(rejected.reason, str(rejected), peer, rejected.app_id)
                 if client_id is not None:
-                    acks.note(client_id, seq, None)
+                    acks.note_rejected(ack_target, client_id, seq)
                 continue
             except FrameError as error:
                 self._reject(error.reason, str(error), peer)
@@ -188,7 +195,9 @@ class Processor:
             logfile.pending.append(prefix + host_text + message['body'] + '\n')
             accepted[name] += 1
             if client_id is not None:
-                acks.note(client_id, seq, logfile)
+                evicted = acks.note(client_id, seq, logfile, owner)
+                if evicted:
+                    self._evicted(peer, evicted)
                 logfile.first_pending_at = 0.0
 
     def process_records(self, records: Iterable[Record], peer: str, now: float, prefix: str) -> None:
@@ -247,6 +256,17 @@ class Processor:
                                  message['nsecs'], message['body'], signature):
             raise Rejected('bad_signature', 'message for %s has a wrong signature' % facility.name,
                            facility.app_id)
+
+    def forget_connection(self, connection: object) -> None:
+        self.ack_targets.pop(connection, None)
+        if self.acks is not None:
+            self.acks.forget_connection(connection)
+
+    def _evicted(self, peer: str, count: int) -> None:
+        self.counters.ack_clients_evicted += count
+        self.reporter.report('ack_clients', logging.WARNING, 'a new acknowledged-delivery client id from %s made '
+                             'loghogd forget %d least recently seen ids of the busiest application '
+                             '(%d ids at most)', peer, count, MAX_CLIENTS)
 
     def _reject(self, reason: str, detail: str, peer: str, app_id: Optional[str] = None) -> None:
         self.counters.reject(reason, app_id)

@@ -348,7 +348,7 @@ class Server:
             self.handshakes.pending.pop(connection, None)
             self.limits.closed(connection)
         self.ack_sender.forget(connection)
-        self.processor.ack_targets.pop(connection, None)
+        self.processor.forget_connection(connection)
         sock.close()
 
     def _read_datagrams(self, listener: Listener) -> None:

@@ -30,6 +30,7 @@ from loghogd.writer import Writer, make_dirs
 log = logging.getLogger('loghogd')
 
 STATS_INTERVAL = 1.0
+ACK_CLIENTS_SHOWN = 20
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD)
 STATS_FILE = 'loghogd.stats.json'
 LISTENING_FILE = 'listening.json'
@@ -171,7 +172,7 @@ class Service:
         """Refresh the stats file (for --status) and the Prometheus textfile; return the snapshot."""
         snapshot = self.counters.snapshot()
         if self.processor.acks is not None:
-            snapshot['ack_high_water'] = self.processor.acks.high_water()
+            snapshot.update(self.processor.acks.status(ACK_CLIENTS_SHOWN))
         try:
             write_json_atomically(stats_path(self.config), snapshot)
         except OSError as error:

@@ -47,6 +47,7 @@ class Counters:
         self.acks_sent = 0
         self.syslog_messages_by_listener: Dict[str, int] = collections.Counter()
         self.syslog_truncated_by_listener: Dict[str, int] = collections.Counter()
+        self.ack_clients_evicted = 0
 
     def reject(self, reason: str, app_id: Optional[str] = None) -> None:
         self.rejected_by_reason[reason] += 1
@@ -94,6 +95,7 @@ class Counters:
             'acks_sent': self.acks_sent,
             'syslog_messages_by_listener': dict(self.syslog_messages_by_listener),
             'syslog_truncated_by_listener': dict(self.syslog_truncated_by_listener),
+            'ack_clients_evicted': self.ack_clients_evicted,
         }
 
 
@@ -140,6 +142,9 @@ PROMETHEUS_METRICS = (
      'Syslog messages received, by listener kind (udp, tcp, tls).', 'listener'),
     ('syslog_truncated_by_listener', 'syslog_truncated_total', 'counter',
      'Syslog messages over max_message_size, cut to it and written, by listener kind.', 'listener'),
+    ('ack_clients_evicted', 'ack_clients_evicted_total', 'counter',
+     'Acknowledged-delivery client ids forgotten to make room for new ones.', None),
+    ('ack_clients', 'ack_clients', 'gauge', 'Acknowledged-delivery client ids remembered.', None),
     ('started', 'start_time_seconds', 'gauge', 'When this loghogd started, in seconds since the epoch.', None),
 )
 PROMETHEUS_PREFIX = 'loghogd_'

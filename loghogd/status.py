@@ -38,6 +38,8 @@ STATUS_NUMBERS = (
     ('messages_dropped_unwritable', 'lines dropped (unwritable)'),
     ('duplicates_dropped', 'duplicates dropped (resent)'),
     ('acks_sent', 'acknowledgements sent'),
+    ('ack_clients_evicted', 'client ids evicted (table full)'),
+    ('ack_clients', 'acknowledged-delivery clients'),
 )
 STATUS_WIDTH = 40
 # (snapshot key, label) of the by-key counts in --status, after the rejections
@@ -70,9 +72,11 @@ def format_status(snapshot: Dict[str, Any]) -> str:
     for key, value in sorted(snapshot.items()):
         if key not in shown and key not in NOT_METRICS and key != 'started' and _is_count(value):
             _status_number(lines, key.replace('_', ' '), value)
-    high_water = snapshot.get('ack_high_water')
-    if high_water:
-        _status_number(lines, 'acknowledged-delivery clients', len(high_water))
+    _status_breakdown(lines, 'by application', snapshot.get('ack_clients_by_app', {}))
+    high_water = snapshot.get('ack_high_water', {})
+    if len(high_water) < snapshot.get('ack_clients', 0):
+        _status_breakdown(lines, 'highest seq handled, the %d most recently seen' % len(high_water), high_water)
+    else:
         _status_breakdown(lines, 'highest seq handled, by client id', high_water)
     return '\n'.join(lines) + '\n'
 

@@ -1,12 +1,15 @@
 """The acknowledgement journal: what a crash at any point of a pass leaves behind."""
 
 import os
+import time
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loghogd.acks import AckJournal, ClientMark, add_to_ranges, parse_ack_fields
+from loghogd import acks
+from loghogd.ackmarks import ClientMark, add_to_ranges, client_owner, parse_ack_fields
+from loghogd.acks import AckJournal
 from loghogd.facilities import Facility
 from loghogd.schedule import parse_rotate
 from loghogd.reporting import RateLimitedReporter
@@ -19,7 +22,7 @@ FACILITY = Facility('app', 'root', parse_rotate('daily'), 3)
 def queue(logfile, journal, client_id, seqs):
     for seq in seqs:
         logfile.pending.append('line %s %d\n' % (client_id, seq))
-        journal.note(client_id, seq, logfile)
+        journal.note(client_id, seq, logfile, 'app')
 
 
 def committed_pass(journal, logfile, client_id, seqs):
@@ -79,13 +82,11 @@ def test_torn_intent_line_is_ignored(paths):
     assert AckJournal(journal_path).highest('c') == 3
 
 
-def test_compaction_forgets_idle_clients(paths):
+def test_compaction_forgets_idle_clients(paths, tmp_path):
     journal_path, _ = paths
     now = [1000.0]
     journal = AckJournal(journal_path, clock=lambda: now[0])
-    journal.note('old', 1, None)
-    journal.write_intent()
-    journal.commit()
+    committed_pass(journal, LogFile(str(tmp_path / 'root.log'), FACILITY), 'old', [1])
     journal.close()
     now[0] += 8 * 86400
     assert AckJournal(journal_path, clock=lambda: now[0]).marks == {}
@@ -109,7 +110,7 @@ def test_a_crash_between_two_files_leaves_exactly_the_unwritten_seqs_as_gaps(tmp
     for seq in range(1, 11):
         logfile = cut_short if seq % 2 else written
         logfile.pending.append('line %d\n' % seq)
-        journal.note('c', seq, logfile)
+        journal.note('c', seq, logfile, 'app')
     journal.write_intent()
     written.write_pending()
     with open(cut_short.path, 'ab') as stream:
@@ -118,19 +119,17 @@ def test_a_crash_between_two_files_leaves_exactly_the_unwritten_seqs_as_gaps(tmp
     assert os.path.getsize(cut_short.path) == 0
     assert recovered.highest('c') == 10
     assert [seq for seq in range(1, 12) if not recovered.is_duplicate('c', seq)] == [1, 3, 5, 7, 9, 11]
-    for seq in (1, 3, 5):
-        recovered.note('c', seq, None)
-    recovered.write_intent()
-    recovered.commit()
+    committed_pass(recovered, LogFile(cut_short.path, FACILITY), 'c', (1, 3, 5))
     recovered.close()
     assert [seq for seq in range(1, 11) if not AckJournal(journal_path).is_duplicate('c', seq)] == [7, 9]
 
 
 def test_many_client_ids_with_high_seqs_cost_no_gaps(tmp_path):
     journal = AckJournal(str(tmp_path / 'ack-journal'))
+    logfile = LogFile(str(tmp_path / 'root.log'), FACILITY)
     for number in range(2000):
-        journal.note('client-%d' % number, 10 ** 6 + number, None)
-        journal.note('client-%d' % number, 2 * 10 ** 6, None)
+        journal.note('client-%d' % number, 10 ** 6 + number, logfile, 'app')
+        journal.note('client-%d' % number, 2 * 10 ** 6, logfile, 'app')
     assert sum(len(mark.gaps) for mark in journal.marks.values()) == 0
 
 
@@ -191,3 +190,59 @@ def test_acknowledged_records_dropped_from_the_full_buffer_are_owed_until_resent
     assert not any(journal.is_duplicate('c', seq) for seq in range(1, 6))
     committed_pass(journal, LogFile(str(tmp_path / 'root.log'), FACILITY), 'c', range(1, 6))
     assert journal.highest('c') == 5 and not journal.waiting_for_disk('c')
+
+
+def test_owners_survive_a_restart_and_old_snapshots_bind_on_next_use(paths, tmp_path):
+    journal_path, log_path = paths
+    journal = AckJournal(journal_path)
+    logfile = LogFile(log_path, FACILITY)
+    queue(logfile, journal, 'c', [1])
+    journal.marks['c'].owner = client_owner('app', 'sekrit')
+    journal.write_intent()
+    logfile.write_pending()
+    journal.commit()
+    journal.close()
+    recovered = AckJournal(journal_path)
+    assert recovered.may_use('c', client_owner('app', 'sekrit'))
+    assert not recovered.may_use('c', 'app') and not recovered.may_use('c', client_owner('app', 'other'))
+    recovered.close()
+    with open(journal_path, 'wb') as stream:
+        stream.write(b'S {"old":[7,[],%d]}\n' % int(time.time()))
+    old = AckJournal(journal_path)
+    assert old.may_use('old', 'app') and old.highest('old') == 7
+    committed_pass(old, logfile, 'old', [8])
+    assert not old.may_use('old', 'other') and old.status(5)['ack_clients_by_app'] == {'app': 1}
+
+
+def test_a_rejected_seq_is_acknowledged_on_its_connection_only(paths):
+    journal_path, log_path = paths
+    journal = AckJournal(journal_path)
+    committed_pass(journal, LogFile(log_path, FACILITY), 'c', range(1, 4))
+    forger, client = object(), object()
+    journal.note_rejected(forger, 'c', 2 ** 62)
+    assert journal.highest('c', forger) == 2 ** 62
+    assert journal.highest('c', client) == journal.highest('c') == 3
+    assert not journal.is_duplicate('c', 4)
+    journal.forget_connection(forger)
+    assert journal.highest('c', forger) == 3
+    journal.close()
+    assert AckJournal(journal_path).highest('c') == 3
+
+
+def test_a_full_table_evicts_only_ids_of_the_owner_that_holds_the_most(tmp_path, monkeypatch):
+    monkeypatch.setattr(acks, 'MAX_CLIENTS', 100)
+    now = [1000.0]
+    journal = AckJournal(str(tmp_path / 'ack-journal'), clock=lambda: now[0])
+    logfile = LogFile(str(tmp_path / 'root.log'), FACILITY)
+    signed = client_owner('billing', 'sekrit')
+    for number in range(10):
+        journal.note('real-%d' % number, 1, logfile, signed)
+    evicted = 0
+    for number in range(1000):
+        now[0] += 1
+        evicted += journal.note('flood-%d' % number, 1, logfile, 'public')
+    assert evicted == 1000 - journal.owners['public'] > 900
+    assert all(journal.highest('real-%d' % number) == 1 for number in range(10))
+    assert len(journal.marks) <= 100 and journal.owners[signed] == 10
+    assert journal.status(5)['ack_clients_by_app'] == {'billing': 10, 'public': len(journal.marks) - 10}
+    assert list(journal.status(5)['ack_high_water']) == ['flood-%d' % number for number in range(999, 994, -1)]

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from loghog.protocol import (CLIENT_FLAGS, FLAG_ACK_REQUEST, FLAG_ZLIB, HEADER, FrameError, StreamDecoder,
                              decode_datagram, encode_frame, encode_payload, inflate, sign)
 from tests.support.daemon import facilities_conf
+from loghogd import acks as acks_module
 from loghogd.acks import JOURNAL_NAME, AckJournal
 from loghogd.facilities import MAX_MODULE_LENGTH, load_facilities
 from loghogd.processor import MAX_NSECS, MAX_STAMP, Processor, Rejected, lookup_module, parse_message
@@ -537,3 +538,19 @@ test_writer_keeps_or_counts_every_line_when_writes_fail = fuzz_settings(1000)(
     given(steps=write_steps)(check_writer_under_failing_writes))
 test_writer_keeps_or_counts_every_line_when_writes_fail_long = pytest.mark.slow(fuzz_settings(10000)(
     given(steps=write_steps)(check_writer_under_failing_writes)))
+
+
+def test_a_flood_of_new_client_ids_evicts_only_its_own_application_and_is_reported(tmp_path, make_harness,
+                                                                                    monkeypatch, caplog):
+    monkeypatch.setattr(acks_module, 'MAX_CLIENTS', 100)
+    harness = make_harness(str(tmp_path))
+    signed = [encode_payload('signed', 'root', 1, 0, 'h', 'real', secret='sekrit', client_id='real-%d' % number,
+                             seq=1) for number in range(10)]
+    harness.feed_payloads(signed, FLAG_ACK_REQUEST)
+    flood = [encode_payload('app', 'root', 1, 0, 'h', 'flood', client_id='flood-%d' % number, seq=1)
+             for number in range(300)]
+    harness.feed_payloads(flood, FLAG_ACK_REQUEST)
+    acks = harness.processor.acks
+    assert all(acks.highest('real-%d' % number) == 1 for number in range(10))
+    assert harness.counters.ack_clients_evicted == 300 - acks.owners['app'] > 200
+    assert 'client id from 127.0.0.1:1 made loghogd forget' in caplog.text

@@ -137,12 +137,23 @@ def test_status_text_shows_a_counter_it_has_no_label_for():
 
 def test_status_text_lists_the_high_water_mark_of_each_acknowledging_client():
     snapshot = busy_counters().snapshot()
-    snapshot['ack_high_water'] = {'web1-4242': 5120, 'cron-7': 3}
+    snapshot.update(ack_clients=2, ack_clients_by_app={'shop': 2}, ack_high_water={'web1-4242': 5120, 'cron-7': 3})
     text = format_status(snapshot)
     assert status_number(text, 'acknowledged-delivery clients') == 2
     assert status_number(text, 'web1-4242', indent=4) == 5120
     assert text.index('highest seq handled, by client id') < text.index('cron-7')
     assert 'acknowledged-delivery' not in format_status(busy_counters().snapshot())
+
+
+def test_status_text_says_when_it_shows_only_the_most_recent_clients():
+    snapshot = busy_counters().snapshot()
+    snapshot.update(ack_clients=100000, ack_clients_by_app={'fleet': 99998, 'cron': 2},
+                    ack_high_water={'client-%d' % number: number for number in range(20)})
+    text = format_status(snapshot)
+    assert status_number(text, 'acknowledged-delivery clients') == 100000
+    assert status_number(text, 'fleet', indent=4) == 99998
+    assert 'highest seq handled, the 20 most recently seen' in text
+    assert len(text.splitlines()) < 80
 
 
 def test_status_text_neutralises_control_characters_in_names():

@@ -1,5 +1,6 @@
 """Acknowledged delivery (protocol 1.1) against a real loghogd."""
 
+import os
 import socket
 
 import pytest
@@ -16,11 +17,16 @@ backup_count = 3
 rotate = daily
 backup_count = 3
 sync = yes
+
+[signed]
+rotate = daily
+backup_count = 3
+secret = sekrit
 """
 
 
-def acked_frames(first, last, client_id='client-1', app_id='app'):
-    return b''.join(frame(app_id, 'root', 'record %d' % seq, client_id=client_id, seq=seq)
+def acked_frames(first, last, client_id='client-1', app_id='app', **options):
+    return b''.join(frame(app_id, 'root', 'record %d' % seq, client_id=client_id, seq=seq, **options)
                     for seq in range(first, last + 1))
 
 
@@ -116,3 +122,49 @@ def test_invalid_client_id_is_rejected(daemon):
     daemon.send_tcp(frame('app', 'root', 'x', client_id='../bad id', seq=1))
     wait_for(lambda: daemon.stats()['rejected_by_reason'].get('bad_ack_fields') == 1, what='the rejection')
     assert daemon.read_lines('app/root.log') == []
+
+
+def test_a_rejected_last_record_is_acknowledged_to_its_sender_but_not_remembered(daemon):
+    with daemon.connect_tcp() as sock:
+        sock.sendall(acked_frames(1, 3) + acked_frames(4, 5, app_id='nosuchapp'))
+        assert read_acks_until(sock, 5)[-1] == 5
+    with daemon.connect_tcp() as sock:
+        sock.sendall(acked_frames(4, 5))
+        assert read_acks_until(sock, 5)[-1] == 5
+    assert body_count(daemon) == [1, 2, 3, 4, 5]
+    assert daemon.stats()['duplicates_dropped'] == 0
+
+
+def test_forged_frames_cannot_move_a_signed_clients_mark(daemon):
+    """A forger knows a real client id: its frames are refused and acknowledged to the forger alone."""
+    real = daemon.connect_tcp()
+    real.sendall(acked_frames(1, 5, client_id='real', app_id='signed', secret='sekrit'))
+    assert read_acks_until(real, 5)[-1] == 5
+    with daemon.connect_tcp() as forger:
+        forger.sendall(acked_frames(2 ** 62, 2 ** 62, client_id='real', app_id='signed', secret='guess'))
+        assert read_acks_until(forger, 2 ** 62)[-1] == 2 ** 62
+        forger.sendall(acked_frames(2 ** 62, 2 ** 62, client_id='real', app_id='app'))
+        forger.sendall(acked_frames(1, 1, client_id='real', app_id='app'))
+        wait_for(lambda: daemon.stats()['rejected_by_reason'].get('client_id_taken') == 2, what='2 refusals')
+    real.sendall(acked_frames(6, 10, client_id='real', app_id='signed', secret='sekrit'))
+    assert read_acks_until(real, 10)[-1] == 10
+    real.close()
+    assert body_count(daemon, 'signed/root.log') == list(range(1, 11))
+    assert daemon.read_lines('app/root.log') == []
+    stats = daemon.stats()
+    assert stats['duplicates_dropped'] == 0
+    assert stats['rejected_by_reason'] == {'bad_signature': 1, 'client_id_taken': 2}
+    assert stats['ack_high_water'] == {'real': 10}
+
+
+def test_rejected_client_ids_take_no_room_and_status_stays_bounded(daemon):
+    with daemon.connect_tcp() as sock:
+        sock.sendall(b''.join(acked_frames(7, 7, client_id='junk-%d' % number, app_id='nosuchapp')
+                              for number in range(3000)))
+        sock.sendall(b''.join(acked_frames(1, 1, client_id='good-%d' % number) for number in range(50)))
+        wait_for(lambda: daemon.stats()['accepted'] == 50, what='50 records')
+    stats = daemon.stats()
+    assert stats['rejected_by_reason'] == {'unknown_app': 3000}
+    assert (stats['ack_clients'], stats['ack_clients_by_app']) == (50, {'app': 50})
+    assert len(stats['ack_high_water']) == 20
+    assert os.path.getsize(os.path.join(daemon.rundir, 'loghogd.stats.json')) < 8192
