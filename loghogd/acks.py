@@ -17,7 +17,7 @@ so that the client stops resending it, and is never journaled: a forged
 frame cannot make a real client's next records count as duplicates. A
 client id is bound to the owner that created it (the application, and the
 secret when its facility is signed): records under another owner are
-rejected. When MAX_CLIENTS ids are known, a new one evicts the least
+rejected. When `max_clients` ids are known, a new one evicts the least
 recently seen ids of the owner that holds the most, so only accepted
 traffic of the largest owner, never rejected traffic, can push a mark out.
 
@@ -41,12 +41,12 @@ from loghogd import safefs
 from loghogd.ackmarks import (ClientMark, Ranges, add_range, add_to_ranges, in_ranges, owner_app,
                               remove_from_ranges)
 from loghogd.atomicfile import replace_file
+from loghogd.config import ServerConfig
 from loghogd.writer import LogFile
 
 log = logging.getLogger('loghogd')
 
 IDLE_SECONDS = 7 * 86400
-MAX_CLIENTS = 100000
 EVICT_SHARE = 10
 COMPACT_BYTES = 8 * 1024 * 1024
 JOURNAL_NAME = 'ack-journal'
@@ -55,9 +55,11 @@ JOURNAL_NAME = 'ack-journal'
 class AckJournal:
     """Marks per client_id, and the journal that makes them survive a crash."""
 
-    def __init__(self, path: str, clock: Callable[[], float] = time.time, logdir: Optional[str] = None) -> None:
+    def __init__(self, path: str, clock: Callable[[], float] = time.time, logdir: Optional[str] = None,
+                 max_clients: int = ServerConfig.max_ack_clients) -> None:
         self.path = path
         self.logdir = logdir
+        self.max_clients = max_clients
         self.clock = clock
         self.marks: Dict[str, ClientMark] = {}
         self.owners: Counter[str] = collections.Counter()
@@ -117,7 +119,7 @@ class AckJournal:
         evicted = 0
         mark = self.marks.get(client_id)
         if mark is None:
-            if len(self.marks) >= MAX_CLIENTS:
+            if len(self.marks) >= self.max_clients:
                 evicted = self._evict()
             mark = self.marks[client_id] = ClientMark(owner=owner)
             self.owners[owner] += 1

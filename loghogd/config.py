@@ -74,6 +74,7 @@ class ServerConfig:
     max_buffered_bytes: int = 64 * 1024 * 1024
     max_buffered_bytes_per_peer: int = 8 * 1024 * 1024
     max_inflated_bytes_per_second: int = 8 * 1024 * 1024
+    max_ack_clients: int = 100000
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,7 @@ _DEFAULTS: Dict[str, Dict[str, str]] = {
         'max_buffered_bytes': '64M',
         'max_buffered_bytes_per_peer': '8M',
         'max_inflated_bytes_per_second': '8M',
+        'max_ack_clients': '100000',
     },
     'stats': {
         'prometheus_textfile': '',
@@ -503,6 +505,7 @@ def _server_config(section: _Section) -> ServerConfig:
         max_buffered_bytes=_at_least(section, 'max_buffered_bytes', per_peer, 'max_buffered_bytes_per_peer'),
         max_buffered_bytes_per_peer=per_peer,
         max_inflated_bytes_per_second=section.get('max_inflated_bytes_per_second', parse_size),
+        max_ack_clients=section.get('max_ack_clients', lambda raw: parse_int(raw, 1)),
     )
 
 

@@ -11,7 +11,7 @@ from typing import Dict, Iterable, Optional, Tuple
 
 from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, Frame, FrameError, inflate, signature_matches
 from loghogd.ackmarks import client_owner, parse_ack_fields
-from loghogd.acks import MAX_CLIENTS, AckJournal
+from loghogd.acks import AckJournal
 from loghogd.facilities import MAX_MODULE_LENGTH, ROOT, Facilities, Facility
 from loghogd.record import Record
 from loghogd.reporting import RateLimitedReporter, peer_text
@@ -266,7 +266,7 @@ class Processor:
         self.counters.ack_clients_evicted += count
         self.reporter.report('ack_clients', logging.WARNING, 'a new acknowledged-delivery client id from %s made '
                              'loghogd forget %d least recently seen ids of the busiest application '
-                             '(%d ids at most)', peer, count, MAX_CLIENTS)
+                             '(max_ack_clients = %d)', peer, count, self.acks.max_clients)
 
     def _reject(self, reason: str, detail: str, peer: str, app_id: Optional[str] = None) -> None:
         self.counters.reject(reason, app_id)

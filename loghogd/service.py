@@ -67,7 +67,8 @@ class Service:
     def open_journal(self) -> None:
         """After the privilege drop: recovery trusts nothing in a journal the daemon's user can write."""
         main = self.config.main
-        self.processor.acks = AckJournal(os.path.join(main.workdir, JOURNAL_NAME), logdir=main.logdir)
+        self.processor.acks = AckJournal(os.path.join(main.workdir, JOURNAL_NAME), logdir=main.logdir,
+                                         max_clients=self.config.server.max_ack_clients)
 
     def bind(self) -> List[Dict[str, object]]:
         """Open the listeners and say where they are (ports resolved)."""

@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loghogd import acks
 from loghogd.ackmarks import ClientMark, add_to_ranges, client_owner, parse_ack_fields
 from loghogd.acks import AckJournal
 from loghogd.facilities import Facility
@@ -229,10 +228,9 @@ def test_a_rejected_seq_is_acknowledged_on_its_connection_only(paths):
     assert AckJournal(journal_path).highest('c') == 3
 
 
-def test_a_full_table_evicts_only_ids_of_the_owner_that_holds_the_most(tmp_path, monkeypatch):
-    monkeypatch.setattr(acks, 'MAX_CLIENTS', 100)
+def test_a_full_table_evicts_only_ids_of_the_owner_that_holds_the_most(tmp_path):
     now = [1000.0]
-    journal = AckJournal(str(tmp_path / 'ack-journal'), clock=lambda: now[0])
+    journal = AckJournal(str(tmp_path / 'ack-journal'), max_clients=100, clock=lambda: now[0])
     logfile = LogFile(str(tmp_path / 'root.log'), FACILITY)
     signed = client_owner('billing', 'sekrit')
     for number in range(10):

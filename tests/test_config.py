@@ -186,6 +186,7 @@ ERRORS = {
                                'out of range'),
     'bad message size': ('[server]\nmax_message_size = lots\n', 2, 'server', 'max_message_size', 'not a size'),
     'no connections': ('[server]\nmax_connections = 0\n', 2, 'server', 'max_connections', 'at least 1'),
+    'no ack clients': ('[server]\nmax_ack_clients = 0\n', 2, 'server', 'max_ack_clients', 'at least 1'),
     'bad buffer': ('[server]\nudp_receive_buffer = 1.5M\n', 2, 'server', 'udp_receive_buffer', 'not a size'),
     'buffer over a C int': ('[server]\nudp_receive_buffer = 2G\n', 2, 'server', 'udp_receive_buffer',
                             'out of range'),
@@ -252,6 +253,7 @@ VALID: Dict[str, Dict[str, st.SearchStrategy]] = {
         'max_message_size': st.integers(8192, 1024 ** 3).map(lambda n: (str(n), n)),
         'max_connections': st.integers(1, 10 ** 6).map(lambda n: (str(n), n)),
         'udp_receive_buffer': st.integers(1, 1024).map(lambda n: ('%dM' % n, n * 1024 ** 2)),
+        'max_ack_clients': st.integers(1, 10 ** 7).map(lambda n: (str(n), n)),
     },
 }
 

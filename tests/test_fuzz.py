@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 from loghog.protocol import (CLIENT_FLAGS, FLAG_ACK_REQUEST, FLAG_ZLIB, HEADER, FrameError, StreamDecoder,
                              decode_datagram, encode_frame, encode_payload, inflate, sign)
 from tests.support.daemon import facilities_conf
-from loghogd import acks as acks_module
 from loghogd.acks import JOURNAL_NAME, AckJournal
 from loghogd.facilities import MAX_MODULE_LENGTH, load_facilities
 from loghogd.processor import MAX_NSECS, MAX_STAMP, Processor, Rejected, lookup_module, parse_message
@@ -541,9 +540,9 @@ test_writer_keeps_or_counts_every_line_when_writes_fail_long = pytest.mark.slow(
 
 
 def test_a_flood_of_new_client_ids_evicts_only_its_own_application_and_is_reported(tmp_path, make_harness,
-                                                                                    monkeypatch, caplog):
-    monkeypatch.setattr(acks_module, 'MAX_CLIENTS', 100)
+                                                                                    caplog):
     harness = make_harness(str(tmp_path))
+    harness.processor.acks.max_clients = 100
     signed = [encode_payload('signed', 'root', 1, 0, 'h', 'real', secret='sekrit', client_id='real-%d' % number,
                              seq=1) for number in range(10)]
     harness.feed_payloads(signed, FLAG_ACK_REQUEST)

@@ -168,3 +168,15 @@ def test_rejected_client_ids_take_no_room_and_status_stays_bounded(daemon):
     assert (stats['ack_clients'], stats['ack_clients_by_app']) == (50, {'app': 50})
     assert len(stats['ack_high_water']) == 20
     assert os.path.getsize(os.path.join(daemon.rundir, 'loghogd.stats.json')) < 8192
+
+
+def test_a_full_client_id_table_evicts_counts_and_names_the_peer(tmp_path):
+    with Loghogd(tmp_path, FACILITIES, config={'server': {'max_ack_clients': '20'}}) as daemon:
+        with daemon.connect_tcp() as sock:
+            sock.sendall(acked_frames(1, 1, client_id='signed-1', app_id='signed', secret='sekrit'))
+            sock.sendall(b''.join(acked_frames(1, 1, client_id='flood-%d' % number) for number in range(100)))
+            wait_for(lambda: daemon.stats()['accepted'] == 101, what='101 records')
+        stats = daemon.stats()
+        assert stats['ack_clients'] <= 20 and stats['ack_clients_by_app']['signed'] == 1
+        assert stats['ack_clients_evicted'] == 100 - stats['ack_clients_by_app']['app']
+        daemon.wait_for_output('client id from 127.0.0.1:')
