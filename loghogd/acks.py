@@ -30,7 +30,7 @@ when they come back.
 """
 
 import collections
-import heapq
+import itertools
 import json
 import logging
 import os
@@ -123,8 +123,11 @@ class AckJournal:
                 evicted = self._evict()
             mark = self.marks[client_id] = ClientMark(owner=owner)
             self.owners[owner] += 1
-        elif not mark.owner:
-            self._bind(mark, owner)
+        else:
+            if not mark.owner:
+                self._bind(mark, owner)
+            if next(reversed(self.marks)) != client_id:
+                self.marks[client_id] = self.marks.pop(client_id)
         mark.add(seq)
         mark.seen = self.clock()
         owed = self._owed.get(client_id)
@@ -141,8 +144,12 @@ class AckJournal:
         self.owners[owner] += 1
 
     def status(self, shown: int) -> Dict[str, object]:
-        """A bounded summary for --status: how many ids per application, the `shown` most recent marks."""
-        recent = heapq.nlargest(shown, self.marks.items(), key=lambda item: item[1].seen)
+        """A bounded summary for --status: how many ids per application, the `shown` most recent marks.
+
+        `marks` is kept in the order clients were last seen, so this costs
+        `shown` steps however many clients there are.
+        """
+        recent = itertools.islice(reversed(self.marks.items()), shown)
         by_app: Counter[str] = collections.Counter()
         for owner, count in self.owners.items():
             if count:
@@ -336,9 +343,9 @@ class AckJournal:
     def _evict(self) -> int:
         """Forget the least recently seen tenth of the ids of the owner that holds the most."""
         owner = max(self.owners, key=self.owners.__getitem__)
-        ids = [(mark.seen, client_id) for client_id, mark in self.marks.items() if mark.owner == owner]
-        oldest = heapq.nsmallest(len(ids) // EVICT_SHARE or 1, ids)
-        for _seen, client_id in oldest:
+        ids = (client_id for client_id, mark in self.marks.items() if mark.owner == owner)
+        oldest = list(itertools.islice(ids, self.owners[owner] // EVICT_SHARE or 1))
+        for client_id in oldest:
             del self.marks[client_id]
         self.owners[owner] -= len(oldest)
         return len(oldest)
