@@ -96,7 +96,8 @@ def print_status(config: Config, as_json: bool) -> int:
         return _print_status(config, as_json)
     except PermissionError as error:
         print('loghogd: cannot read the status: %s: permission denied; run --status as root or as a member '
-              'of %s' % (error.filename, _group_of(config.main.rundir)), file=sys.stderr)
+              'of %s' % (error.filename, _group_of(os.path.dirname(error.filename or config.main.pidfile))),
+              file=sys.stderr)
         return STATUS_UNKNOWN
 
 
