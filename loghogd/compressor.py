@@ -11,26 +11,21 @@ or a finished archive, never a truncated one under a final name.
 import collections
 import logging
 import os
-import re
 import shutil
 import subprocess
 import tempfile
 import time
-from typing import Callable, Deque, Dict, List, Optional
+from typing import Callable, Deque, Dict, Optional, Set
 
 from loghogd import safefs
+from loghogd.backups import Listings
+from loghogd.names import ARCHIVE_EXTENSIONS, archive_path, archive_temp_path, parse_backup
 from loghogd.stats import Counters, RateLimitedReporter
 
 log = logging.getLogger('loghogd')
 
-EXTENSIONS = {'xz': '.xz', 'gzip': '.gz', 'bzip2': '.bz2'}
-TEMP_SUFFIX = '.tmp'
 MAX_RUNNING = 2
 STDERR_SHOWN = 500
-STAMP_PATTERN = r'\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-\d{6}'
-_COMPRESSED = r'(?:\.xz|\.gz|\.bz2)'
-PLAIN_BACKUP = re.compile(r'^.+\.log\.' + STAMP_PATTERN + r'$')
-HALF_WRITTEN = re.compile(r'^.+\.log\.' + STAMP_PATTERN + _COMPRESSED + re.escape(TEMP_SUFFIX) + r'$')
 
 Done = Callable[[str], None]
 
@@ -64,16 +59,17 @@ class Compressor:
                  max_running: int = MAX_RUNNING) -> None:
         self.format = choose_format(configured_format)
         self.level = level
-        self.extension = EXTENSIONS[self.format]
+        self.extension = ARCHIVE_EXTENSIONS[self.format]
         self.counters = counters
         self.max_running = max_running
         self.queue: Deque[Job] = collections.deque()
+        self.queued: Set[str] = set()
         self.running: Dict[str, Job] = {}
         self.reporter = RateLimitedReporter()
 
     def busy_with(self, plain: str) -> bool:
         """Whether `plain` is queued or being compressed (retention leaves it alone)."""
-        return plain in self.running or any(job.plain == plain for job in self.queue)
+        return plain in self.running or plain in self.queued
 
     @property
     def idle(self) -> bool:
@@ -83,11 +79,13 @@ class Compressor:
         """Compress `plain` when a slot is free; `done(plain)` runs when it is over."""
         if not self.busy_with(plain):
             self.queue.append(Job(plain, done))
+            self.queued.add(plain)
             self._start_queued()
 
     def _start_queued(self) -> None:
         while self.queue and len(self.running) < self.max_running:
             job = self.queue.popleft()
+            self.queued.discard(job.plain)
             try:
                 self._start(job)
             except safefs.UnsafePath as error:
@@ -103,7 +101,7 @@ class Compressor:
             self.running[job.plain] = job
 
     def _start(self, job: Job) -> None:
-        temp_path = job.plain + self.extension + TEMP_SUFFIX
+        temp_path = archive_temp_path(job.plain, self.extension)
         source_fd = safefs.open_file(os.path.dirname(job.plain), job.plain, os.O_RDONLY)
         with open(source_fd, 'rb') as source:
             job.output_fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
@@ -127,7 +125,7 @@ class Compressor:
         self._start_queued()
 
     def _finish(self, job: Job) -> None:
-        final_path = job.plain + self.extension
+        final_path = archive_path(job.plain, self.extension)
         if job.process.returncode != 0:
             self._failed(job, '%s exited with %s: %s' % (self.format, job.process.returncode, self._stderr(job)))
             return
@@ -135,7 +133,7 @@ class Compressor:
             os.fsync(job.output_fd)
             os.close(job.output_fd)
             job.output_fd = -1
-            os.rename(final_path + TEMP_SUFFIX, final_path)
+            os.rename(archive_temp_path(job.plain, self.extension), final_path)
             unlink_quietly(job.plain)
         except OSError as error:
             self._failed(job, str(error))
@@ -159,7 +157,7 @@ class Compressor:
         if job.output_fd >= 0:
             os.close(job.output_fd)
             job.output_fd = -1
-        unlink_quietly(job.plain + self.extension + TEMP_SUFFIX)
+        unlink_quietly(archive_temp_path(job.plain, self.extension))
         self._close_errors(job)
 
     @staticmethod
@@ -179,6 +177,7 @@ class Compressor:
             time.sleep(0.05)
             self.reap()
         self.queue.clear()
+        self.queued.clear()
         for job in self.running.values():
             job.process.kill()
             job.process.wait()
@@ -187,39 +186,36 @@ class Compressor:
         self.running.clear()
 
 
-def recover(directories: List[str], compressor: Compressor, done: Done) -> None:
-    """Start-up: finish what a crash interrupted in `directories`.
+def recover(listings: Listings, compressor: Compressor, done: Done) -> Set[str]:
+    """Start-up: finish what a crash interrupted in the listed directories; return the paths removed.
 
     Half-written `.tmp` archives are deleted; a plain backup whose archive
     already exists (killed between rename and unlink) is deleted; every
-    other plain backup is compressed again.
+    other plain backup is compressed again, once every leftover is gone.
+    One pass over each listing.
     """
-    removed = queued = 0
-    listings = []
-    for directory in directories:
-        try:
-            listings.append((directory, sorted(os.listdir(directory))))
-        except OSError:
-            continue
-    for directory, names in listings:
-        for name in names:
-            if HALF_WRITTEN.match(name):
-                unlink_quietly(os.path.join(directory, name))
-                removed += 1
-    for directory, names in listings:
+    removed: Set[str] = set()
+    plain = []
+    for directory, names in listings.items():
         present = set(names)
         for name in names:
-            if not PLAIN_BACKUP.match(name):
+            backup = parse_backup(name)
+            if backup is None or not (backup.temporary or backup.plain):
                 continue
             path = os.path.join(directory, name)
-            if any(name + extension in present for extension in EXTENSIONS.values()):
+            if backup.temporary or any(archive_path(name, extension) in present
+                                       for extension in ARCHIVE_EXTENSIONS.values()):
                 unlink_quietly(path)
-                removed += 1
+                removed.add(path)
             else:
-                compressor.submit(path, done)
-                queued += 1
+                plain.append(path)
+    for path in plain:
+        compressor.submit(path, done)
+    queued = len(plain)
     if removed or queued:
-        log.info('start-up recovery: removed %d leftover compressor files, compressing %d backups', removed, queued)
+        log.info('start-up recovery: removed %d leftover compressor files, compressing %d backups',
+                 len(removed), queued)
+    return removed
 
 
 def unlink_quietly(path: str) -> None:

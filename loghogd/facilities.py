@@ -29,6 +29,7 @@ class Facility:
     file_per_host: bool = False
     secret: Optional[str] = None
     sync: bool = False
+    max_hosts: int = 10000
 
     @property
     def name(self) -> str:
@@ -63,9 +64,10 @@ class Facilities:
 NAME_PART = re.compile(r'[A-Za-z0-9_-][A-Za-z0-9._-]*')
 MAX_PART_LENGTH = 128
 MAX_MODULE_LENGTH = 150
-"""So that '<64-char host>-<module>.log.<26-char stamp>.xz.tmp' fits a 255-byte file name."""
-KEYS = ['rotate', 'backup_count', 'max_size', 'max_age', 'flush_every', 'file_per_host', 'secret', 'sync']
-INHERITED = ('max_size', 'max_age', 'flush_every', 'file_per_host', 'secret', 'sync')
+"""So that '<64-char host>@<module>.log.<26-char stamp>.xz.tmp' fits a 255-byte file name."""
+KEYS = ['rotate', 'backup_count', 'max_size', 'max_age', 'flush_every', 'file_per_host', 'secret', 'sync',
+        'max_hosts']
+INHERITED = ('max_size', 'max_age', 'flush_every', 'file_per_host', 'secret', 'sync', 'max_hosts')
 
 
 def load_facilities(path: str) -> Facilities:
@@ -140,6 +142,7 @@ def _facility(ini: IniFile, section: str, name: Tuple[str, str], root: Optional[
         'file_per_host': parse_bool,
         'secret': lambda raw: raw or None,
         'sync': parse_bool,
+        'max_hosts': lambda raw: parse_int(raw, 1),
     }
     settings.update({key: get(key, converter) for key, converter in converters.items() if key in values})
     rotate = get('rotate', parse_rotate)

@@ -172,7 +172,9 @@ def start(config: Config, facilities: Facilities, foreground: bool) -> Tuple[Ser
     (root may bind low ports and read the key); privileges are dropped
     next. What reads files the daemon's user can write (the
     acknowledgement journal, whose recovery may truncate log files) comes
-    after the drop. Raises one of START_ERRORS with a message for the operator.
+    after the drop. Last, the rotator finishes what a crash interrupted,
+    so that `-d` reports ready only once the daemon can serve. Raises one
+    of START_ERRORS with a message for the operator.
     """
     os.umask(0o027)
     setup_logging(config, to_stderr=foreground)
@@ -190,6 +192,7 @@ def start(config: Config, facilities: Facilities, foreground: bool) -> Tuple[Ser
             _warn_unreadable_for_reload(config)
         service.install_signal_handlers()
         service.open_journal()
+        service.rotator.start(time.time())
     except BaseException:
         lock.release()
         raise

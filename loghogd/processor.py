@@ -16,7 +16,7 @@ from loghogd.facilities import MAX_MODULE_LENGTH, ROOT, Facilities, Facility
 from loghogd.record import Record
 from loghogd.reporting import RateLimitedReporter, peer_text
 from loghogd.stats import Counters
-from loghogd.writer import LogFile, Writer, line_hostname
+from loghogd.writer import LogFile, TooManyHosts, Writer, line_hostname
 
 log = logging.getLogger('loghogd')
 
@@ -232,7 +232,11 @@ class Processor:
         facility = self.facilities.lookup(app_id, lookup_module(module))
         if facility is None:
             raise Rejected('unknown_app', 'no facility for app %s' % peer_text(app_id))
-        route = (facility, self.writer.file_for(facility, hostname), line_hostname(hostname) + ' - ', facility.name)
+        try:
+            logfile = self.writer.file_for(facility, hostname)
+        except TooManyHosts as error:
+            raise Rejected('too_many_hosts', str(error), facility.app_id) from None
+        route = (facility, logfile, line_hostname(hostname) + ' - ', facility.name)
         if len(app_id) + len(module) + len(hostname) <= MAX_CACHED_KEY_LENGTH:
             if len(self._routes) >= MAX_CACHED_ROUTES:
                 self._routes.clear()

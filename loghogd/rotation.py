@@ -21,34 +21,44 @@ happens inside the writer's flush, just before the write that would pass
 max_size. A file that is empty when its schedule comes is not rotated: its
 due time just moves on, so a size rotation shortly before midnight does not
 leave an empty backup at midnight.
+
+Many files due at once (a midnight with thousands of per-host files) are
+recorded in the state with one save, then renamed ROTATIONS_PER_PASS at a
+time between loop passes, so clients are served and signals handled while
+the rotation proceeds. Every step costs in proportion to the files it
+touches: backups are known from an index (loghogd/backups.py), not from a
+directory listing per file.
 """
 
+import collections
 import logging
 import math
 import os
-import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from dateutil import tz
 
 from loghogd import safefs
-from loghogd.compressor import EXTENSIONS, STAMP_PATTERN, Compressor, recover, unlink_quietly
+from loghogd.backups import (BackupIndex, Listings, doomed_stamps, existing_keys, file_mtime, file_size,
+                             list_directories, log_directories)
+from loghogd.compressor import Compressor, recover, unlink_quietly
 from loghogd.config import Config
 from loghogd.facilities import Facilities, Facility
+from loghogd.names import archive_path, backup_path, free_backup_path, parse_backup
 from loghogd.schedule import RotationSchedule, RotationState, parse_rotate
 from loghogd.stats import Counters
-from loghogd.writer import FileKey, LogFile, Writer, safe_hostname
+from loghogd.writer import FileKey, LogFile, Writer
 
 log = logging.getLogger('loghogd')
 
 STATE_FILE = 'rotation-state.json'
-BACKUP_STAMP = '%Y-%m-%d-%H-%M-%S-%f'
-STAMP_LENGTH = len('2000-01-01-00-00-00-000000')
 RETRY_SECONDS = 10.0
-STATE_SAVE_INTERVAL = 1.0
+STATE_SAVE_INTERVAL = 60.0
+"""Changes that are no rotation (a new file's start, an empty file's due time moving on) wait this long."""
+ROTATIONS_PER_PASS = 100
 STOP_WAIT_SECONDS = 5.0
 NEVER = math.inf
 
@@ -64,9 +74,12 @@ class Tracked:
     due: float = NEVER
 
 
-def backup_pattern(path: str) -> 're.Pattern[str]':
-    """Exact backup names of `path`: web.log's never match web.requests.log's."""
-    return re.compile(re.escape(os.path.basename(path)) + r'\.(' + STAMP_PATTERN + r')(\.xz|\.gz|\.bz2)?\Z')
+@dataclass
+class Planned:
+    """A rotation recorded in the state whose rename waits for its loop pass."""
+    entry: Tracked
+    previous: datetime
+    reason: str
 
 
 def local_time(timestamp: float) -> datetime:
@@ -87,7 +100,9 @@ class Rotator:
         self.internal_log = config.log
         self.state = RotationState.load(os.path.join(self.workdir, STATE_FILE))
         self.compressor = Compressor(config.compressor.format, config.compressor.level, counters)
+        self.backups = BackupIndex()
         self._tracked: Dict[str, Tracked] = {}
+        self._planned: 'collections.OrderedDict[str, Planned]' = collections.OrderedDict()
         self._next_due = NEVER
         self._state_dirty = False
         self._state_save_due = 0.0
@@ -97,20 +112,28 @@ class Rotator:
     # start-up ---------------------------------------------------------------
 
     def start(self, now: float) -> None:
-        """Before serving: finish interrupted work, then rotate what is overdue."""
+        """Before serving: finish interrupted work, then rotate what is overdue.
+
+        Each directory is listed once, for recovery, the backup index and
+        the per-host files alike.
+        """
         if self.state.warning:
             log.warning('%s', self.state.warning)
         self.state.remove_temporary_files()
-        recover(self._backup_directories(), self.compressor, self._compressed)
+        listings = list_directories(log_directories(self.logdir, self.internal_log.filename))
+        removed = recover(listings, self.compressor, self._compressed)
+        self.backups.add_listings(listings, removed)
         if self.internal_log.filename:
             self._track(Tracked(self.internal_log.filename, parse_rotate(self.internal_log.when),
                                 self.internal_log.backup_count, None, None), now)
-        self._discover(self.facilities, now)
+        self._discover(self.facilities, now, listings)
         self._forget_vanished_files()
-        self._rotate_due(now)
         for entry in list(self._tracked.values()):
             self._retain(entry, now)
+        self._rotate_due(now)
+        self._rename_planned(now)
         self._save_state_if_dirty(now)
+        self._state_save_due = now + STATE_SAVE_INTERVAL
 
     def _forget_vanished_files(self) -> None:
         """Forget the rotation times of files that are gone and not tracked (a host's file the operator deleted).
@@ -124,36 +147,20 @@ class Rotator:
             self._state_dirty = True
             log.info('forgot the rotation times of %d log files that no longer exist', len(vanished))
 
-    def _backup_directories(self) -> List[str]:
-        directories = {self.logdir}
-        try:
-            directories.update(entry.path for entry in os.scandir(self.logdir) if entry.is_dir(follow_symlinks=False))
-        except OSError:
-            pass
-        if self.internal_log.filename:
-            directories.add(os.path.dirname(self.internal_log.filename))
-        return sorted(directories)
+    def _discover(self, facilities: Iterable[Facility], now: float, listings: Optional[Listings] = None) -> None:
+        """Existing files of configured facilities, which may be due with no traffic.
 
-    def _discover(self, facilities: Iterable[Facility], now: float) -> None:
-        """Existing files of configured facilities, which may be due with no traffic."""
-        ordered = sorted(facilities, key=lambda facility: facility.file_per_host)
-        for facility in ordered:
-            for key in self._existing_keys(facility):
+        Their hosts count toward max_hosts. Each app directory is listed
+        at most once (not at all when `listings` has it).
+        """
+        listings = dict(listings or {})
+        for facility in facilities:
+            for key in existing_keys(facility, self.logdir, listings):
+                if key[1] is not None:
+                    self.writer.note_host(*key)
                 path = self.writer.path_for(*key)
                 if path not in self._tracked:
                     self._track_key(path, key, now)
-
-    def _existing_keys(self, facility: Facility) -> List[FileKey]:
-        if not facility.file_per_host:
-            key: FileKey = (facility, None)
-            return [key] if os.path.exists(self.writer.path_for(*key)) else []
-        suffix = '-%s.log' % facility.module
-        try:
-            names = os.listdir(os.path.join(self.logdir, facility.app_id))
-        except OSError:
-            return []
-        hosts = [name[:-len(suffix)] for name in names if name.endswith(suffix) and len(name) > len(suffix)]
-        return [(facility, host) for host in hosts if safe_hostname(host) == host]
 
     # tracking ---------------------------------------------------------------
 
@@ -170,13 +177,15 @@ class Rotator:
 
         A file that already exists but was never rotated counts from its
         last change, so a daily file left from yesterday rotates at start-up.
+        That start is saved with the next batch, not at once: a flood of new
+        hosts must not rewrite the state every second.
         """
         last = self.state.last_rotation(entry.path)
         if last is None:
             last = local_time(min(now, file_mtime(entry.path, now)))
             self.state.record(entry.path, last)
             self._state_dirty = True
-        entry.due = _due_after(entry.schedule, last)
+        entry.due = NEVER if entry.path in self._planned else _due_after(entry.schedule, last)
         self._tracked[entry.path] = entry
         self._next_due = min(self._next_due, entry.due)
 
@@ -208,16 +217,19 @@ class Rotator:
         return self._next_due
 
     def next_wakeup(self, now: float) -> float:
-        """Seconds the loop may sleep: until the next due rotation (or compressor poll)."""
+        """Seconds the loop may sleep: until the next due rotation (or compressor poll); 0 while renames wait."""
+        if self._planned:
+            return 0.0
         wait = min(self._next_due - now, self.compressor.next_wakeup())
         if self._state_dirty:
             wait = min(wait, self._state_save_due - now)
         return max(0.0, wait)
 
     def tick(self, now: float) -> None:
-        """Between loop passes: rotate what is due, save the state now and then."""
+        """Between loop passes: rotate what is due (a share of it per pass), save the state now and then."""
         if now >= self._next_due:
             self._rotate_due(now)
+        self._rename_planned(now)
         self._save_state_if_dirty(now)
 
     def reap(self) -> None:
@@ -227,7 +239,8 @@ class Rotator:
     def rotate_all(self, now: float) -> None:
         """SIGUSR2 (a test and operator hook): rotate every file that holds lines, now."""
         log.info('rotating every log file now (SIGUSR2)')
-        self._rotate(list(self._tracked.values()), now, 'requested')
+        self._plan(list(self._tracked.values()), now, 'requested')
+        self._rename_planned(now)
         self._recompute_next_due()
 
     def rotate_full(self, logfile: LogFile) -> None:
@@ -237,68 +250,88 @@ class Rotator:
         if entry is None:
             self._track_key(logfile.path, logfile.key, now)
             entry = self._tracked[logfile.path]
-        self._rotate_now([(entry, logfile)], now, 'max_size %d reached' % logfile.max_size)
+        if entry.path not in self._planned:
+            self._plan([entry], now, 'max_size %d reached' % logfile.max_size)
+        planned = self._planned.pop(entry.path, None)
+        if planned is not None:
+            self._rename(planned, now)
         self._next_due = min(self._next_due, entry.due)
 
     def stop(self, timeout: float = STOP_WAIT_SECONDS) -> None:
-        """At exit: give running compressors `timeout` s, save the state."""
+        """At exit: give running compressors `timeout` s; renames still waiting are undone in the state."""
         self.compressor.stop(timeout)
+        if self._planned:
+            log.info('stopping with %d rotations not yet done: those files rotate when next due', len(self._planned))
+            for planned in self._planned.values():
+                self.state.record(planned.entry.path, planned.previous)
+            self._planned.clear()
+            self._state_dirty = True
         self._save_state_if_dirty(math.inf)
 
     # rotating -----------------------------------------------------------------
 
     def _rotate_due(self, now: float) -> None:
-        due = [entry for entry in self._tracked.values() if entry.due <= now]
-        for schedule in sorted({entry.schedule.spec for entry in due}):
-            self._rotate([entry for entry in due if entry.schedule.spec == schedule], now,
-                         'scheduled (%s)' % schedule)
+        self._plan([entry for entry in self._tracked.values() if entry.due <= now], now, None)
         self._recompute_next_due()
 
-    def _rotate(self, entries: List[Tracked], now: float, reason: str) -> None:
-        """Rotate those that hold bytes; an empty file only moves its due time on."""
-        ready = []
+    def _plan(self, entries: List[Tracked], now: float, reason: Optional[str]) -> None:
+        """Record the rotation of `entries` in one state save; their renames wait their pass.
+
+        One fsync'd save for a whole batch keeps a midnight with many files
+        from stalling the loop for one disk flush per file; whether a file
+        is empty is seen when its turn comes.
+        """
+        when = local_time(now)
+        planned = []
         for entry in entries:
-            logfile = self.writer.get(entry.key) if entry.key is not None else None
+            if entry.path in self._planned:
+                continue
+            logfile = self._logfile(entry)
             if logfile is not None and logfile.partial:
                 log.warning('not rotating %s yet: a write to it is unfinished', entry.path)
                 entry.due = now + RETRY_SECONDS
-            elif (logfile.current_size() if logfile is not None else _size(entry.path)) == 0:
-                when = local_time(now)
-                self.state.record(entry.path, when)
-                self._state_dirty = True
-                entry.due = _due_after(entry.schedule, when)
             else:
-                ready.append((entry, logfile))
-        self._rotate_now(ready, now, reason)
-
-    def _rotate_now(self, files: List[Tuple[Tracked, Optional[LogFile]]], now: float, reason: str) -> None:
-        """Record the rotation of all `files` with one state save, then rename each.
-
-        One fsync'd save for a whole batch keeps a midnight with many files
-        from stalling the loop for one disk flush per file.
-        """
-        if not files:
+                previous = self.state.last_rotation(entry.path) or when
+                planned.append(Planned(entry, previous, reason or 'scheduled (%s)' % entry.schedule.spec))
+                self.state.record(entry.path, when)
+        if not planned:
             return
-        when = local_time(now)
-        plans = []
-        for entry, logfile in files:
-            previous = self.state.last_rotation(entry.path) or when
-            plans.append((entry, logfile, self._backup_name(entry.path, previous), previous))
-            self.state.record(entry.path, when)
         try:
             self.state.save()
             self._state_dirty = False
         except OSError as error:
             log.error('cannot save the rotation state %s: %s; rotating nothing, trying again in %.0f s',
                       self.state.path, error, RETRY_SECONDS)
-            for entry, _logfile, _backup, previous in plans:
-                self.state.record(entry.path, previous)
-                entry.due = now + RETRY_SECONDS
+            for plan in planned:
+                self.state.record(plan.entry.path, plan.previous)
+                plan.entry.due = now + RETRY_SECONDS
             return
-        for entry, logfile, backup, _previous in plans:
-            self._rename(entry, logfile, backup, now, reason)
+        for plan in planned:
+            plan.entry.due = NEVER
+            self._planned[plan.entry.path] = plan
+        if len(self._planned) > ROTATIONS_PER_PASS:
+            log.info('rotating %d log files, %d per loop pass', len(self._planned), ROTATIONS_PER_PASS)
 
-    def _rename(self, entry: Tracked, logfile: Optional[LogFile], backup: str, now: float, reason: str) -> None:
+    def _rename_planned(self, now: float) -> None:
+        """Rename the next ROTATIONS_PER_PASS files whose rotation is recorded."""
+        for _ in range(min(ROTATIONS_PER_PASS, len(self._planned))):
+            _path, planned = self._planned.popitem(last=False)
+            self._rename(planned, now)
+
+    def _logfile(self, entry: Tracked) -> Optional[LogFile]:
+        return self.writer.get(entry.key) if entry.key is not None else None
+
+    def _rename(self, planned: Planned, now: float) -> None:
+        entry = self._tracked.get(planned.entry.path, planned.entry)
+        logfile = self._logfile(entry)
+        if logfile is not None and logfile.partial:
+            self._undo(planned, entry, now, 'a write to it is unfinished')
+            return
+        if (logfile.current_size() if logfile is not None else file_size(entry.path)) == 0:
+            entry.due = _due_after(entry.schedule, self.state.last_rotation(entry.path))
+            self._next_due = min(self._next_due, entry.due)
+            return
+        stamp, backup = free_backup_path(entry.path, planned.previous, os.path.lexists)
         try:
             safefs.rename_file(self.logdir, entry.path, backup)
         except safefs.UnsafePath as error:
@@ -307,67 +340,62 @@ class Rotator:
             log.error('not rotating %s: %s', entry.path, error.strerror)
             return
         except OSError as error:
-            log.error('cannot rotate %s: %s; trying again in %.0f s', entry.path, error, RETRY_SECONDS)
-            entry.due = now + RETRY_SECONDS
+            self._undo(planned, entry, now, str(error))
             return
         if logfile is not None:
             logfile.renamed()
+        self.backups.add(entry.path, stamp, backup)
         self.counters.rotations += 1
         entry.due = _due_after(entry.schedule, self.state.last_rotation(entry.path))
-        log.info('rotated %s to %s: %s', entry.path, os.path.basename(backup), reason)
+        self._next_due = min(self._next_due, entry.due)
+        log.info('rotated %s to %s: %s', entry.path, os.path.basename(backup), planned.reason)
         self._retain(entry, now)
         if os.path.exists(backup):
             self.compressor.submit(backup, self._compressed)
 
-    @staticmethod
-    def _backup_name(path: str, previous: datetime) -> str:
-        """`<file>.<previous rotation>`, a microsecond later while that name is taken."""
-        while True:
-            backup = '%s.%s' % (path, previous.strftime(BACKUP_STAMP))
-            if not any(os.path.lexists(backup + extension) for extension in ('', *EXTENSIONS.values())):
-                return backup
-            previous += timedelta(microseconds=1)
+    def _undo(self, planned: Planned, entry: Tracked, now: float, why: str) -> None:
+        """The rename cannot happen now: the state forgets it, the file is tried again soon."""
+        log.error('cannot rotate %s: %s; trying again in %.0f s', entry.path, why, RETRY_SECONDS)
+        self.state.record(entry.path, planned.previous)
+        self._state_dirty = True
+        entry.due = now + RETRY_SECONDS
+        self._next_due = min(self._next_due, entry.due)
 
     def _compressed(self, plain: str) -> None:
-        """A compression ended: retention may now delete what it had to leave."""
-        entry = self._tracked.get(plain[:-STAMP_LENGTH - 1])
+        """A compression ended: the index learns the archive, retention may delete what it had to leave."""
+        backup = parse_backup(os.path.basename(plain))
+        if backup is None:
+            return
+        live = os.path.join(os.path.dirname(plain), backup.live)
+        archive = archive_path(plain, self.compressor.extension)
+        if not os.path.lexists(plain) and os.path.lexists(archive):
+            self.backups.replace(live, backup.stamp, plain, archive)
+        entry = self._tracked.get(live)
         if entry is not None:
             self._retain(entry, self.clock())
 
     # retention ----------------------------------------------------------------
 
     def _retain(self, entry: Tracked, now: float) -> None:
-        """Delete backups beyond backup_count and older than max_age.
+        """Delete backups beyond backup_count and older than max_age; one being compressed waits.
 
-        A backup's age counts from its last line, that is the next backup's
-        stamp (or the last rotation for the newest). One being compressed
-        is left until its compressor ends.
+        Not in an app directory that became a link: nothing outside logdir is deleted.
         """
-        directory = os.path.dirname(entry.path)
-        pattern = backup_pattern(entry.path)
+        if len(self.backups.stamps(entry.path)) <= entry.backup_count and entry.max_age is None:
+            return
         try:
             if entry.key is not None:
-                safefs.real_directory(self.logdir, directory)
-            names = os.listdir(directory)
+                safefs.real_directory(self.logdir, os.path.dirname(entry.path))
         except OSError:
             return
-        backups: Dict[str, List[str]] = {}
-        for name in names:
-            match = pattern.match(name)
-            if match:
-                backups.setdefault(match.group(1), []).append(name)
-        stamps = sorted(backups)
-        doomed = set(stamps[:max(0, len(stamps) - entry.backup_count)])
-        if entry.max_age is not None and stamps:
-            last = self.state.last_rotation(entry.path)
-            ends = [_stamp_time(stamp) for stamp in stamps[1:]] + [last.timestamp() if last else now]
-            doomed.update(stamp for stamp, end in zip(stamps, ends) if end < now - entry.max_age)
-        for stamp in sorted(doomed):
-            plain = '%s.%s' % (entry.path, stamp)
-            if self.compressor.busy_with(plain):
+        stamps = self.backups.existing_stamps(entry.path)
+        last = self.state.last_rotation(entry.path)
+        for stamp in doomed_stamps(stamps, entry.backup_count, entry.max_age, last.timestamp() if last else now,
+                                   now):
+            if self.compressor.busy_with(backup_path(entry.path, stamp)):
                 continue
-            for name in backups[stamp]:
-                unlink_quietly(os.path.join(directory, name))
+            for path in self.backups.take(entry.path, stamp):
+                unlink_quietly(path)
             log.info('deleted backup %s.%s (backup_count %d%s)', os.path.basename(entry.path), stamp,
                      entry.backup_count, '' if entry.max_age is None else ', max_age %.0f s' % entry.max_age)
 
@@ -382,25 +410,22 @@ class Rotator:
         self._state_save_due = now + STATE_SAVE_INTERVAL
 
 
+_DUE_CACHE: Dict[Tuple[str, float], float] = {}
+_DUE_CACHE_SIZE = 1024
+
+
 def _due_after(schedule: RotationSchedule, last: datetime) -> float:
-    due = schedule.next_due(last)
-    return NEVER if due is None else due.timestamp()
+    """When a file last rotated at `last` (local time) is due, remembered per minute of `last`.
 
-
-def _stamp_time(stamp: str) -> float:
-    return datetime.strptime(stamp, BACKUP_STAMP).timestamp()
-
-
-def file_mtime(path: str, default: float = 0.0) -> float:
-    """The file's modification time, or `default` when it cannot be read."""
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return default
-
-
-def _size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
+    Every due time is a whole minute, and next_due only compares instants
+    with `last`, so any `last` within one minute gets the same answer; and
+    thousands of host files share a minute (a midnight, a start-up).
+    """
+    key = (schedule.spec, last.timestamp() // 60)
+    due = _DUE_CACHE.get(key)
+    if due is None:
+        if len(_DUE_CACHE) >= _DUE_CACHE_SIZE:
+            _DUE_CACHE.clear()
+        next_due = schedule.next_due(last)
+        due = _DUE_CACHE[key] = NEVER if next_due is None else next_due.timestamp()
+    return due

@@ -306,7 +306,9 @@ class RotationState:
         """Remember a rotation; a naive `when` is taken as local time."""
         if when.tzinfo is None:
             when = when.replace(tzinfo=tz.tzlocal())
-        self._rotations[log_path] = when.astimezone(tz.tzlocal())
+        if not isinstance(when.tzinfo, tz.tzlocal):  # converting costs ~0.1 ms: 1 s for a midnight of 10 000 files
+            when = when.astimezone(tz.tzlocal())
+        self._rotations[log_path] = when
 
     def save(self) -> None:
         """Write the state atomically and durably: a crash leaves the old state or the new."""

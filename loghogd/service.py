@@ -91,8 +91,7 @@ class Service:
         self._signals.append(signum)
 
     def run(self) -> int:
-        """Serve until SIGTERM/SIGINT, then drain the clients and flush."""
-        self.rotator.start(time.time())
+        """Serve until SIGTERM/SIGINT, then drain the clients and flush (start() has run the rotator's start)."""
         log.info('loghogd %d ready', os.getpid())
         self.server.run(self._between_passes)
         log.info('stopping: reading what connected clients already sent')
@@ -106,8 +105,15 @@ class Service:
         return 0
 
     def _between_passes(self, now: float) -> float:
-        while self._signals:
-            self._handle_signal(self._signals.pop(0))
+        """Handle the signals that arrived before this pass, each kind once.
+
+        Not those arriving meanwhile: each SIGCHLD starts the next compressor,
+        whose exit would otherwise keep this pass going while thousands of
+        backups are compressed, and no client would be served.
+        """
+        arrived, self._signals = self._signals, []
+        for signum in dict.fromkeys(arrived):
+            self._handle_signal(signum)
         self.server.timed_work(now)
         self.rotator.tick(now)
         if now >= self._stats_due:

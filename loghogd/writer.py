@@ -17,10 +17,11 @@ import logging
 import os
 import re
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from loghogd import safefs
 from loghogd.facilities import Facility
+from loghogd.names import log_path
 from loghogd.stats import Counters, RateLimitedReporter
 
 log = logging.getLogger('loghogd')
@@ -209,6 +210,10 @@ FileKey = Tuple[Facility, Optional[str]]
 """A file in the writer: its facility and, with file_per_host, the safe host name."""
 
 
+class TooManyHosts(Exception):
+    """A new host for a file_per_host facility that already has max_hosts host files."""
+
+
 class Writer:
     """Chooses the file for a message and writes each loop pass's lines.
 
@@ -230,20 +235,37 @@ class Writer:
         self.on_full: Optional[Callable[[LogFile], None]] = None
         self._held_bytes = 0
         self._next_moved_check = 0.0
+        self._hosts: Dict[Tuple[str, str], Set[str]] = {}
 
     def path_for(self, facility: Facility, hostname: Optional[str]) -> str:
-        name = facility.module if hostname is None else '%s-%s' % (hostname, facility.module)
-        return os.path.join(self.logdir, facility.app_id, name + '.log')
+        return log_path(self.logdir, facility.app_id, facility.module, hostname)
+
+    def note_host(self, facility: Facility, hostname: str) -> None:
+        """A host file that exists already: it counts toward max_hosts and stays writable."""
+        self._hosts.setdefault((facility.app_id, facility.module), set()).add(hostname)
+
+    def _admit_host(self, facility: Facility, hostname: str) -> None:
+        hosts = self._hosts.setdefault((facility.app_id, facility.module), set())
+        if hostname not in hosts:
+            if len(hosts) >= facility.max_hosts:
+                raise TooManyHosts('%s has max_hosts %d host files; a file for host %s is refused'
+                                   % (facility.name, facility.max_hosts, hostname))
+            hosts.add(hostname)
 
     def file_for(self, facility: Facility, hostname: str) -> LogFile:
         """The LogFile for a message; opened lazily, least recently used closed first."""
         return self.file_for_key((facility, safe_hostname(hostname) if facility.file_per_host else None))
 
     def file_for_key(self, key: FileKey) -> LogFile:
-        """The one LogFile of `key`, made when needed: never two for one path."""
+        """The one LogFile of `key`, made when needed: never two for one path.
+
+        Raises TooManyHosts for a host beyond its facility's max_hosts.
+        """
         files = self._files
         logfile = files.get(key)
         if logfile is None:
+            if key[1] is not None:
+                self._admit_host(*key)
             logfile = LogFile(self.path_for(*key), key[0], key, self.on_full, self.logdir)
             files[key] = logfile
             if len(files) > self.max_open_files:

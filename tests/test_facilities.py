@@ -77,7 +77,7 @@ sync = true
 """))
     plain = facilities.lookup('plain', ROOT)
     assert (plain.max_size, plain.max_age, plain.flush_every) == (None, None, 1)
-    assert (plain.file_per_host, plain.secret, plain.sync) == (False, None, False)
+    assert (plain.file_per_host, plain.secret, plain.sync, plain.max_hosts) == (False, None, False, 10000)
     full = facilities.lookup('full', ROOT)
     assert full.rotate.size_only
     assert (full.max_size, full.max_age, full.flush_every) == (10 * 1024 ** 2, 30 * 86400.0, 50)
@@ -95,6 +95,7 @@ flush_every = 5
 file_per_host = yes
 secret = root-secret
 sync = yes
+max_hosts = 50
 [app:cron]
 rotate = size
 backup_count = 9
@@ -107,14 +108,15 @@ flush_every = 1
 file_per_host = no
 secret =
 sync = no
+max_hosts = 7
 """))
     cron = facilities.lookup('app', 'cron')
     assert (cron.rotate.size_only, cron.backup_count) == (True, 9)
     assert (cron.max_size, cron.max_age, cron.flush_every) == (1000, 43200.0, 5)
-    assert (cron.file_per_host, cron.secret, cron.sync) == (True, 'root-secret', True)
+    assert (cron.file_per_host, cron.secret, cron.sync, cron.max_hosts) == (True, 'root-secret', True, 50)
     web = facilities.lookup('app', 'web')
     assert (web.max_size, web.max_age, web.flush_every) == (2000, None, 1)
-    assert (web.file_per_host, web.secret, web.sync) == (False, None, False)
+    assert (web.file_per_host, web.secret, web.sync, web.max_hosts) == (False, None, False, 7)
 
 
 def test_reloading_the_same_file_gives_equal_facilities(tmp_path: Path) -> None:
@@ -145,6 +147,8 @@ ERRORS = {
     'bad file_per_host': ('[app]\nrotate = daily\nbackup_count = 1\nfile_per_host = sometimes\n', 4, 'app',
                           'file_per_host', 'yes or no'),
     'bad sync': ('[app]\nrotate = daily\nbackup_count = 1\nsync = 2\n', 4, 'app', 'sync', 'yes or no'),
+    'zero max_hosts': ('[app]\nrotate = daily\nbackup_count = 1\nmax_hosts = 0\n', 4, 'app', 'max_hosts',
+                       'at least 1'),
     'unknown key': ('[app]\nrotate = daily\nbackup_count = 1\nsecrte = x\n', 4, 'app', 'secrte', 'unknown key'),
     'submodule without root': ('[app]\nrotate = daily\nbackup_count = 1\n[other:web]\nrotate = daily\n'
                                'backup_count = 1\n', 4, 'other:web', '', 'no root facility'),

@@ -8,10 +8,12 @@ from datetime import datetime
 
 from dateutil import tz
 
+from loghogd.backups import list_directories
 from loghogd.compressor import Compressor, recover
 from loghogd.config import load_config
 from loghogd.facilities import load_facilities
-from loghogd.rotation import Rotator, backup_pattern
+from loghogd.names import parse_backup
+from loghogd.rotation import Rotator
 from loghogd.schedule import RotationState
 from loghogd.stats import Counters, RateLimitedReporter
 from loghogd.writer import Writer
@@ -70,8 +72,7 @@ class Setup:
         return os.path.join(self.config.main.logdir, 'app', module + '.log')
 
     def backups(self, module: str) -> list:
-        pattern = backup_pattern(self.path(module))
-        return sorted(name for name in os.listdir(os.path.dirname(self.path(module))) if pattern.match(name))
+        return backup_names(self.path(module))
 
     def settle(self) -> None:
         deadline = time.monotonic() + 20
@@ -91,14 +92,22 @@ class Setup:
         return found
 
 
+def backup_names(path: str) -> list:
+    """The finished backups of the log file `path`, by name."""
+    def of_path(name):
+        backup = parse_backup(name)
+        return backup is not None and backup.live == os.path.basename(path) and not backup.temporary
+    return sorted(name for name in os.listdir(os.path.dirname(path)) if of_path(name))
+
+
 def test_backup_names_of_a_file_never_match_a_longer_name():
-    pattern = backup_pattern('/log/app/web.log')
-    assert pattern.match('web.log.2026-01-01-00-00-00-000000')
-    assert pattern.match('web.log.2026-01-01-00-00-00-000000.bz2')
-    for name in ('web.requests.log.2026-01-01-00-00-00-000000', 'web.log.2026-01-01-00-00-00-000000.xz.tmp',
-                 'web.log.old', 'web.log.2026-01-01-00-00-00-00000', 'xweb.log.2026-01-01-00-00-00-000000',
-                 'web.log.2026-01-01-00-00-00-000000.zip'):
-        assert not pattern.match(name), name
+    assert parse_backup('web.log.2026-01-01-00-00-00-000000').live == 'web.log'
+    assert parse_backup('web.log.2026-01-01-00-00-00-000000.bz2').extension == '.bz2'
+    assert parse_backup('web.log.2026-01-01-00-00-00-000000.xz.tmp').temporary
+    assert parse_backup('web.requests.log.2026-01-01-00-00-00-000000').live == 'web.requests.log'
+    for name in ('web.log.old', 'web.log.2026-01-01-00-00-00-00000', 'web.log.2026-01-01-00-00-00-000000.zip',
+                 'web.log.2026-01-01-00-00-00-000000.tmp'):
+        assert parse_backup(name) is None, name
 
 
 def test_scheduled_rotation_names_the_backup_after_the_previous_rotation(tmp_path):
@@ -275,7 +284,7 @@ def test_recovery_removes_half_archives_and_compresses_plain_backups(tmp_path):
     (tmp_path / 'a.log.2026-01-02-00-00-00-000000.gz').write_bytes(b'finished archive')
     (tmp_path / 'a.log.notabackup').write_text('x\n')
     compressor = Compressor('xz', 0, Counters())
-    recover([str(tmp_path)], compressor, lambda _plain: None)
+    recover(list_directories([str(tmp_path)]), compressor, lambda _plain: None)
     while not compressor.idle:
         time.sleep(0.02)
         compressor.reap()

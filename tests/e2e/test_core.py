@@ -104,8 +104,8 @@ def test_hostname_with_path_parts_stays_inside_logdir(daemon):
         daemon.send_tcp(frame('perhost', 'root', 'from %r' % hostname[:10], hostname))
     wait_for(lambda: daemon.stats()['accepted'] == 7, what='7 accepted records')
     names = sorted(os.listdir(daemon.path('perhost')))
-    assert all(name.endswith('-root.log') and '/' not in name for name in names), names
-    assert '.._.._etc-root.log' not in names and '_.._etc-root.log' in names
+    assert all(name.endswith('@root.log') and '/' not in name for name in names), names
+    assert '.._.._etc@root.log' not in names and '_.._etc@root.log' in names
     for top, directories, files in os.walk(daemon.directory):
         for name in directories + files:
             assert os.path.realpath(os.path.join(top, name)).startswith(os.path.realpath(daemon.directory))

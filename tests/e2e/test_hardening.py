@@ -86,7 +86,8 @@ def test_hostile_app_id_module_and_hostname_never_leave_logdir(tmp_path):
         assert is_directory == (len(parts) == 1), relative
         if not is_directory:
             assert len(parts) == 2 and parts[1].endswith('.log') and not parts[1].startswith('.'), relative
-            assert all(c.isascii() and (c.isalnum() or c in '._-') for c in parts[1]), relative
+            assert all(c.isascii() and (c.isalnum() or c in '._-@') for c in parts[1]), relative
+            assert parts[0] == 'app' or parts[1].endswith('@root.log'), relative
     assert {relative for relative, _ in logged if relative.startswith('app' + os.sep)} == {'app/root.log'}
     inside = {entry for entry in tree(str(tmp_path)) if not entry[0].startswith('daemon' + os.sep)}
     around_after = set(os.listdir(str(tmp_path.parent))), inside
@@ -414,7 +415,7 @@ def test_10000_hosts_with_file_per_host_stay_within_the_open_file_cache(tmp_path
         finally:
             sampler.finish()
         missing = [i for i in range(hosts)
-                   if bodies(daemon.read_lines('perhost/host%05d-root.log' % i)) != ['from host%05d\n' % i]]
+                   if bodies(daemon.read_lines('perhost/host%05d@root.log' % i)) != ['from host%05d\n' % i]]
         stats = daemon.stats()
         print('\n%d hosts: peak %d descriptors in the daemon, %d write errors' % (hosts, peak[0],
                                                                                  stats['write_errors']))
@@ -803,3 +804,43 @@ def test_crashing_compressor_is_reported_and_the_backup_kept(tmp_path, failure):
         daemon.send_tcp(frame('app', 'root', 'after the failure'))
         assert bodies(daemon.wait_for_lines('app/root.log', 1)) == ['after the failure\n']
         assert daemon.process.poll() is None
+
+
+# per-host files ---------------------------------------------------------------------
+
+def test_a_per_host_file_is_never_another_facility_file(tmp_path):
+    """Host `signed` + module `whatever` once wrote into [app:signed-root]'s file (signed-root.log)."""
+    facilities = facilities_conf({'app': {'file_per_host': 'yes'},
+                                  'app:signed-root': {'secret': 'sekrit', 'file_per_host': 'no'}})
+    with Loghogd(tmp_path, facilities) as daemon:
+        with daemon.connect_tcp() as sock:
+            sock.sendall(frame('app', 'whatever', 'unsigned, from host signed', hostname='signed')
+                         + frame('app', 'signed-root', 'signed', hostname='web1', secret='sekrit'))
+        wait_for(lambda: daemon.stats()['accepted'] == 2, what='both records accepted')
+        assert bodies(daemon.wait_for_lines('app/signed-root.log', 1)) == ['signed\n']
+        assert bodies(daemon.wait_for_lines('app/signed@root.log', 1)) == ['unsigned, from host signed\n']
+        assert sorted(os.listdir(daemon.path('app'))) == ['signed-root.log', 'signed@root.log']
+
+
+def test_new_hosts_beyond_max_hosts_are_refused_counted_and_reported_with_the_peer(tmp_path):
+    facilities = facilities_conf({'perhost': {'file_per_host': 'yes', 'max_hosts': '3'}})
+    with Loghogd(tmp_path, facilities) as daemon:
+        with daemon.connect_tcp() as sock:
+            sock.sendall(b''.join(frame('perhost', 'root', 'from h%d' % i, 'h%d' % i) for i in range(5))
+                         + frame('perhost', 'root', 'h0 again', 'h0'))
+        stats = wait_for(lambda: (lambda s: s if s['accepted'] + s['rejected'] == 6 else None)(daemon.stats()),
+                         what='6 records handled')
+        assert (stats['accepted'], stats['rejected_by_reason']) == (4, {'too_many_hosts': 2})
+        assert sorted(os.listdir(daemon.path('perhost'))) == ['h0@root.log', 'h1@root.log', 'h2@root.log']
+        assert bodies(daemon.read_lines('perhost/h0@root.log')) == ['from h0\n', 'h0 again\n']
+        output = daemon.wait_for_output('(too_many_hosts)')
+        assert re.search(r'rejected a message from 127\.0\.0\.1:\d+ \(too_many_hosts\): perhost:root has '
+                         r'max_hosts 3 host files; a file for host h3 is refused', output), output
+    with Loghogd(tmp_path, facilities) as daemon:
+        with daemon.connect_tcp() as sock:
+            sock.sendall(frame('perhost', 'root', 'new host after a restart', 'h9')
+                         + frame('perhost', 'root', 'known host after a restart', 'h2'))
+        stats = wait_for(lambda: (lambda s: s if s['accepted'] + s['rejected'] == 2 else None)(daemon.stats()),
+                         what='2 records handled')
+        assert (stats['accepted'], stats['rejected_by_reason']) == (1, {'too_many_hosts': 1})
+        assert bodies(daemon.wait_for_lines('perhost/h2@root.log', 2))[-1] == 'known host after a restart\n'

@@ -279,7 +279,7 @@ def test_reload_reopens_the_file_of_a_changed_facility(daemon):
     daemon.send_signal(signal.SIGHUP)
     wait_for_log(daemon, 'reloaded %s' % daemon.facilities_path)
     daemon.send_tcp(frame('app', 'root', 'per host now', hostname='web1'))
-    assert bodies(daemon.wait_for_lines('app/web1-root.log', 1)) == ['per host now']
+    assert bodies(daemon.wait_for_lines('app/web1@root.log', 1)) == ['per host now']
     assert bodies(daemon.read_lines('app/root.log')) == ['one file']
 
 

@@ -42,11 +42,16 @@ def settled_backups(daemon: Loghogd, relative: str, extension: str = '.xz', coun
                                                                          backups(daemon, relative)))
 
 
-def backup_bodies(daemon: Loghogd, relative: str, name: str) -> list:
+def backup_lines(daemon: Loghogd, relative: str, name: str) -> list:
+    """The lines of backup `name` of the live file `relative`, decompressed."""
     path = os.path.join(os.path.dirname(daemon.path(relative)), name)
     extension = os.path.splitext(name)[1] if not re.search(STAMP + r'\Z', name) else ''
     with OPENERS[extension](path, 'rt', encoding='utf-8', newline='') as stream:
-        return bodies(stream.read().splitlines(keepends=True))
+        return stream.read().splitlines(keepends=True)
+
+
+def backup_bodies(daemon: Loghogd, relative: str, name: str) -> list:
+    return bodies(backup_lines(daemon, relative, name))
 
 
 def all_bodies(daemon: Loghogd, relative: str) -> list:
@@ -260,3 +265,34 @@ def test_a_reload_applies_new_backup_counts_and_leaves_removed_facilities_alone(
         assert backup_bodies(daemon, 'app/root.log', name) == ['after the reload']
         assert backups(daemon, 'gone/root.log') == [gone_backup]
         assert bodies(daemon.read_lines('gone/root.log')) == ['still here']
+
+
+def test_thousands_of_overdue_host_files_rotate_over_many_passes_while_the_daemon_serves(tmp_path):
+    """`-d` is ready once start-up work is planned; records and SIGTERM are handled mid-rotation; no line lost."""
+    hosts = 2000
+    daemon = Loghogd(tmp_path, '[perhost]\nrotate = daily\nbackup_count = 3\nfile_per_host = yes\n'
+                               '[app]\nrotate = daily\nbackup_count = 3\n',
+                     config={'compressor': {'format': 'gzip', 'level': '1'}})
+    os.makedirs(daemon.path('perhost'))
+    two_days_ago = time.time() - 2 * 86400
+    for index in range(hosts):
+        path = daemon.path('perhost/h%04d@root.log' % index)
+        with open(path, 'w') as stream:
+            stream.write('2020-01-01 00:00:00.000000 - h%04d - line of h%04d\n' % (index, index))
+        os.utime(path, (two_days_ago, two_days_ago))
+    started = daemon.start_detached()
+    try:
+        assert started.returncode == 0, started.stderr
+        with open(daemon.internal_log, encoding='utf-8') as stream:
+            assert 'rotating %d log files, 100 per loop pass' % hosts in stream.read()
+        send_and_wait(daemon, 'app', 'served during the rotation', 'app/root.log')
+    finally:
+        daemon.stop()
+    found: dict = {}
+    for name in os.listdir(daemon.path('perhost')):
+        live = name if name.endswith('.log') else name.split('.log.')[0] + '.log'
+        lines = (daemon.read_lines('perhost/' + name) if name == live
+                 else [] if name.endswith('.tmp') else backup_lines(daemon, 'perhost/' + live, name))
+        found.setdefault(live, []).extend(bodies(lines))
+    lost_or_doubled = [index for index in range(hosts) if found['h%04d@root.log' % index] != ['line of h%04d' % index]]
+    assert lost_or_doubled == []
