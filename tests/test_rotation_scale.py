@@ -159,11 +159,17 @@ class Idle:
     def next_wakeup(self, _now):
         return 60.0
 
+    def flush(self):
+        pass
+
+    def next_flush(self):
+        return 60.0
+
 
 def test_a_chain_of_compressor_exits_cannot_hold_one_loop_pass():
     """Each SIGCHLD starts the next compressor, whose exit arrives while the pass handles the last one."""
     service = Service.__new__(Service)
-    service.server = service.rotator = Idle()
+    service.server = service.rotator = service.reporter = Idle()
     service._stats_due = float('inf')
     handled = []
 
