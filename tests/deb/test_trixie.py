@@ -30,7 +30,8 @@ PYTHON = 'python3.13'
 SOURCE = '/build/loghogd'
 TESTS = '/srv/loghogd-tests'
 # Need the deployed 0.7 client's venv, which the chroot does not have.
-NEEDS_CLIENT07 = ('tests/test_handler.py::test_constructor_takes_the_07_arguments_in_the_07_order',
+NEEDS_CLIENT07 = ('tests/test_handler.py::test_emit_benchmark_runs_and_prints_every_handler',
+                  'tests/test_handler.py::test_constructor_takes_the_07_arguments_in_the_07_order',
                   'tests/test_handler.py::test_same_records_as_the_real_07_client',
                   'tests/test_handler.py::test_client_distribution_is_the_loghog_package_alone_with_no_dependencies',
                   'tests/e2e/test_client.py::test_a_07_client_beside_an_acknowledged_one_never_has_a_byte_to_read')
