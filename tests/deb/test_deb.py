@@ -11,6 +11,7 @@ missing. Whatever fails, the finalizer stops the daemon and purges.
 
 import grp
 import hashlib
+import json
 import os
 import re
 import pwd
@@ -26,6 +27,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
+from tests.deb.chroot import assert_decoder
 from tests.support.daemon import frame, wait_for
 
 pytestmark = pytest.mark.deb
@@ -44,7 +46,8 @@ PIDFILE = RUNDIR / 'loghogd.pid'
 # Left by this test's installs (purge removes it): tells its own leftovers,
 # from a run killed before its finalizer, from an administrator's install.
 TEST_MARKER = WORKDIR / '.installed-by-test-deb'
-APT_ENV = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
+# Debian's own tools and Python only: a python3 earlier on PATH (pyenv, a venv) must not build the package.
+APT_ENV = dict(os.environ, DEBIAN_FRONTEND='noninteractive', PATH='/usr/sbin:/usr/bin:/sbin:/bin')
 BUILD_TIMEOUT = 300
 APT_TIMEOUT = 300
 SERVICE_TIMEOUT = 60
@@ -69,6 +72,11 @@ def package_state() -> str:
     """dpkg's status of the package ('' when dpkg never heard of it)."""
     result = run(['dpkg-query', '-W', '-f=${db:Status-Abbrev}', PACKAGE], check=False)
     return result.stdout.strip() if result.returncode == 0 else ''
+
+
+def release_codename() -> str:
+    """This machine's Debian release: bookworm, trixie."""
+    return re.search(r'(?m)^VERSION_CODENAME=(\w+)$', Path('/etc/os-release').read_text()).group(1)
 
 
 def port_in_use(port: int) -> bool:
@@ -322,6 +330,9 @@ def test_package_installs_serves_reloads_and_purges(installation: Installation, 
     wait_for_text(LOGDIR / APP / 'root.log', 'tcp ' + marker)
     wait_for_text(LOGDIR / APP / 'root.log', 'udp ' + marker)
     wait_for_text(LOGDIR / APP / 'web.requests.log', 'tls ' + marker)
+    status = json.loads(run(['/usr/sbin/loghogd', '--status', '--json', '-c', str(ETC / 'loghogd.conf')]).stdout)
+    assert status['accepted_by_app'] == {APP: 3}, status
+    assert_decoder(status, release_codename())
     assert owner_and_mode(LOGDIR / APP) == 'loghog:adm 2750'
     for name in ('root.log', 'web.requests.log'):
         assert owner_and_mode(LOGDIR / APP / name) == 'loghog:adm 0640'
