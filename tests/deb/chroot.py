@@ -63,7 +63,9 @@ class Chroot:
         except BaseException:
             self.__exit__(None, None, None)
             raise
+        # This machine's network, so its name servers and the CAs it trusts (a proxy's, say).
         shutil.copy('/etc/resolv.conf', str(self.root / 'etc' / 'resolv.conf'))
+        shutil.copy('/etc/ssl/certs/ca-certificates.crt', str(self.root / 'etc' / 'ssl' / 'certs'))
         # As in Debian's own chroots: installing a package starts no service.
         policy = self.root / 'usr' / 'sbin' / 'policy-rc.d'
         policy.write_text('#!/bin/sh\nexit 101\n')

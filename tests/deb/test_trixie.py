@@ -6,19 +6,23 @@ so that trixie's python3-cryptography, -daemon, -croniter and -lockfile
 and the recommended python3-msgspec come from Debian, starts it with its
 init script on free ports, and sends records over TCP, UDP and TLS. Then
 the client's tests run under trixie's Python 3.13 against the packaged
-loghogd. The first run makes the chroot (a few minutes); later runs reuse it.
+loghogd. In a second chroot, the "From a clone" commands of docs/debian.md
+install loghogd into /opt/loghogd with pip, and the commands of the systemd
+unit for that install (systemd/loghogd.service) start and reload it. The
+first run makes the chroot (a few minutes); later runs reuse it.
 """
 
 import json
 import os
+import signal
 import shutil
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, List
 
 import pytest
 
-from tests.deb.chroot import Chroot, assert_decoder
+from tests.deb.chroot import REPO, Chroot, assert_decoder
 from tests.deb.test_deb import (APP, copy_checkout, free_ports, listen_on, process_name, send_tcp, send_tls,
                                 send_udp, wait_for_text)
 from tests.support.daemon import frame, wait_for
@@ -109,3 +113,47 @@ def test_the_client_tests_pass_under_python_313_against_the_packaged_daemon(trix
                         timeout=CLIENT_TESTS_TIMEOUT, check=False)
     assert result.returncode == 0, 'the client tests failed under Python 3.13:\n' + result.stdout[-8000:]
     assert ' passed' in result.stdout and ' skipped' not in result.stdout, result.stdout[-3000:]
+
+
+def clone_install_commands() -> List[str]:
+    """The shell lines of docs/debian.md's "From a clone", less sudo and systemctl (no systemd in a chroot)."""
+    section = (REPO / 'docs' / 'debian.md').read_text().split('## From a clone', 1)[1]
+    block = section.split('```sh\n', 1)[1].split('```', 1)[0]
+    return [line.replace('sudo ', '') for line in block.splitlines()
+            if 'systemd/' not in line and 'systemctl' not in line]
+
+
+def unit_commands(key: str) -> List[str]:
+    """The command lines of `key` (ExecStartPre, ExecStart, ExecReload) in the unit for a clone."""
+    unit = (REPO / 'systemd' / 'loghogd.service').read_text().splitlines()
+    return [line.split('=', 1)[1] for line in unit if line.startswith(key + '=')]
+
+
+@pytest.fixture
+def clone_chroot(tmp_path: Path) -> Iterator[Chroot]:
+    if os.geteuid() != 0:
+        pytest.skip('the trixie clone test mounts a chroot: run it as root')
+    with Chroot(RELEASE, tmp_path) as chroot:
+        copy_checkout(chroot.path(SOURCE))
+        yield chroot
+
+
+def test_a_clone_installed_as_the_docs_say_runs_under_the_units_commands(clone_chroot: Chroot) -> None:
+    clone_chroot.run('set -e\ncd %s\n%s' % (SOURCE, '\n'.join(clone_install_commands())), timeout=900)
+    tcp_port, tls_port = free_ports()
+    listen_on(clone_chroot.path('/etc/loghogd/loghogd.conf'), tcp_port, tls_port)
+    for command in unit_commands('ExecStartPre') + unit_commands('ExecStart'):
+        clone_chroot.run(command, timeout=60)
+    pidfile = clone_chroot.path('/run/loghogd/loghogd.pid')
+    pid = wait_for(lambda: pidfile.exists() and int(pidfile.read_text()), 15, 'the PID file')
+    assert '/opt/loghogd/bin/loghogd' in Path('/proc/%d/cmdline' % pid).read_text(), 'not the clone\'s loghogd'
+    try:
+        marker = uuid.uuid4().hex
+        send_tcp(tcp_port, frame(APP, body='clone ' + marker))
+        wait_for_text(clone_chroot.path('/var/log/loghogd/%s/root.log' % APP), 'clone ' + marker)
+        for command in unit_commands('ExecReload'):
+            clone_chroot.run(command.replace('$MAINPID', str(pid)), timeout=60)
+        wait_for_text(clone_chroot.path('/var/log/loghogd/loghogd.log'), 'reloaded')
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: process_name(pid) is None, 15, 'loghogd to exit')
