@@ -20,18 +20,21 @@ from tests.support.daemon import wait_for
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get('LOGHOGD_CHROOT_CACHE', '/var/cache/loghogd-tests'))
 DEBOOTSTRAP_TIMEOUT = 1800
-# Which JSON decoder loghogd should use on each release: msgspec where Debian
-# ships python3-msgspec (the package recommends it), the standard library's
-# json elsewhere. `assert_decoder` checks it once --status --json reports
-# the decoder in use under DECODER_KEY.
+# Which decoder loghogd uses for protocol 1.2 batches on each release:
+# msgspec where Debian ships python3-msgspec (the package recommends it),
+# the standard library's json elsewhere. DECODER_PROBE asks the installed
+# package (loghogd.batchdecode.DECODER_NAME); once --status --json reports
+# the decoder under DECODER_KEY, `assert_decoder` checks that too.
 EXPECTED_DECODER = {'bookworm': 'json', 'trixie': 'msgspec'}
-DECODER_KEY = 'json_decoder'
+DECODER_PROBE = 'cd / && python3 -c "from loghogd.batchdecode import DECODER_NAME; print(DECODER_NAME)"'
+DECODER_KEY = 'decoder'
 
 
-def assert_decoder(status: dict, release: str) -> None:
-    """The decoder in loghogd's status is the one its release should give it (once status names it)."""
-    if DECODER_KEY in status:
-        assert status[DECODER_KEY] == EXPECTED_DECODER[release], status[DECODER_KEY]
+def assert_decoder(probed: str, status: dict, release: str) -> None:
+    """The package's decoder, and the running daemon's once its status names it, suit the release."""
+    names = [probed.strip()] + ([str(status[DECODER_KEY])] if DECODER_KEY in status else [])
+    for name in names:
+        assert name.startswith(EXPECTED_DECODER[release]), '%s on %s: %r' % (DECODER_KEY, release, names)
 
 
 class Chroot:
@@ -50,7 +53,7 @@ class Chroot:
         assert made.returncode == 0, 'scripts/debian-chroot %s failed:\n%s' % (self.release, made.stderr[-3000:])
         base = made.stdout.strip()
         # Shared: scripts/debian-chroot takes it exclusively to remake a chroot.
-        self._lock = os.open(str(CACHE / ('%s.lock' % self.release)), os.O_RDONLY)
+        self._lock = os.open(str(CACHE / ('%s.lock' % self.release)), os.O_RDONLY | os.O_CREAT, 0o644)
         fcntl.flock(self._lock, fcntl.LOCK_SH)
         for name in ('upper', 'work', 'root'):
             (self.directory / name).mkdir()

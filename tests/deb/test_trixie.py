@@ -22,7 +22,7 @@ from typing import Iterator, List
 
 import pytest
 
-from tests.deb.chroot import REPO, Chroot, assert_decoder
+from tests.deb.chroot import DECODER_PROBE, REPO, Chroot, assert_decoder
 from tests.deb.test_deb import (APP, copy_checkout, free_ports, listen_on, process_name, send_tcp, send_tls,
                                 send_udp, wait_for_text)
 from tests.support.daemon import frame, wait_for
@@ -90,7 +90,7 @@ def test_the_daemon_under_python_313_serves_tcp_udp_and_tls(trixie: Chroot) -> N
 
         status = json.loads(trixie.run('loghogd --status --json -c /etc/loghogd/loghogd.conf').stdout)
         assert status['accepted_by_app'] == {APP: 3} and status['rejected'] == 0, status
-        assert_decoder(status, RELEASE)
+        assert_decoder(trixie.run(DECODER_PROBE).stdout, status, RELEASE)
     finally:
         trixie.run('/etc/init.d/loghogd stop', timeout=60, check=False)
     internal_log = trixie.path('/var/log/loghogd/loghogd.log').read_text()
