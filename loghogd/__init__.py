@@ -1,3 +1,5 @@
 """loghogd: the LogHog central log server."""
 
-__version__ = '1.0.0'
+from loghog import __version__
+
+__all__ = ['__version__']

@@ -13,8 +13,8 @@ from typing import Optional, Sequence
 from loghogd.castore import (_client_output, create_client_file, create_server_files, load_ca,
                              make_directory, private_umask, refresh_crl, renew_server_file,
                              revoke_client)
-from loghogd.pki import (CaFiles, CertError, DEFAULT_CA_NAME, DEFAULT_DAYS, DEFAULT_DIR, RSA_BITS,
-                         not_valid_after, serial_hex, validate_ca_name, validate_name)
+from loghogd.pki import (CaFiles, CertError, CertificateAuthority, DEFAULT_CA_NAME, DEFAULT_DAYS, DEFAULT_DIR,
+                         RSA_BITS, not_valid_after, serial_hex, validate_ca_name, validate_name)
 
 # ---------------------------------------------------------------- command lines
 
@@ -108,6 +108,18 @@ def server_cert_main(argv: Optional[Sequence[str]] = None) -> int:
     return _run('loghog-server-cert', crl_only if args.crl_only else server_only if args.server_only else create)
 
 
+def _load_client_ca(directory: str, ca_name: str) -> CertificateAuthority:
+    """The CA for loghog-client-cert; without --dir, a failure says how to name another one."""
+    try:
+        return load_ca(directory, ca_name)
+    except CertError as error:
+        if directory != DEFAULT_DIR:
+            raise
+        raise CertError('%s\n  (without --dir the CA is looked for in %s; name another with --dir, e.g.'
+                        ' --dir var/certs for the one scripts/run-dev makes in a clone)'
+                        % (error, DEFAULT_DIR)) from None
+
+
 def client_cert_main(argv: Optional[Sequence[str]] = None) -> int:
     """loghog-client-cert: issue NAME.pem, or with --revoke put NAME on the CRL."""
     parser = _client_parser()
@@ -117,7 +129,7 @@ def client_cert_main(argv: Optional[Sequence[str]] = None) -> int:
 
     def issue() -> None:
         name = validate_name(args.name, 'client name')
-        ca = load_ca(args.dir, validate_ca_name(args.ca_name, '--ca-name'))
+        ca = _load_client_ca(args.dir, validate_ca_name(args.ca_name, '--ca-name'))
         out = _client_output(name, args.out)
         cert = create_client_file(ca, name, out, args.days, args.rsa, args.force)
         print('wrote %s: CN=%s, serial %s, valid until %s'
@@ -125,7 +137,7 @@ def client_cert_main(argv: Optional[Sequence[str]] = None) -> int:
 
     def revoke() -> None:
         name = validate_name(args.name, 'client name')
-        ca = load_ca(args.dir, validate_ca_name(args.ca_name, '--ca-name'))
+        ca = _load_client_ca(args.dir, validate_ca_name(args.ca_name, '--ca-name'))
         new = revoke_client(ca, name, args.cert)
         if new:
             print('revoked %s (serial %s) in %s; reload loghogd (SIGHUP) to apply it'

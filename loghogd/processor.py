@@ -7,7 +7,7 @@ counted under its reason and reported (rate-limited) with the peer address.
 import json
 import logging
 import time
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional, Set, Tuple
 
 from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, Frame, FrameError, inflate, signature_matches
 from loghogd.ackmarks import client_owner, parse_ack_fields
@@ -135,6 +135,7 @@ class Processor:
         self._routes: Dict[Tuple[str, str, str], Tuple[Facility, LogFile, str, str]] = {}
         self._routes_generation = writer.generation
         self.acks: Optional[AckJournal] = None
+        self._told_signature_unused: Set[str] = set()
         self.ack_targets: Dict[object, str] = {}
 
     def set_facilities(self, facilities: Facilities) -> None:
@@ -173,6 +174,8 @@ class Processor:
                 facility, logfile, host_text, name = route
                 if facility.secret is not None:
                     self._check_signature(facility, message)
+                elif 'signature' in message:
+                    self._note_unused_signature(facility, peer)
                 if client_id is not None:
                     owner = client_owner(app_id, facility.secret)
                     if not acks.may_use(client_id, owner):
@@ -231,7 +234,7 @@ class Processor:
     def _route(self, app_id: str, module: str, hostname: str) -> Tuple[Facility, LogFile, str, str]:
         facility = self.facilities.lookup(app_id, lookup_module(module))
         if facility is None:
-            raise Rejected('unknown_app', 'no facility for app %s' % peer_text(app_id))
+            raise Rejected('unknown_app', 'no facility for app %s' % peer_text(app_id), peer_text(app_id))
         try:
             logfile = self.writer.file_for(facility, hostname)
         except TooManyHosts as error:
@@ -271,6 +274,14 @@ class Processor:
         self.reporter.report('ack_clients', logging.WARNING, 'a new acknowledged-delivery client id from %s made '
                              'loghogd forget %d least recently seen ids of the busiest application '
                              '(max_ack_clients = %d)', peer, count, self.acks.max_clients)
+
+    def _note_unused_signature(self, facility: Facility, peer: str) -> None:
+        """A signed record for a facility without a secret: written, counted, and said once per facility."""
+        self.counters.signature_unused += 1
+        if facility.name not in self._told_signature_unused:
+            self._told_signature_unused.add(facility.name)
+            log.warning('%s signs its records (first from %s) but facilities.conf gives %s no secret:'
+                        ' the signatures are not checked', facility.app_id, peer, facility.name)
 
     def _reject(self, reason: str, detail: str, peer: str, app_id: Optional[str] = None) -> None:
         self.counters.reject(reason, app_id)

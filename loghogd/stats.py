@@ -15,6 +15,9 @@ from typing import Any, Dict, List, Optional
 from loghogd import __version__
 from loghogd.reporting import RateLimitedReporter, peer_text  # noqa: F401 (re-exported for older imports)
 
+MAX_REJECTED_APPS = 1000
+OTHER_REJECTED_APPS = '(other apps)'
+
 
 class Counters:
     """Exact counts since start-up; `snapshot()` gives them as plain data."""
@@ -48,10 +51,14 @@ class Counters:
         self.syslog_messages_by_listener: Dict[str, int] = collections.Counter()
         self.syslog_truncated_by_listener: Dict[str, int] = collections.Counter()
         self.ack_clients_evicted = 0
+        self.signature_unused = 0
 
     def reject(self, reason: str, app_id: Optional[str] = None) -> None:
+        """Count a rejection; app ids come from the network, so past MAX_REJECTED_APPS they share a row."""
         self.rejected_by_reason[reason] += 1
         if app_id is not None:
+            if app_id not in self.rejected_by_app and len(self.rejected_by_app) >= MAX_REJECTED_APPS:
+                app_id = OTHER_REJECTED_APPS
             self.rejected_by_app[app_id] += 1
 
     def snapshot(self) -> Dict[str, Any]:
@@ -96,6 +103,7 @@ class Counters:
             'syslog_messages_by_listener': dict(self.syslog_messages_by_listener),
             'syslog_truncated_by_listener': dict(self.syslog_truncated_by_listener),
             'ack_clients_evicted': self.ack_clients_evicted,
+            'signature_unused': self.signature_unused,
         }
 
 
@@ -106,7 +114,7 @@ PROMETHEUS_METRICS = (
     ('rejected_by_reason', 'messages_rejected_total', 'counter',
      'Messages or frames rejected, by reason.', 'reason'),
     ('rejected_by_app', 'messages_rejected_by_app_total', 'counter',
-     'Messages of a configured application rejected (e.g. bad signature), by application.', 'app'),
+     'Messages rejected, by application id (unknown ones too, at most %d).' % MAX_REJECTED_APPS, 'app'),
     ('bytes_received', 'received_bytes_total', 'counter', 'Bytes read from clients (TCP, UDP, TLS).', None),
     ('frames_received', 'received_frames_total', 'counter', 'Complete frames read from clients.', None),
     ('connections_accepted', 'connections_accepted_total', 'counter', 'Client connections accepted.', None),
@@ -145,6 +153,8 @@ PROMETHEUS_METRICS = (
     ('ack_clients_evicted', 'ack_clients_evicted_total', 'counter',
      'Acknowledged-delivery client ids forgotten to make room for new ones.', None),
     ('ack_clients', 'ack_clients', 'gauge', 'Acknowledged-delivery client ids remembered.', None),
+    ('signature_unused', 'signature_unused_total', 'counter',
+     'Signed messages written unchecked: their facility has no secret.', None),
     ('started', 'start_time_seconds', 'gauge', 'When this loghogd started, in seconds since the epoch.', None),
 )
 PROMETHEUS_PREFIX = 'loghogd_'

@@ -40,6 +40,7 @@ STATUS_NUMBERS = (
     ('acks_sent', 'acknowledgements sent'),
     ('ack_clients_evicted', 'client ids evicted (table full)'),
     ('ack_clients', 'acknowledged-delivery clients'),
+    ('signature_unused', 'signatures unused (no secret)'),
 )
 STATUS_WIDTH = 40
 # (snapshot key, label) of the by-key counts in --status, after the rejections

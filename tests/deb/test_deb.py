@@ -3,14 +3,17 @@
 Builds the .deb with dpkg-buildpackage from a copy of the checkout (tracked
 and new files, nothing ignored), installs it with apt-get so that its
 dependencies come from Debian, runs it through `service` (the init script
-when systemd is not PID 1) on the default ports 5566/5577, then removes and
-purges it. Needs root and apt; skipped, with the reason, where either is
+when systemd is not PID 1) on free ports written into its loghogd.conf (so
+that `scripts/run-dev` on 5566/5577 does not stand in the way), then
+removes and purges it. Needs root and apt; skipped, with the reason, where either is
 missing. Whatever fails, the finalizer stops the daemon and purges.
 """
 
 import grp
 import hashlib
+import json
 import os
+import re
 import pwd
 import shutil
 import signal
@@ -20,10 +23,11 @@ import stat
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
+from tests.deb.chroot import DECODER_PROBE, assert_decoder
 from tests.support.daemon import frame, wait_for
 
 pytestmark = pytest.mark.deb
@@ -33,8 +37,6 @@ PACKAGE = 'loghogd'
 USER = 'loghog'
 APP = 'my-first-app'
 NEW_APP = 'deb-reload-app'
-TCP_PORT = 5566
-TLS_PORT = 5577
 ETC = Path('/etc/loghogd')
 CERTS = ETC / 'certs'
 LOGDIR = Path('/var/log/loghogd')
@@ -44,7 +46,8 @@ PIDFILE = RUNDIR / 'loghogd.pid'
 # Left by this test's installs (purge removes it): tells its own leftovers,
 # from a run killed before its finalizer, from an administrator's install.
 TEST_MARKER = WORKDIR / '.installed-by-test-deb'
-APT_ENV = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
+# Debian's own tools and Python only: a python3 earlier on PATH (pyenv, a venv) must not build the package.
+APT_ENV = dict(os.environ, DEBIAN_FRONTEND='noninteractive', PATH='/usr/sbin:/usr/bin:/sbin:/bin')
 BUILD_TIMEOUT = 300
 APT_TIMEOUT = 300
 SERVICE_TIMEOUT = 60
@@ -71,10 +74,38 @@ def package_state() -> str:
     return result.stdout.strip() if result.returncode == 0 else ''
 
 
+def release_codename() -> str:
+    """This machine's Debian release: bookworm, trixie."""
+    return re.search(r'(?m)^VERSION_CODENAME=(\w+)$', Path('/etc/os-release').read_text()).group(1)
+
+
 def port_in_use(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(1)
         return probe.connect_ex(('127.0.0.1', port)) == 0
+
+
+def free_ports() -> Tuple[int, int]:
+    """A port free for TCP and UDP on 127.0.0.1, and another free for TCP (TLS)."""
+    while True:
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
+                socket.socket() as tls:
+            tcp.bind(('127.0.0.1', 0))
+            tls.bind(('127.0.0.1', 0))
+            try:
+                udp.bind(('127.0.0.1', tcp.getsockname()[1]))
+            except OSError:
+                continue
+            return tcp.getsockname()[1], tls.getsockname()[1]
+
+
+def listen_on(config: Path, tcp_port: int, tls_port: int) -> None:
+    """Point the packaged loghogd.conf at other ports: 5566/5577 may be a development server's."""
+    text = config.read_text()
+    for key, port in (('default_port', tcp_port), ('default_port_ssl', tls_port)):
+        text, count = re.subn(r'(?m)^%s = \d+$' % key, '%s = %d' % (key, port), text)
+        assert count == 1, 'no single %r in %s' % (key, config)
+    config.write_text(text)
 
 
 def apt_get(*arguments: str) -> Optional[str]:
@@ -99,9 +130,6 @@ def skip_unless_usable() -> None:
     if package_state():
         pytest.skip('loghogd is already known to dpkg here (%s); refusing to replace or purge it'
                     % package_state())
-    for port in (TCP_PORT, TLS_PORT):
-        if port_in_use(port):
-            pytest.skip('port %d on 127.0.0.1 is taken; the packaged config needs it' % port)
 
 
 def copy_checkout(destination: Path) -> None:
@@ -208,21 +236,21 @@ def digests(paths: List[Path]) -> Dict[Path, str]:
     return {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in paths}
 
 
-def send_tcp(*frames: bytes) -> None:
-    with socket.create_connection(('127.0.0.1', TCP_PORT), timeout=10) as connection:
+def send_tcp(port: int, *frames: bytes) -> None:
+    with socket.create_connection(('127.0.0.1', port), timeout=10) as connection:
         connection.sendall(b''.join(frames))
 
 
-def send_udp(payload: bytes) -> None:
+def send_udp(port: int, payload: bytes) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-        sender.sendto(payload, ('127.0.0.1', TCP_PORT))
+        sender.sendto(payload, ('127.0.0.1', port))
 
 
-def send_tls(client_pem: Path, *frames: bytes) -> None:
+def send_tls(port: int, ca_cert: Path, client_pem: Path, *frames: bytes) -> None:
     """Mutual TLS as a client would: verify the server against the packaged CA."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(CERTS / 'loghog-ca.cert'))
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_cert))
     context.load_cert_chain(str(client_pem))
-    with socket.create_connection(('127.0.0.1', TLS_PORT), timeout=10) as raw:
+    with socket.create_connection(('127.0.0.1', port), timeout=10) as raw:
         with context.wrap_socket(raw, server_hostname='localhost') as connection:
             connection.sendall(b''.join(frames))
 
@@ -284,36 +312,41 @@ def test_package_installs_serves_reloads_and_purges(installation: Installation, 
     if service('status', check=False).returncode == 0:
         service('stop')  # started by the install where no policy-rc.d forbids it
     assert service('status', check=False).returncode != 0
+    tcp_port, tls_port = free_ports()
+    listen_on(ETC / 'loghogd.conf', tcp_port, tls_port)
     service('start')
     pid = daemon_pid()
     installation.pids.append(pid)
     assert process_uid(pid) == pwd.getpwnam(USER).pw_uid, 'loghogd kept root instead of running as loghog'
     assert service('status').returncode == 0
-    assert port_in_use(TCP_PORT) and port_in_use(TLS_PORT), 'start returned before the ports accept'
+    assert port_in_use(tcp_port) and port_in_use(tls_port), 'start returned before the ports accept'
 
     marker = uuid.uuid4().hex
     client_pem = tmp_path / 'deb-client.pem'
     run(['loghog-client-cert', 'deb-client', '--out', str(client_pem)])
-    send_tcp(frame(APP, body='tcp ' + marker))
-    send_udp(frame(APP, body='udp ' + marker))
-    send_tls(client_pem, frame(APP, module='web.requests', body='tls ' + marker))
+    send_tcp(tcp_port, frame(APP, body='tcp ' + marker))
+    send_udp(tcp_port, frame(APP, body='udp ' + marker))
+    send_tls(tls_port, CERTS / 'loghog-ca.cert', client_pem, frame(APP, module='web.requests', body='tls ' + marker))
     wait_for_text(LOGDIR / APP / 'root.log', 'tcp ' + marker)
     wait_for_text(LOGDIR / APP / 'root.log', 'udp ' + marker)
     wait_for_text(LOGDIR / APP / 'web.requests.log', 'tls ' + marker)
+    status = json.loads(run(['/usr/sbin/loghogd', '--status', '--json', '-c', str(ETC / 'loghogd.conf')]).stdout)
+    assert status['accepted_by_app'] == {APP: 3}, status
+    assert_decoder(run(['/bin/sh', '-c', DECODER_PROBE]).stdout, status, release_codename())
     assert owner_and_mode(LOGDIR / APP) == 'loghog:adm 2750'
     for name in ('root.log', 'web.requests.log'):
         assert owner_and_mode(LOGDIR / APP / name) == 'loghog:adm 0640'
 
     # The daemon handles one stream in order: once the record after it has
     # landed, the record for the unknown app has been refused.
-    send_tcp(frame(NEW_APP, body='before reload ' + marker), frame(APP, body='fence ' + marker))
+    send_tcp(tcp_port, frame(NEW_APP, body='before reload ' + marker), frame(APP, body='fence ' + marker))
     wait_for_text(LOGDIR / APP / 'root.log', 'fence ' + marker)
     assert not (LOGDIR / NEW_APP).exists(), 'a record for an unconfigured app was written'
     with open(ETC / 'facilities.conf', 'a') as facilities:
         facilities.write('\n[%s]\nrotate = daily\nbackup_count = 2\n' % NEW_APP)
     service('reload')
     wait_for_text(LOGDIR / NEW_APP / 'root.log', 'after reload ' + marker,
-                  resend=lambda: send_tcp(frame(NEW_APP, body='after reload ' + marker)))
+                  resend=lambda: send_tcp(tcp_port, frame(NEW_APP, body='after reload ' + marker)))
     assert daemon_pid() == pid, 'reload restarted the daemon instead of signalling it'
 
     with open(ETC / 'facilities.conf', 'a') as facilities:
@@ -328,13 +361,13 @@ def test_package_installs_serves_reloads_and_purges(installation: Installation, 
     restarted = daemon_pid()
     installation.pids.append(restarted)
     assert restarted != pid
-    send_tcp(frame(APP, body='restarted ' + marker))
+    send_tcp(tcp_port, frame(APP, body='restarted ' + marker))
     wait_for_text(LOGDIR / APP / 'root.log', 'restarted ' + marker)
 
     service('stop')
     wait_for(lambda: process_name(restarted) is None, timeout=15, what='loghogd to exit')
     assert not PIDFILE.exists(), 'the PID file outlived the daemon'
-    assert not port_in_use(TCP_PORT)
+    assert not port_in_use(tcp_port)
     assert service('status', check=False).returncode != 0
     internal_log = (LOGDIR / 'loghogd.log').read_text()
     assert owner_and_mode(LOGDIR / 'loghogd.log') == 'loghog:adm 0640'

@@ -35,7 +35,8 @@ from loghog.protocol import encode_message
 from loghogd.daemon import process_alive, read_pidfile
 
 BIN = os.path.dirname(sys.executable)
-LOGHOGD = os.path.join(BIN, 'loghogd')
+# LOGHOGD names another loghogd, e.g. a Debian package's /usr/sbin/loghogd (tests/deb).
+LOGHOGD = os.environ.get('LOGHOGD', os.path.join(BIN, 'loghogd'))
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV07_PYTHON = os.path.join(REPO, '.venv-loghog07', 'bin', 'python')
 
