@@ -97,6 +97,8 @@ def _token(text: Optional[str]) -> str:
     """One space-free rfc3339 field; '-' (RFC 5424's NILVALUE) when empty or unknown."""
     if not text:
         return '-'
+    if text.isprintable() and ' ' not in text and len(text) <= 255:
+        return text
     return _SPACE.sub('_', _UNSAFE_IN_TOKEN.sub(_escape_char, text[:255]))
 
 
@@ -188,13 +190,13 @@ class Formatter:
     def json_object(self, record: Record) -> Dict[str, Any]:
         """The keys of a json line, in their documented order; None fields left out."""
         sent = sent_time(record)
-        fields: Dict[str, Any] = {'time': self._lead_time(record), 'received': self._received.text(record.received)}
-        if sent is not None:
-            fields['sent'] = self._sent.text(sent)
-        fields.update(host=record.host, app=record.app_id, module=record.module, level=record.level,
-                      message=record.body)
-        for name in ('exception', 'stack', 'extra', 'pid', 'thread'):
-            fields[name] = getattr(record, name)
+        received = self._received.text(record.received)
+        sent_text = None if sent is None else self._sent.text(sent)
+        fields: Dict[str, Any] = {'time': sent_text if self._by_sent and sent_text else received,
+                                  'received': received, 'sent': sent_text, 'host': record.host,
+                                  'app': record.app_id, 'module': record.module, 'level': record.level,
+                                  'message': record.body, 'exception': record.exception, 'stack': record.stack,
+                                  'extra': record.extra, 'pid': record.pid, 'thread': record.thread}
         if record.syslog is not None:
             syslog = record.syslog
             fields['syslog'] = {name: value for name, value in (
