@@ -111,7 +111,7 @@ class Clock:
         self._pattern = '%Y-%m-%d' + separator + '%H:%M:%S'
         self._with_offset = with_offset
         self._utc = utc
-        self._second = None  # type: Optional[int]
+        self._second: Optional[int] = None
         self._head = ''
         self._offset = ''
 
