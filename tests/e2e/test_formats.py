@@ -3,6 +3,7 @@
 import json
 import re
 import signal
+import socket
 
 from tests.support.daemon import Loghogd, facilities_conf, frame, wait_for
 
@@ -74,3 +75,17 @@ def test_reload_changes_the_format_for_new_lines_and_logs_it(tmp_path):
     assert lines[0].endswith(' - testhost - before\n')
     assert json.loads(lines[1])['message'] == 'after'
     assert 'new lines only' in read_internal_log(daemon)
+
+
+def test_syslog_records_keep_their_fields_in_json(tmp_path):
+    config = {'server': {'listen_ipv4_syslog': '127.0.0.1:0'}}
+    with Loghogd(tmp_path, facilities_conf({'app': {'format': 'json', 'timezone': 'utc'}}),
+                 config=config) as daemon:
+        with socket.create_connection(('127.0.0.1', daemon.ports['syslog-tcp'])) as sock:
+            sock.sendall(b'<13>1 2026-10-25T02:30:00.5+01:00 web1 app 811 ID47 [a@1 b="c"] one\x1b[2J\n')
+        [line] = daemon.wait_for_lines('app/root.log', 1)
+    record = json.loads(line)
+    assert record['message'] == 'one\x1b[2J' and '\x1b' not in line
+    assert record['sent'] == '2026-10-25T01:30:00.500000Z' and record['host'] == 'web1'
+    assert record['syslog'] == {'severity': 5, 'facility': 1, 'msgid': 'ID47', 'procid': '811',
+                                'structured_data': '[a@1 b="c"]'}
