@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
 from loghog.protocol import DEFAULT_MAX_MESSAGE_SIZE
+from loghogd.formats import CLASSIC, OPTIONS, LineFormat, parse_option
 from loghogd.schedule import parse_rotate, parse_size
 
 
@@ -90,6 +91,7 @@ class Config:
     compressor: CompressorConfig
     server: ServerConfig
     stats: StatsConfig = field(default_factory=StatsConfig)
+    line_format: LineFormat = CLASSIC
 
 
 MIN_MAX_MESSAGE_SIZE = 8192
@@ -266,6 +268,7 @@ _DEFAULTS: Dict[str, Dict[str, str]] = {
     'stats': {
         'prometheus_textfile': '',
     },
+    'format': {key: getattr(CLASSIC, key) for key in OPTIONS},
 }
 """Every section and key loghogd.conf may hold, with its default as text.
 
@@ -401,7 +404,13 @@ def load_config(path: str) -> Config:
         compressor=_compressor_config(_Section(ini, 'compressor')),
         server=_server_config(_Section(ini, 'server')),
         stats=StatsConfig(prometheus_textfile=_Section(ini, 'stats').path('prometheus_textfile')),
+        line_format=_line_format(_Section(ini, 'format')),
     )
+
+
+def _line_format(section: _Section) -> LineFormat:
+    """[format]: the line format of every facility that does not choose its own."""
+    return LineFormat(**{key: section.get(key, lambda raw, key=key: parse_option(key, raw)) for key in OPTIONS})
 
 
 def _main_config(section: _Section) -> MainConfig:

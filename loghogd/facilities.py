@@ -4,11 +4,13 @@ A message's dotted `module` walks up under an implied `root` until it meets
 a configured facility, so the most specific section wins.
 """
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, Optional, Tuple, TypeVar
 
 from loghogd.config import IniFile, parse_bool, parse_int, read_ini
+from loghogd.formats import CLASSIC, OPTIONS, LineFormat, parse_option
 from loghogd.schedule import RotationSchedule, parse_age, parse_rotate, parse_size
 
 ROOT = 'root'
@@ -30,6 +32,7 @@ class Facility:
     secret: Optional[str] = None
     sync: bool = False
     max_hosts: int = 10000
+    line_format: LineFormat = CLASSIC
 
     @property
     def name(self) -> str:
@@ -61,19 +64,25 @@ class Facilities:
             module = module[:dot] if dot > 0 else ROOT
 
 
+def line_formats(facilities: Facilities) -> Dict[str, LineFormat]:
+    """Each facility's line format by name, to tell what a reload changes."""
+    return {facility.name: facility.line_format for facility in facilities}
+
+
 NAME_PART = re.compile(r'[A-Za-z0-9_-][A-Za-z0-9._-]*')
 MAX_PART_LENGTH = 128
 MAX_MODULE_LENGTH = 150
 """So that '<64-char host>@<module>.log.<26-char stamp>.xz.tmp' fits a 255-byte file name."""
 KEYS = ['rotate', 'backup_count', 'max_size', 'max_age', 'flush_every', 'file_per_host', 'secret', 'sync',
-        'max_hosts']
+        'max_hosts', *OPTIONS]
 INHERITED = ('max_size', 'max_age', 'flush_every', 'file_per_host', 'secret', 'sync', 'max_hosts')
 
 
-def load_facilities(path: str) -> Facilities:
+def load_facilities(path: str, line_format: LineFormat = CLASSIC) -> Facilities:
     """Read facilities.conf at `path`; ConfigError names file, line, section, key.
 
-    An empty file configures no application, which is valid.
+    An empty file configures no application, which is valid. `line_format`
+    is loghogd.conf's [format]: what an app's root facility leaves unset.
     """
     ini = read_ini(path)
     names = {section: _section_name(ini, section) for section in ini.parser.sections()}
@@ -83,7 +92,8 @@ def load_facilities(path: str) -> Facilities:
         if name in seen:
             raise ini.error(section, '', 'the same facility as [%s]' % seen[name])
         seen[name] = section
-    roots = {name[0]: _facility(ini, section, name, None) for section, name in names.items() if name[1] == ROOT}
+    roots = {name[0]: _facility(ini, section, name, None, line_format)
+             for section, name in names.items() if name[1] == ROOT}
     facilities = {}
     for section, name in names.items():
         if name[1] == ROOT:
@@ -92,7 +102,7 @@ def load_facilities(path: str) -> Facilities:
             raise ini.error(section, '', 'submodule of %r, which has no root facility: add a [%s] section'
                             % (name[0], name[0]))
         else:
-            facilities[name] = _facility(ini, section, name, roots[name[0]])
+            facilities[name] = _facility(ini, section, name, roots[name[0]], line_format)
     return Facilities(facilities)
 
 
@@ -125,7 +135,8 @@ def check_name_part(part: str, what: str) -> None:
         raise ValueError('%s %r is longer than %d characters' % (what, part, MAX_PART_LENGTH))
 
 
-def _facility(ini: IniFile, section: str, name: Tuple[str, str], root: Optional[Facility]) -> Facility:
+def _facility(ini: IniFile, section: str, name: Tuple[str, str], root: Optional[Facility],
+              line_format: LineFormat) -> Facility:
     values = ini.parser[section]
 
     def get(key: str, converter: Callable[[str], T]) -> T:
@@ -148,5 +159,7 @@ def _facility(ini: IniFile, section: str, name: Tuple[str, str], root: Optional[
     rotate = get('rotate', parse_rotate)
     if rotate.size_only and settings.get('max_size') is None:
         raise ini.error(section, 'rotate', "'size' needs max_size (bytes) in this section or the app's root")
+    given = {key: get(key, lambda raw, key=key: parse_option(key, raw)) for key in OPTIONS if key in values}
+    settings['line_format'] = dataclasses.replace(root.line_format if root else line_format, **given)
     return Facility(app_id=name[0], module=name[1], rotate=rotate,
                     backup_count=get('backup_count', lambda raw: parse_int(raw, 0)), **settings)

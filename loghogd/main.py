@@ -246,7 +246,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     arguments = parse_arguments(argv)
     try:
         config = load_config(arguments.config)
-        facilities = load_facilities(config.main.facilities_config)
+        facilities = load_facilities(config.main.facilities_config, config.line_format)
     except ConfigError as error:
         print('loghogd: %s' % error, file=sys.stderr)
         return 2

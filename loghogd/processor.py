@@ -6,17 +6,17 @@ counted under its reason and reported (rate-limited) with the peer address.
 
 import json
 import logging
-import time
 from typing import Dict, Iterable, Optional, Set, Tuple
 
 from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, Frame, FrameError, inflate, signature_matches
 from loghogd.ackmarks import client_owner, parse_ack_fields
 from loghogd.acks import AckJournal
 from loghogd.facilities import MAX_MODULE_LENGTH, ROOT, Facilities, Facility
-from loghogd.record import Record
+from loghogd.formats import Clock, Formatter, LineFormat, Render, classic_host, escape_controls
+from loghogd.record import Record, loghog_record
 from loghogd.reporting import RateLimitedReporter, peer_text
 from loghogd.stats import Counters
-from loghogd.writer import LogFile, TooManyHosts, Writer, line_hostname
+from loghogd.writer import LogFile, TooManyHosts, Writer
 
 log = logging.getLogger('loghogd')
 
@@ -37,18 +37,13 @@ class Rejected(Exception):
 
 
 class ReceiveClock:
-    """The server receive time as the line prefix, formatted once per second."""
+    """The server receive time as the classic line's prefix (formats.Clock caches per second)."""
 
     def __init__(self) -> None:
-        self._second = -1
-        self._text = ''
+        self._clock = Clock()
 
     def prefix(self, now: float) -> str:
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._text = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(second))
-        return '%s.%06d - ' % (self._text, int((now - second) * 1e6))
+        return self._clock.text(now) + ' - '
 
 
 _scan_json = json.JSONDecoder().scan_once
@@ -132,7 +127,8 @@ class Processor:
         self.reporter = reporter
         self.max_message_size = max_message_size
         self.facilities = facilities
-        self._routes: Dict[Tuple[str, str, str], Tuple[Facility, LogFile, str, str]] = {}
+        self._routes: Dict[Tuple[str, str, str], Tuple[Facility, LogFile, str, str, Optional[Render]]] = {}
+        self._formatters: Dict[LineFormat, Formatter] = {}
         self._routes_generation = writer.generation
         self.acks: Optional[AckJournal] = None
         self._told_signature_unused: Set[str] = set()
@@ -171,7 +167,7 @@ class Processor:
                 route = routes.get((app_id, module, hostname))
                 if route is None:
                     route = self._route(app_id, module, hostname)
-                facility, logfile, host_text, name = route
+                facility, logfile, host_text, name, render = route
                 if facility.secret is not None:
                     self._check_signature(facility, message)
                 elif 'signature' in message:
@@ -195,7 +191,14 @@ class Processor:
             if not logfile.pending and not logfile.unwritten:
                 logfile.first_pending_at = now
                 dirty.append(logfile)
-            logfile.pending.append(prefix + host_text + message['body'] + '\n')
+            if render is None:
+                body = message['body']
+                if 92 in payload or 127 in payload or not payload.isascii():
+                    body = escape_controls(body)  # strict JSON: a control needs a \ (92), DEL or non-ASCII
+                logfile.pending.append(prefix + host_text + body + '\n')
+            else:
+                logfile.pending.append(render(loghog_record(message, hostname, now, peer, client_id,
+                                                            seq if client_id is not None else None)))
             accepted[name] += 1
             if client_id is not None:
                 evicted = acks.note(client_id, seq, logfile, owner)
@@ -218,7 +221,7 @@ class Processor:
                 route = self._routes.get((record.app_id, record.module, record.host))
                 if route is None:
                     route = self._route(record.app_id, record.module, record.host)
-                facility, logfile, host_text, name = route
+                facility, logfile, host_text, name, render = route
                 if facility.secret is not None:
                     raise Rejected('unsigned', '%s takes only signed records, and syslog cannot be signed'
                                    % facility.name, facility.app_id)
@@ -228,10 +231,14 @@ class Processor:
             if not logfile.pending and not logfile.unwritten:
                 logfile.first_pending_at = now
                 self.writer.dirty.append(logfile)
-            logfile.pending.append(prefix + host_text + record.body + '\n')
+            if render is None:
+                logfile.pending.append(prefix + host_text + escape_controls(record.body) + '\n')
+            else:
+                logfile.pending.append(render(record))
             accepted[name] += 1
 
-    def _route(self, app_id: str, module: str, hostname: str) -> Tuple[Facility, LogFile, str, str]:
+    def _route(self, app_id: str, module: str, hostname: str
+               ) -> Tuple[Facility, LogFile, str, str, Optional[Render]]:
         facility = self.facilities.lookup(app_id, lookup_module(module))
         if facility is None:
             raise Rejected('unknown_app', 'no facility for app %s' % peer_text(app_id), peer_text(app_id))
@@ -239,12 +246,20 @@ class Processor:
             logfile = self.writer.file_for(facility, hostname)
         except TooManyHosts as error:
             raise Rejected('too_many_hosts', str(error), facility.app_id) from None
-        route = (facility, logfile, line_hostname(hostname) + ' - ', facility.name)
+        route = (facility, logfile, classic_host(hostname) + ' - ', facility.name, self._render(facility.line_format))
         if len(app_id) + len(module) + len(hostname) <= MAX_CACHED_KEY_LENGTH:
             if len(self._routes) >= MAX_CACHED_ROUTES:
                 self._routes.clear()
             self._routes[(app_id, module, hostname)] = route
         return route
+
+    def _render(self, line_format: LineFormat) -> Optional[Render]:
+        """None for the classic line, which process() builds from the server's cached prefix."""
+        if line_format.is_classic:
+            return None
+        if line_format not in self._formatters:
+            self._formatters[line_format] = Formatter(line_format)
+        return self._formatters[line_format].render
 
     def _ack_request(self, message: Dict[str, object], ack_target: object) -> Tuple[str, int]:
         client_id, seq = parse_ack_fields(message)

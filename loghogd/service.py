@@ -16,7 +16,8 @@ from loghogd.acks import JOURNAL_NAME, AckJournal
 from loghogd.atomicfile import replace_file
 from loghogd.config import Config, ConfigError, load_config
 from loghogd.daemon import unreadable_hint
-from loghogd.facilities import Facilities, load_facilities
+from loghogd.facilities import Facilities, line_formats, load_facilities
+from loghogd.formats import format_changes
 from loghogd.listeners import ServerError, make_tls_context
 from loghogd.processor import Processor
 from loghogd.reporting import RateLimitedReporter
@@ -145,10 +146,12 @@ class Service:
             if isinstance(handler, logging.FileHandler):
                 handler.close()
         try:
-            facilities = load_facilities(self.config.main.facilities_config)
+            facilities = load_facilities(self.config.main.facilities_config, self.config.line_format)
         except ConfigError as error:
             log.error('reload failed, keeping the facilities in force: %s', error)
         else:
+            for change in format_changes(line_formats(self.processor.facilities), line_formats(facilities)):
+                log.info('%s', change)
             self.processor.set_facilities(facilities)
             self.rotator.set_facilities(facilities)
             log.info('reloaded %s: %d facilities', self.config.main.facilities_config, len(facilities))

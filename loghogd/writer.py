@@ -34,7 +34,6 @@ HELD_FLUSH_SECONDS = 1.0
 MOVED_CHECK_SECONDS = 1.0
 HOSTNAME_MAX = 64
 _UNSAFE_NAME_CHARS = re.compile(r'[^A-Za-z0-9_.-]')
-_LINE_CONTROL_CHARS = re.compile(r'[\x00-\x1f\x7f]')
 
 
 def safe_hostname(hostname: str) -> str:
@@ -45,11 +44,6 @@ def safe_hostname(hostname: str) -> str:
     """
     name = _UNSAFE_NAME_CHARS.sub('_', hostname[:HOSTNAME_MAX]).lstrip('.')
     return name or 'unknown'
-
-
-def line_hostname(hostname: str) -> str:
-    """A host name as it appears inside a line: no control characters."""
-    return _LINE_CONTROL_CHARS.sub('?', hostname[:255])
 
 
 def make_dirs(path: str) -> None:

@@ -109,7 +109,8 @@ def test_injected_control_characters_are_data_and_the_internal_log_escapes_them(
         with open(daemon.internal_log, 'rb') as stream:
             internal = stream.read()
     stamp = rb'\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}'
-    expected = b''.join(stamp + re.escape(b' - host??[1mfake - ' + body.encode('utf-8') + b'\n') for body in payloads)
+    escaped = ['carriage\\x0dreturn', '\\x1b[2J\\x1b[31mred\\x1b[0m', forged, '\\x07\\x08\\x00\\x7f', '\\u202eevil']
+    expected = b''.join(stamp + re.escape(b' - host??[1mfake - ' + body.encode('utf-8') + b'\n') for body in escaped)
     assert re.fullmatch(expected, written, re.S), written
     assert b'\x1b' not in internal and b'\r' not in internal
     [line] = [line for line in internal.splitlines() if b'no facility for app' in line]
