@@ -83,7 +83,7 @@ def test_unknown_apps_signed_facilities_and_non_syslog_are_rejected_and_counted(
     harness.stream(b'<13>1 - h nosuchapp - - - x\n<13>1 - h signed - - - x\n<14>signed[1]: y\n'
                    b'GET / HTTP/1.1\r\n<13>1 - h - - - - no app name\n', kind='tls')
     assert harness.counters.rejected_by_reason == {'unknown_app': 2, 'unsigned': 2, 'bad_syslog': 1}
-    assert harness.counters.rejected_by_app == {'signed': 2}
+    assert harness.counters.rejected_by_app == {'signed': 2, 'nosuchapp': 1, '': 1}
     assert harness.counters.syslog_messages_by_listener == {'tls': 5}
     assert harness.lines('signed/root.log') == []
 
