@@ -12,7 +12,7 @@ import os
 from typing import Collection, Dict, List, Optional, Set
 
 from loghogd.facilities import Facility
-from loghogd.names import log_path, parse_backup, split_host_file, stamp_time
+from loghogd.names import log_path, parse_backup, split_host_file, stamp_time, stamps_in_time_order
 from loghogd.writer import FileKey, safe_hostname
 
 Listings = Dict[str, List[str]]
@@ -101,7 +101,7 @@ class BackupIndex:
 
     def stamps(self, live: str) -> List[str]:
         """The stamps of `live`'s backups, oldest first."""
-        return sorted(self._files.get(os.path.normpath(live), {}))
+        return stamps_in_time_order(self._files.get(os.path.normpath(live), {}))
 
     def existing_stamps(self, live: str) -> List[str]:
         """stamps(), after forgetting backups whose files someone else deleted (one lstat per file)."""

@@ -72,7 +72,7 @@ def line_formats(facilities: Facilities) -> Dict[str, LineFormat]:
 NAME_PART = re.compile(r'[A-Za-z0-9_-][A-Za-z0-9._-]*')
 MAX_PART_LENGTH = 128
 MAX_MODULE_LENGTH = 150
-"""So that '<64-char host>@<module>.log.<26-char stamp>.xz.tmp' fits a 255-byte file name."""
+"""So that '<64-char host>@<module>.log.<27-char stamp>.xz.tmp' fits a 255-byte file name."""
 KEYS = ['rotate', 'backup_count', 'max_size', 'max_age', 'flush_every', 'file_per_host', 'secret', 'sync',
         'max_hosts', *OPTIONS]
 INHERITED = ('max_size', 'max_age', 'flush_every', 'file_per_host', 'secret', 'sync', 'max_hosts')

@@ -8,20 +8,24 @@ change, and so that no two rules can produce the same name:
   module (letters, digits, '.', '_', '-') nor a safe host name can hold
   '@', so a per-host file is never another facility's file;
 - a backup is `<log file>.<stamp>`, compressed `<backup>.xz` (.gz, .bz2),
-  written as `<backup>.xz.tmp` until its compressor succeeds.
+  written as `<backup>.xz.tmp` until its compressor succeeds. The stamp is
+  the start of the backup's period in UTC, `YYYY-MM-DD-HH-MM-SS-ffffffZ`,
+  so names sort in time order across a DST change; stamps without the `Z`,
+  in local time, are those of loghogd before 1.1 and are still recognised.
 """
 
 import os
 import re
-from datetime import datetime, timedelta
-from typing import Callable, NamedTuple, Optional, Tuple
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterable, List, NamedTuple, Optional, Tuple
 
 LOG_SUFFIX = '.log'
 HOST_SEPARATOR = '@'
 ARCHIVE_EXTENSIONS = {'xz': '.xz', 'gzip': '.gz', 'bzip2': '.bz2'}
 ARCHIVE_TEMP_SUFFIX = '.tmp'
 STAMP_FORMAT = '%Y-%m-%d-%H-%M-%S-%f'
-STAMP_PATTERN = r'\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-\d{6}'
+UTC_MARK = 'Z'
+STAMP_PATTERN = r'\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-\d{6}' + UTC_MARK + '?'
 _BACKUP = re.compile(r'(?P<live>.+\.log)\.(?P<stamp>' + STAMP_PATTERN + r')(?:(?P<extension>\.xz|\.gz|\.bz2)'
                      r'(?P<temporary>' + re.escape(ARCHIVE_TEMP_SUFFIX) + r')?)?\Z', re.S)
 
@@ -44,13 +48,26 @@ def split_host_file(file_name: str) -> Optional[Tuple[str, str]]:
 
 
 def backup_stamp(when: datetime) -> str:
-    """The stamp of a backup whose period began at `when`; retention relies on stamps sorting as text in time order."""
-    return when.strftime(STAMP_FORMAT)
+    """The stamp of a backup whose period began at `when` (naive: local time), in UTC."""
+    return when.astimezone(timezone.utc).strftime(STAMP_FORMAT) + UTC_MARK
 
 
 def stamp_time(stamp: str) -> float:
-    """The timestamp a backup's stamp stands for."""
+    """The timestamp a backup's stamp stands for; an old stamp without `Z` is local time."""
+    if stamp.endswith(UTC_MARK):
+        return datetime.strptime(stamp[:-1], STAMP_FORMAT).replace(tzinfo=timezone.utc).timestamp()
     return datetime.strptime(stamp, STAMP_FORMAT).timestamp()
+
+
+def stamps_in_time_order(stamps: Iterable[str]) -> List[str]:
+    """Oldest first, old local stamps and UTC ones alike; only an old one costs a conversion."""
+    return sorted(stamps, key=_utc_text)
+
+
+def _utc_text(stamp: str) -> str:
+    if stamp.endswith(UTC_MARK):
+        return stamp[:-1]
+    return datetime.strptime(stamp, STAMP_FORMAT).astimezone(timezone.utc).strftime(STAMP_FORMAT)
 
 
 def backup_path(log_file: str, stamp: str) -> str:

@@ -46,8 +46,8 @@ def test_parse_backup_takes_any_text_and_only_backup_names(name):
 
 
 def test_a_taken_backup_name_moves_on_by_a_microsecond():
-    start = datetime(2026, 1, 5, 0, 0, tzinfo=tz.tzlocal())
-    taken = {'/log/a/root.log.2026-01-05-00-00-00-000000', '/log/a/root.log.2026-01-05-00-00-00-000001.xz'}
+    start = datetime(2026, 1, 5, 0, 0, tzinfo=tz.UTC)
+    taken = {'/log/a/root.log.2026-01-05-00-00-00-000000Z', '/log/a/root.log.2026-01-05-00-00-00-000001Z.xz'}
     stamp, path = free_backup_path('/log/a/root.log', start, taken.__contains__)
     assert (stamp, path) == (backup_stamp(start + timedelta(microseconds=2)),
-                             '/log/a/root.log.2026-01-05-00-00-00-000002')
+                             '/log/a/root.log.2026-01-05-00-00-00-000002Z')

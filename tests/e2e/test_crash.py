@@ -36,8 +36,8 @@ from tests.support.daemon import Loghogd, frame, wait_for
 
 FACILITY = '[crash]\nrotate = size\nmax_size = 3000\nbackup_count = 100000\n'
 RECORD = re.compile(rb'<n=(\d{7})>')
-BACKUP = re.compile(r'root\.log\.\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-\d{6}(\.xz|\.gz|\.bz2)?\Z')
-LEFTOVER = re.compile(r'root\.log\.\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-\d{6}(\.xz|\.gz|\.bz2)?\.tmp\Z')
+BACKUP = re.compile(r'root\.log\.\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-\d{6}Z?(\.xz|\.gz|\.bz2)?\Z')
+LEFTOVER = re.compile(r'root\.log\.\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-\d{6}Z?(\.xz|\.gz|\.bz2)?\.tmp\Z')
 OPENERS = {'': open, '.xz': lzma.open, '.gz': gzip.open, '.bz2': bz2.open}
 PADDING = 'p' * 60
 

@@ -15,9 +15,10 @@ from datetime import datetime, timedelta
 import pytest
 from dateutil import tz
 
+from loghogd.names import backup_stamp, stamp_time
 from tests.support.daemon import Loghogd, bodies, frame, wait_for
 
-STAMP = r'\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-\d{6}'
+STAMP = r'\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-\d{6}Z?'
 OPENERS = {'': open, '.xz': lzma.open, '.gz': gzip.open, '.bz2': bz2.open}
 TOOLS = {'xz': '.xz', 'gzip': '.gz', 'bzip2': '.bz2'}
 
@@ -96,8 +97,7 @@ def test_per_minute_cron_rotates_within_its_minute_with_no_traffic(tmp_path):
         assert time.time() - sent < 75
         assert backup_bodies(daemon, 'minute/root.log', name) == ['only line']
         assert daemon.read_lines('minute/root.log') == []
-        first_write = datetime.strptime(name[len('root.log.'):-len('.xz')], '%Y-%m-%d-%H-%M-%S-%f')
-        assert first_write.timestamp() <= sent
+        assert stamp_time(name[len('root.log.'):-len('.xz')]) <= sent
 
 
 def test_size_rotates_before_the_write_that_would_pass_max_size(tmp_path):
@@ -186,7 +186,7 @@ def test_overdue_daily_file_rotates_at_start_up_and_an_empty_one_does_not(tmp_pa
     write_state(daemon, {daemon.path('app/root.log'): two_days_ago, daemon.path('empty/root.log'): two_days_ago})
     with daemon:
         [name] = settled_backups(daemon, 'app/root.log')
-        assert name == 'root.log.%s.xz' % two_days_ago.strftime('%Y-%m-%d-%H-%M-%S-%f')
+        assert name == 'root.log.%s.xz' % backup_stamp(two_days_ago)
         assert backup_bodies(daemon, 'app/root.log', name) == ['written before the restart']
         assert backups(daemon, 'empty/root.log') == []
         send_and_wait(daemon, 'app', 'after the restart', 'app/root.log')
