@@ -195,4 +195,4 @@ def test_a_backup_deleted_by_hand_no_longer_counts_toward_backup_count(tmp_path)
     setup.settle()
     setup.rotator.reap()
     names = sorted(backups_by_host(directory)['host0000@root.log'])
-    assert names == [kept[0], 'host0000@root.log.2026-01-05-10-00-00-000000.xz']
+    assert names == [kept[0], 'host0000@root.log.2026-01-05-10-00-00-000000Z.xz']
