@@ -87,8 +87,10 @@ class AckJournal:
         mark = self.marks.get(client_id)
         return mark is None or mark.owner in ('', owner)
 
-    def highest(self, client_id: str, connection: object = None) -> int:
-        """The seq to acknowledge: the highest handled, below any record still waiting for the disk.
+    def seq_to_ack(self, client_id: str, connection: object = None) -> int:
+        """The seq an ACK to `client_id` carries: the highest handled, below any record still waiting for the disk.
+
+        Not the high-water mark --status shows (the highest handled, `ack_high_water`).
 
         On the `connection` that sent rejected records of `client_id`, the
         highest of those counts as handled too (for that connection only).

@@ -27,11 +27,11 @@ class AckSender:
 
     def send(self, acks: AckJournal) -> None:
         """Send what each owed connection can take now, never blocking."""
-        highest = acks.highest
+        seq_to_ack = acks.seq_to_ack
         owed = self.owed
         for connection in list(owed):
             if not connection.ack_out:
-                seq = highest(connection.ack_client, connection)
+                seq = seq_to_ack(connection.ack_client, connection)
                 if seq <= connection.ack_sent:
                     if not acks.waiting_for_disk(connection.ack_client):
                         del owed[connection]
@@ -48,5 +48,5 @@ class AckSender:
             connection.ack_out = connection.ack_out[sent:]
             if not connection.ack_out:
                 self.counters.acks_sent += 1
-                if highest(connection.ack_client, connection) <= connection.ack_sent:
+                if seq_to_ack(connection.ack_client, connection) <= connection.ack_sent:
                     del owed[connection]

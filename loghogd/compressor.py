@@ -20,7 +20,9 @@ from typing import Callable, Deque, Dict, Optional, Set
 from loghogd import safefs
 from loghogd.backups import Listings
 from loghogd.names import ARCHIVE_EXTENSIONS, archive_path, archive_temp_path, parse_backup
-from loghogd.stats import Counters, RateLimitedReporter
+from loghogd.reporting import RateLimitedReporter
+from loghogd.stats import Counters
+from loghogd.wakeup import NEVER
 
 log = logging.getLogger('loghogd')
 
@@ -168,7 +170,7 @@ class Compressor:
 
     def next_wakeup(self) -> float:
         """A fallback poll while children run, should a SIGCHLD ever be missed."""
-        return 1.0 if self.running else 3600.0
+        return 1.0 if self.running else NEVER
 
     def stop(self, timeout: float) -> None:
         """At exit: wait up to `timeout` s, then stop what still runs (compressed next start)."""

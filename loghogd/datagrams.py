@@ -6,7 +6,8 @@ from typing import List, Tuple
 
 from loghog.protocol import Frame, FrameError, decode_datagram
 from loghogd.listeners import format_peer
-from loghogd.stats import Counters, RateLimitedReporter
+from loghogd.reporting import RateLimitedReporter
+from loghogd.stats import Counters
 
 UDP_DATAGRAM_MAX = 65536
 UDP_BATCH = 128

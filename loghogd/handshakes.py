@@ -13,7 +13,9 @@ from typing import Dict, List
 
 from loghogd.limits import Connection
 from loghogd.listeners import subject_cn, tls_reason
-from loghogd.stats import Counters, RateLimitedReporter
+from loghogd.reporting import RateLimitedReporter
+from loghogd.stats import Counters
+from loghogd.wakeup import NEVER
 
 log = logging.getLogger('loghogd')
 
@@ -73,4 +75,4 @@ class Handshakes:
     def next_deadline(self, now: float) -> float:
         for deadline in self.pending.values():
             return max(0.0, deadline - now)
-        return 3600.0
+        return NEVER

@@ -13,7 +13,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from loghog.protocol import FLAG_ZLIB, Frame, FrameError, StreamDecoder, inflate
 from loghogd.config import ServerConfig
-from loghogd.stats import Counters, RateLimitedReporter
+from loghogd.reporting import RateLimitedReporter
+from loghogd.stats import Counters
+from loghogd.wakeup import NEVER
 
 MAX_BUCKETS = 65536
 RESUME_SLACK = 0.01
@@ -187,7 +189,7 @@ class ConnectionLimits:
 
     def next_deadline(self, now: float) -> float:
         """Seconds until expired() or resumable() may have something to say."""
-        times = [3600.0]
+        times = [NEVER]
         for connection in self.never_framed:
             times.append(connection.opened_at + self.config.idle_timeout - now)
             break

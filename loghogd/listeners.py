@@ -40,8 +40,8 @@ class Listener:
         self.syslog = syslog
 
 
-def connection_limit(configured: int) -> int:
-    """max_connections, fitted to the descriptor limit after raising that as far as allowed.
+def raise_descriptor_limit(configured: int) -> int:
+    """Raise the open-file limit as far as allowed; return max_connections fitted to it.
 
     Client connections must never take the descriptors that log files and
     the daemon's own files need (RESERVED_DESCRIPTORS), or the records of

@@ -154,7 +154,7 @@ class Processor:
             self._routes_generation = self.writer.generation
         routes = self._routes
         accepted = self.counters.accepted_by_facility
-        dirty = self.writer.dirty
+        queue = self.writer.queue
         acks = self.acks if ack_target is not None else None
         for flags, payload in frames:
             client_id = None
@@ -188,23 +188,21 @@ class Processor:
             except FrameError as error:
                 self._reject(error.reason, str(error), peer)
                 continue
-            if not logfile.pending and not logfile.unwritten:
-                logfile.first_pending_at = now
-                dirty.append(logfile)
             if render is None:
                 body = message['body']
                 if 92 in payload or 127 in payload or not payload.isascii():
                     body = escape_controls(body)  # strict JSON: a control needs a \ (92), DEL or non-ASCII
-                logfile.pending.append(prefix + host_text + body + '\n')
+                line = prefix + host_text + body + '\n'
             else:
-                logfile.pending.append(render(loghog_record(message, hostname, now, peer, client_id,
-                                                            seq if client_id is not None else None)))
+                line = render(loghog_record(message, hostname, now, peer, client_id,
+                                            seq if client_id is not None else None))
+            queue(logfile, line, now)
             accepted[name] += 1
             if client_id is not None:
                 evicted = acks.note(client_id, seq, logfile, owner)
                 if evicted:
                     self._evicted(peer, evicted)
-                logfile.first_pending_at = 0.0
+                self.writer.write_this_pass(logfile)
 
     def process_records(self, records: Iterable[Record], peer: str, now: float, prefix: str) -> None:
         """Queue a line for every record of an input that cannot be signed (syslog); count and report the rest.
@@ -228,13 +226,10 @@ class Processor:
             except Rejected as rejected:
                 self._reject(rejected.reason, str(rejected), peer, rejected.app_id)
                 continue
-            if not logfile.pending and not logfile.unwritten:
-                logfile.first_pending_at = now
-                self.writer.dirty.append(logfile)
             if render is None:
-                logfile.pending.append(prefix + host_text + escape_controls(record.body) + '\n')
+                self.writer.queue(logfile, prefix + host_text + escape_controls(record.body) + '\n', now)
             else:
-                logfile.pending.append(render(record))
+                self.writer.queue(logfile, render(record), now)
             accepted[name] += 1
 
     def _route(self, app_id: str, module: str, hostname: str
@@ -278,6 +273,11 @@ class Processor:
                                  message['nsecs'], message['body'], signature):
             raise Rejected('bad_signature', 'message for %s has a wrong signature' % facility.name,
                            facility.app_id)
+
+    def take_ack_targets(self) -> Dict[object, str]:
+        """The connections owed an ACK since the last call, each with its client id."""
+        targets, self.ack_targets = self.ack_targets, {}
+        return targets
 
     def forget_connection(self, connection: object) -> None:
         self.ack_targets.pop(connection, None)

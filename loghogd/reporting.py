@@ -9,6 +9,8 @@ import logging
 import time
 from typing import Any, Callable, Dict
 
+from loghogd.wakeup import NEVER
+
 log = logging.getLogger('loghogd')
 
 MAX_WINDOWS = 10000
@@ -66,9 +68,9 @@ class RateLimitedReporter:
             self._summarise(key, self._windows.pop(key), now)
 
     def next_flush(self) -> float:
-        """Seconds until the first window with suppressed reports ends (inf when none has any)."""
+        """Seconds until the first window with suppressed reports ends (NEVER when none has any)."""
         due = min((window.start for window in self._windows.values() if window.suppressed), default=None)
-        return float('inf') if due is None else max(0.0, due + self.interval - self._clock())
+        return NEVER if due is None else max(0.0, due + self.interval - self._clock())
 
     @staticmethod
     def _summarise(key: str, window: _Window, now: float) -> None:

@@ -50,6 +50,7 @@ from loghogd.facilities import Facilities, Facility
 from loghogd.names import archive_path, backup_path, free_backup_path, parse_backup
 from loghogd.schedule import RotationSchedule, RotationState, parse_rotate
 from loghogd.stats import Counters
+from loghogd.wakeup import NEVER
 from loghogd.writer import FileKey, LogFile, Writer
 
 log = logging.getLogger('loghogd')
@@ -60,7 +61,6 @@ STATE_SAVE_INTERVAL = 60.0
 """Changes that are no rotation (a new file's start, an empty file's due time moving on) wait this long."""
 ROTATIONS_PER_PASS = 100
 STOP_WAIT_SECONDS = 5.0
-NEVER = math.inf
 
 
 @dataclass
@@ -213,7 +213,7 @@ class Rotator:
 
     @property
     def next_due(self) -> float:
-        """When the next file is due (a timestamp; inf when none has a schedule)."""
+        """When the next file is due (a timestamp; NEVER when none has a schedule)."""
         return self._next_due
 
     def next_wakeup(self, now: float) -> float:

@@ -1,5 +1,8 @@
 """The selectors loop: sockets in, frames to the processor, acknowledgements out.
 
+The server does socket I/O only; what a pass received is written, journaled
+and turned into ACK decisions by loghogd/pipeline.py.
+
 One thread, one loop. Each readiness event gets a bounded amount of work
 (one read per connection, a batch of datagrams, a batch of accepts) so that
 no peer can starve another. TLS handshakes run non-blocking with a deadline
@@ -13,7 +16,7 @@ import selectors
 import socket
 import ssl
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Set
 
 from loghog.protocol import Frame, FrameError, StreamDecoder
 from loghogd.acksender import AckSender
@@ -21,12 +24,15 @@ from loghogd.config import ServerConfig
 from loghogd.datagrams import receive_datagrams
 from loghogd.handshakes import HandshakeFailed, Handshakes
 from loghogd.limits import Connection, ConnectionLimits
-from loghogd.listeners import (OUT_OF_DESCRIPTORS, Listener, bound_address, connection_limit, format_peer,
-                               open_listener, peer_host, prepare_accepted)
-from loghogd.processor import Processor, ReceiveClock
-from loghogd.stats import Counters, RateLimitedReporter
+from loghogd.listeners import (OUT_OF_DESCRIPTORS, Listener, bound_address, format_peer, open_listener, peer_host,
+                               prepare_accepted, raise_descriptor_limit)
+from loghogd.pipeline import LoopPass, PassResult
+from loghogd.processor import ReceiveClock
+from loghogd.reporting import RateLimitedReporter
+from loghogd.stats import Counters
 from loghogd.syslog_input import SyslogInput
 from loghogd.syslog_server import peer_address, receive_syslog_datagrams
+from loghogd.wakeup import NEVER, seconds_until
 
 log = logging.getLogger('loghogd')
 
@@ -40,10 +46,11 @@ DRAIN_SECONDS = 5.0
 class Server:
     """Owns every socket and runs the loop until asked to stop."""
 
-    def __init__(self, config: ServerConfig, processor: Processor, counters: Counters,
+    def __init__(self, config: ServerConfig, loop_pass: LoopPass, counters: Counters,
                  reporter: RateLimitedReporter, tls_context: Optional[ssl.SSLContext] = None) -> None:
         self.config = config
-        self.processor = processor
+        self.loop_pass = loop_pass
+        self.processor = processor = loop_pass.processor
         self.counters = counters
         self.reporter = reporter
         self.tls_context = tls_context
@@ -64,10 +71,15 @@ class Server:
 
     # start-up -----------------------------------------------------------
 
+    def fit_descriptor_limit(self) -> None:
+        """Before bind: raise the open-file limit as far as allowed, and serve only as many connections as it fits."""
+        config = self.config
+        self.limits.fit(raise_descriptor_limit(config.max_connections),
+                        bool(config.listen_ssl or config.listen_syslog_tls))
+
     def bind(self) -> List[Dict[str, object]]:
         """Open every listener; return what is bound (ports resolved)."""
         config = self.config
-        self.limits.fit(connection_limit(config.max_connections), bool(config.listen_ssl or config.listen_syslog_tls))
         wanted = []
         for syslog, plain, tls in ((False, config.listen, config.listen_ssl),
                                    (True, config.listen_syslog, config.listen_syslog_tls)):
@@ -104,38 +116,36 @@ class Server:
         timeout = between_passes(time.time())
         while not self.stopping:
             events = select(timeout)
-            now = self.now = time.time()
-            self.mono = time.monotonic()
-            self.prefix = self.clock.prefix(now)
+            now = self._begin_pass()
             for key, _mask in events:
                 handler, target = key.data
                 handler(target)
             self._enforce_deadlines(self.mono)
             self.end_pass(now)
-            timeout = min(between_passes(now), self._next_deadline(self.mono))
-            if self.ack_sender.owed:
-                timeout = min(timeout, ACK_RETRY)
+            timeout = seconds_until((between_passes(now), self._next_deadline(self.mono),
+                                     ACK_RETRY if self.ack_sender.owed else NEVER))
+
+    def _begin_pass(self) -> float:
+        """The pass's clocks and line prefix, read once for everything it receives."""
+        now = self.now = time.time()
+        self.mono = time.monotonic()
+        self.prefix = self.clock.prefix(now)
+        return now
 
     def end_pass(self, now: float, force: bool = False) -> None:
-        """Write the pass's lines; with acknowledged records, journal them around the write, then ack."""
-        processor = self.processor
-        acks = processor.acks
-        dropped = None
-        if acks is not None and acks.pending:
-            acks.write_intent()
-            processor.writer.flush(now, force)
-            dropped = acks.commit()
-        else:
-            processor.writer.flush(now, force)
-        if processor.ack_targets:
-            self.ack_sender.owe(processor.ack_targets)
-            processor.ack_targets.clear()
-        if dropped:
-            self._disconnect_to_resend(set(dropped))
-        if self.ack_sender.owed:
-            self.ack_sender.send(acks)
+        """The pass's lines written and journaled (loghogd/pipeline.py), then its acknowledgements sent."""
+        self.answer(self.loop_pass.finish(now, force))
 
-    def _disconnect_to_resend(self, client_ids: set) -> None:
+    def answer(self, result: PassResult) -> None:
+        """Owe the ACKs a pass decided, close the connections that must resend, send what is owed."""
+        if result.owed:
+            self.ack_sender.owe(result.owed)
+        if result.resend:
+            self._disconnect_to_resend(result.resend)
+        if self.ack_sender.owed:
+            self.ack_sender.send(self.loop_pass.acks)
+
+    def _disconnect_to_resend(self, client_ids: Set[str]) -> None:
         """Acknowledged records were dropped from the full memory buffer: a client resends after a reconnect."""
         for connection in list(self.connections.values()):
             if connection.ack_client in client_ids:
@@ -145,10 +155,10 @@ class Server:
                 self._close(connection)
 
     def next_wakeup(self, now: float) -> float:
-        """Seconds until the server itself has timed work to do."""
+        """Seconds until the server itself has timed work to do (NEVER when none)."""
         if self._accept_paused_until:
             return max(0.0, self._accept_paused_until - now)
-        return 3600.0
+        return NEVER
 
     def timed_work(self, now: float) -> None:
         if self._accept_paused_until and now >= self._accept_paused_until:
@@ -404,8 +414,7 @@ class Server:
             still_sending = []
             for connection in reading:
                 before = connection.decoder.pending_bytes, self.counters.bytes_received
-                self.now, self.mono = time.time(), time.monotonic()
-                self.prefix = self.clock.prefix(self.now)
+                self._begin_pass()
                 if connection in self.limits.paused:
                     self._deliver(connection, ())
                 else:

@@ -19,6 +19,7 @@ from loghogd.daemon import unreadable_hint
 from loghogd.facilities import Facilities, line_formats, load_facilities
 from loghogd.formats import format_changes
 from loghogd.listeners import ServerError, make_tls_context
+from loghogd.pipeline import LoopPass
 from loghogd.processor import Processor
 from loghogd.reporting import RateLimitedReporter
 from loghogd.rotation import Rotator, file_mtime
@@ -26,6 +27,7 @@ from loghogd.server import Server
 from loghogd.stats import Counters, prometheus_text
 from loghogd.status import write_json_atomically
 from loghogd.syslog_server import make_syslog_tls_context
+from loghogd.wakeup import seconds_until
 from loghogd.writer import Writer, make_dirs
 
 log = logging.getLogger('loghogd')
@@ -51,8 +53,9 @@ class Service:
         self.writer = Writer(config.main.logdir, self.counters, self.reporter)
         self.processor = Processor(facilities, self.writer, self.counters, self.reporter,
                                    config.server.max_message_size)
+        self.loop_pass = LoopPass(self.processor, self.writer)
         tls_context = make_tls_context(config.server) if config.server.listen_ssl else None
-        self.server = Server(config.server, self.processor, self.counters, self.reporter, tls_context)
+        self.server = Server(config.server, self.loop_pass, self.counters, self.reporter, tls_context)
         if config.server.listen_syslog_tls:
             self.server.syslog_tls_context = make_syslog_tls_context(config.server, make_tls_context)
         self.rotator = Rotator(config, facilities, self.writer, self.counters)
@@ -68,11 +71,12 @@ class Service:
     def open_journal(self) -> None:
         """After the privilege drop: recovery trusts nothing in a journal the daemon's user can write."""
         main = self.config.main
-        self.processor.acks = AckJournal(os.path.join(main.workdir, JOURNAL_NAME), logdir=main.logdir,
-                                         max_clients=self.config.server.max_ack_clients)
+        self.loop_pass.use_journal(AckJournal(os.path.join(main.workdir, JOURNAL_NAME), logdir=main.logdir,
+                                              max_clients=self.config.server.max_ack_clients))
 
     def bind(self) -> List[Dict[str, object]]:
-        """Open the listeners and say where they are (ports resolved)."""
+        """Fit the connection pool to the open-file limit, open the listeners, say where they are (ports resolved)."""
+        self.server.fit_descriptor_limit()
         bound = self.server.bind()
         write_json_atomically(os.path.join(self.config.main.rundir, LISTENING_FILE), bound)
         return bound
@@ -97,7 +101,7 @@ class Service:
         self.server.run(self._between_passes)
         log.info('stopping: reading what connected clients already sent')
         self.server.drain()
-        self.writer.close_all()
+        self.loop_pass.close(time.time())
         self.rotator.stop()
         self._write_stats()
         self.reporter.flush(everything=True)
@@ -121,8 +125,8 @@ class Service:
             self._write_stats()
             self._stats_due = now + STATS_INTERVAL
         self.reporter.flush()
-        return max(0.0, min(self.server.next_wakeup(now), self._stats_due - now, self.rotator.next_wakeup(now),
-                            self.reporter.next_flush()))
+        return seconds_until((self.server.next_wakeup(now), self._stats_due - now, self.rotator.next_wakeup(now),
+                              self.reporter.next_flush()))
 
     def _handle_signal(self, signum: int) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
@@ -152,7 +156,7 @@ class Service:
         else:
             for change in format_changes(line_formats(self.processor.facilities), line_formats(facilities)):
                 log.info('%s', change)
-            self.processor.set_facilities(facilities)
+            self.server.answer(self.loop_pass.reload(facilities, time.time()))
             self.rotator.set_facilities(facilities)
             log.info('reloaded %s: %d facilities', self.config.main.facilities_config, len(facilities))
         if self.config.server.listen_ssl or self.config.server.listen_syslog_tls:

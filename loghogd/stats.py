@@ -13,7 +13,6 @@ import time
 from typing import Any, Dict, List, Optional
 
 from loghogd import __version__
-from loghogd.reporting import RateLimitedReporter, peer_text  # noqa: F401 (re-exported for older imports)
 
 MAX_REJECTED_APPS = 1000
 OTHER_REJECTED_APPS = '(other apps)'

@@ -13,7 +13,8 @@ from typing import Iterator, List
 
 from loghogd.processor import Processor
 from loghogd.record import Record
-from loghogd.stats import Counters, RateLimitedReporter
+from loghogd.reporting import RateLimitedReporter
+from loghogd.stats import Counters
 from loghogd.syslog_framer import Message, SyslogFramer
 from loghogd.syslog_parser import SyslogError, parse_syslog
 

@@ -11,7 +11,7 @@ from typing import Callable, List, Tuple
 
 from loghogd.config import ServerConfig
 from loghogd.datagrams import UDP_BATCH, UDP_DATAGRAM_MAX
-from loghogd.stats import RateLimitedReporter
+from loghogd.reporting import RateLimitedReporter
 
 
 def make_syslog_tls_context(config: ServerConfig,

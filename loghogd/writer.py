@@ -16,13 +16,13 @@ import itertools
 import logging
 import os
 import re
-import time
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from loghogd import safefs
 from loghogd.facilities import Facility
 from loghogd.names import log_path
-from loghogd.stats import Counters, RateLimitedReporter
+from loghogd.reporting import RateLimitedReporter
+from loghogd.stats import Counters
 
 log = logging.getLogger('loghogd')
 
@@ -55,7 +55,7 @@ class LogFile:
     """One open log file and the lines waiting for it."""
 
     __slots__ = ('path', 'root', 'facility', 'key', 'max_size', 'on_full', 'partial', 'torn', 'pending', 'unwritten',
-                 'held', 'drops', 'size', 'first_pending_at', '_fd', '_inode')
+                 'held', 'drops', 'size', 'first_pending_at', 'urgent', '_fd', '_inode')
 
     def __init__(self, path: str, facility: Facility, key: Optional['FileKey'] = None,
                  on_full: Optional[Callable[['LogFile'], None]] = None, root: Optional[str] = None) -> None:
@@ -73,6 +73,7 @@ class LogFile:
         self.drops = 0
         self.size = 0
         self.first_pending_at = 0.0
+        self.urgent = False
         self._fd: Optional[int] = None
         self._inode: Tuple[int, int] = (0, 0)
 
@@ -230,6 +231,7 @@ class Writer:
         self._held_bytes = 0
         self._next_moved_check = 0.0
         self._hosts: Dict[Tuple[str, str], Set[str]] = {}
+        self._retiring: Set[LogFile] = set()
 
     def path_for(self, facility: Facility, hostname: Optional[str]) -> str:
         return log_path(self.logdir, facility.app_id, facility.module, hostname)
@@ -293,15 +295,35 @@ class Writer:
     def open_files(self) -> List[LogFile]:
         return list(self._files.values())
 
+    def queue(self, logfile: LogFile, line: str, now: float) -> None:
+        """Queue `line` for `logfile`; it leaves with the file's next write (flush_every, or a second at most)."""
+        if not logfile.pending and not logfile.unwritten:
+            logfile.first_pending_at = now
+            logfile.urgent = False
+            self.dirty.append(logfile)
+        logfile.pending.append(line)
+
+    @staticmethod
+    def write_this_pass(logfile: LogFile) -> None:
+        """The lines queued for `logfile` are written at the end of this pass (an acknowledged record waits for it)."""
+        logfile.urgent = True
+
     def forget_facilities(self, keep: set) -> None:
-        """After a reload: flush and close the files of facilities that changed."""
+        """After a reload: close the files of facilities that changed (new messages get new LogFiles).
+
+        One still holding lines (its disk refused them) keeps them, and its
+        place in the pass's write, until a pass writes them; then it closes.
+        Writing happens only in a loop pass (loghogd/pipeline.py), inside the
+        journal: nothing is written, dropped or left open here.
+        """
         self.generation += 1
         for key, logfile in list(self._files.items()):
             if key[0] not in keep:
-                self.flush_file(logfile)
-                logfile.close()
                 del self._files[key]
-        self.dirty = [logfile for logfile in self.dirty if logfile.facility in keep]
+                if logfile.pending or logfile.unwritten:
+                    self._retiring.add(logfile)
+                else:
+                    logfile.close()
 
     def flush(self, now: float, force: bool = False) -> None:
         """Write the lines of this loop pass: one write() per file.
@@ -316,11 +338,12 @@ class Writer:
         over_cache = len(self._files) > self.max_open_files
         for logfile in self.dirty:
             facility = logfile.facility
-            if (force or facility.flush_every <= len(logfile.pending)
+            if (force or logfile.urgent or facility.flush_every <= len(logfile.pending)
                     or now - logfile.first_pending_at >= HELD_FLUSH_SECONDS or logfile.unwritten):
                 if not self.flush_file(logfile):
                     still_dirty.append(logfile)
-                elif over_cache:
+                elif over_cache or logfile in self._retiring:
+                    self._retiring.discard(logfile)
                     logfile.close()
             else:
                 still_dirty.append(logfile)
@@ -367,7 +390,8 @@ class Writer:
         for logfile in self._files.values():
             logfile.reopen_if_moved()
 
-    def close_all(self) -> None:
-        self.flush(time.time(), force=True)
-        for logfile in self._files.values():
+    def close_files(self) -> None:
+        """At stop, after the last pass: close every file (writing is the pass's job, inside the journal)."""
+        for logfile in [*self._files.values(), *self._retiring]:
             logfile.close()
+        self._retiring.clear()

@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from loghogd.ackmarks import ClientMark, add_to_ranges, client_owner, parse_ack_fields
 from loghogd.acks import AckJournal
-from loghogd.facilities import Facility
+from loghogd.facilities import Facilities, Facility
+from loghogd.pipeline import LoopPass
+from loghogd.processor import Processor
 from loghogd.schedule import parse_rotate
 from loghogd.reporting import RateLimitedReporter
 from loghogd.stats import Counters
@@ -24,12 +26,20 @@ def queue(logfile, journal, client_id, seqs):
         journal.note(client_id, seq, logfile, 'app')
 
 
+def loop_pass(journal, writer):
+    """The loop pass of loghogd/pipeline.py over `writer`, journaled in `journal`."""
+    passes = LoopPass(Processor(Facilities({}), writer, Counters(), RateLimitedReporter(), 1024), writer)
+    passes.use_journal(journal)
+    return passes
+
+
 def committed_pass(journal, logfile, client_id, seqs):
     """One loop pass as the server runs it: intent, write, commit."""
-    queue(logfile, journal, client_id, seqs)
-    journal.write_intent()
-    logfile.write_pending()
-    journal.commit()
+    writer = Writer(os.path.dirname(logfile.path), Counters(), RateLimitedReporter())
+    for seq in seqs:
+        writer.queue(logfile, 'line %s %d\n' % (client_id, seq), time.time())
+        journal.note(client_id, seq, logfile, 'app')
+    loop_pass(journal, writer).finish(time.time(), force=True)
 
 
 @pytest.fixture
@@ -45,7 +55,7 @@ def test_committed_passes_survive_a_restart(paths):
         committed_pass(journal, logfile, 'c', range(first, first + 10))
     journal.close()
     recovered = AckJournal(journal_path)
-    assert recovered.highest('c') == 20
+    assert recovered.seq_to_ack('c') == 20
     assert recovered.is_duplicate('c', 20) and not recovered.is_duplicate('c', 21)
 
 
@@ -64,7 +74,7 @@ def test_an_uncommitted_pass_counts_only_if_its_write_finished(paths, written):
     with open(log_path, encoding='utf-8') as stream:
         lines = stream.read().splitlines()
     if written == 'all':
-        assert recovered.highest('c') == 10 and len(lines) == 10
+        assert recovered.seq_to_ack('c') == 10 and len(lines) == 10
     else:
         assert len(lines) == 5, 'the partial write must be cut back to the last whole pass'
         assert [recovered.is_duplicate('c', seq) for seq in (5, 6, 10)] == [True, False, False]
@@ -78,7 +88,7 @@ def test_torn_intent_line_is_ignored(paths):
     journal.close()
     with open(journal_path, 'ab') as stream:
         stream.write(b'I {"time": 1, "fil')
-    assert AckJournal(journal_path).highest('c') == 3
+    assert AckJournal(journal_path).seq_to_ack('c') == 3
 
 
 def test_compaction_forgets_idle_clients(paths, tmp_path):
@@ -116,7 +126,7 @@ def test_a_crash_between_two_files_leaves_exactly_the_unwritten_seqs_as_gaps(tmp
         stream.write(cut_short.unwritten[:7])
     recovered = AckJournal(journal_path)
     assert os.path.getsize(cut_short.path) == 0
-    assert recovered.highest('c') == 10
+    assert recovered.seq_to_ack('c') == 10
     assert [seq for seq in range(1, 12) if not recovered.is_duplicate('c', seq)] == [1, 3, 5, 7, 9, 11]
     committed_pass(recovered, LogFile(cut_short.path, FACILITY), 'c', (1, 3, 5))
     recovered.close()
@@ -154,10 +164,12 @@ def test_valid_ack_fields():
 
 def failing_pass(journal, writer, logfile, client_id, seqs):
     """A pass whose write the disk refuses: /dev/full answers every write with ENOSPC."""
-    queue(logfile, journal, client_id, seqs)
-    journal.write_intent()
-    assert not writer.flush_file(logfile)
-    return journal.commit()
+    for seq in seqs:
+        writer.queue(logfile, 'line %s %d\n' % (client_id, seq), time.time())
+        journal.note(client_id, seq, logfile, 'app')
+    result = loop_pass(journal, writer).finish(time.time(), force=True)
+    assert logfile.unwritten or logfile.drops
+    return sorted(result.resend)
 
 
 def test_records_a_full_disk_holds_are_neither_acknowledged_nor_journaled_as_written(tmp_path):
@@ -167,13 +179,13 @@ def test_records_a_full_disk_holds_are_neither_acknowledged_nor_journaled_as_wri
     committed_pass(journal, LogFile(str(tmp_path / 'root.log'), FACILITY), 'c', range(1, 4))
     full = LogFile('/dev/full', FACILITY)
     assert failing_pass(journal, writer, full, 'c', range(4, 9)) == []
-    assert journal.highest('c') == 3 and journal.waiting_for_disk('c')
+    assert journal.seq_to_ack('c') == 3 and journal.waiting_for_disk('c')
     assert journal.is_duplicate('c', 5)  # the held line is written when space returns: a resend must not be
     assert failing_pass(journal, writer, full, 'c', range(9, 11)) == []
-    assert journal.highest('c') == 3
+    assert journal.seq_to_ack('c') == 3
     journal.close()
     recovered = AckJournal(journal_path)
-    assert recovered.highest('c') == 3
+    assert recovered.seq_to_ack('c') == 3
     assert [seq for seq in range(1, 12) if not recovered.is_duplicate('c', seq)] == list(range(4, 12))
 
 
@@ -182,13 +194,13 @@ def test_acknowledged_records_dropped_from_the_full_buffer_are_owed_until_resent
     counters = Counters()
     writer = Writer(str(tmp_path), counters, RateLimitedReporter())
     full = LogFile('/dev/full', FACILITY)
-    full.pending.append('x' * (MAX_HELD_BYTES + 1) + '\n')
+    writer.queue(full, 'x' * (MAX_HELD_BYTES + 1) + '\n', time.time())
     assert failing_pass(journal, writer, full, 'c', range(1, 6)) == ['c']
     assert counters.messages_dropped_unwritable == 6
-    assert journal.highest('c') == 0 and journal.waiting_for_disk('c')
+    assert journal.seq_to_ack('c') == 0 and journal.waiting_for_disk('c')
     assert not any(journal.is_duplicate('c', seq) for seq in range(1, 6))
     committed_pass(journal, LogFile(str(tmp_path / 'root.log'), FACILITY), 'c', range(1, 6))
-    assert journal.highest('c') == 5 and not journal.waiting_for_disk('c')
+    assert journal.seq_to_ack('c') == 5 and not journal.waiting_for_disk('c')
 
 
 def test_owners_survive_a_restart_and_old_snapshots_bind_on_next_use(paths, tmp_path):
@@ -208,7 +220,7 @@ def test_owners_survive_a_restart_and_old_snapshots_bind_on_next_use(paths, tmp_
     with open(journal_path, 'wb') as stream:
         stream.write(b'S {"old":[7,[],%d]}\n' % int(time.time()))
     old = AckJournal(journal_path)
-    assert old.may_use('old', 'app') and old.highest('old') == 7
+    assert old.may_use('old', 'app') and old.seq_to_ack('old') == 7
     committed_pass(old, logfile, 'old', [8])
     assert not old.may_use('old', 'other') and old.status(5)['ack_clients_by_app'] == {'app': 1}
 
@@ -219,13 +231,13 @@ def test_a_rejected_seq_is_acknowledged_on_its_connection_only(paths):
     committed_pass(journal, LogFile(log_path, FACILITY), 'c', range(1, 4))
     forger, client = object(), object()
     journal.note_rejected(forger, 'c', 2 ** 62)
-    assert journal.highest('c', forger) == 2 ** 62
-    assert journal.highest('c', client) == journal.highest('c') == 3
+    assert journal.seq_to_ack('c', forger) == 2 ** 62
+    assert journal.seq_to_ack('c', client) == journal.seq_to_ack('c') == 3
     assert not journal.is_duplicate('c', 4)
     journal.forget_connection(forger)
-    assert journal.highest('c', forger) == 3
+    assert journal.seq_to_ack('c', forger) == 3
     journal.close()
-    assert AckJournal(journal_path).highest('c') == 3
+    assert AckJournal(journal_path).seq_to_ack('c') == 3
 
 
 def test_a_full_table_evicts_only_ids_of_the_owner_that_holds_the_most(tmp_path):
@@ -240,7 +252,7 @@ def test_a_full_table_evicts_only_ids_of_the_owner_that_holds_the_most(tmp_path)
         now[0] += 1
         evicted += journal.note('flood-%d' % number, 1, logfile, 'public')
     assert evicted == 1000 - journal.owners['public'] > 900
-    assert all(journal.highest('real-%d' % number) == 1 for number in range(10))
+    assert all(journal.seq_to_ack('real-%d' % number) == 1 for number in range(10))
     assert len(journal.marks) <= 100 and journal.owners[signed] == 10
     assert journal.status(5)['ack_clients_by_app'] == {'billing': 10, 'public': len(journal.marks) - 10}
     assert list(journal.status(5)['ack_high_water']) == ['flood-%d' % number for number in range(999, 994, -1)]

@@ -25,6 +25,7 @@ from loghog.protocol import (CLIENT_FLAGS, FLAG_ACK_REQUEST, FLAG_ZLIB, HEADER, 
 from tests.support.daemon import facilities_conf
 from loghogd.acks import JOURNAL_NAME, AckJournal
 from loghogd.facilities import MAX_MODULE_LENGTH, load_facilities
+from loghogd.pipeline import LoopPass
 from loghogd.processor import MAX_NSECS, MAX_STAMP, Processor, Rejected, lookup_module, parse_message
 from loghogd.reporting import RateLimitedReporter
 from loghogd.stats import Counters
@@ -61,7 +62,8 @@ class Harness:
         self.processor = Processor(load_facilities(facilities_path), self.writer, self.counters, reporter,
                                    max_message_size)
         os.makedirs(os.path.join(directory, 'lib'))
-        self.processor.acks = AckJournal(os.path.join(directory, 'lib', JOURNAL_NAME))
+        self.loop_pass = LoopPass(self.processor, self.writer)
+        self.loop_pass.use_journal(AckJournal(os.path.join(directory, 'lib', JOURNAL_NAME)))
         self.frames_fed = 0
         self.streams_fed = 0
 
@@ -83,14 +85,7 @@ class Harness:
         self.processor.process(frames, '127.0.0.1:1', now, '2026-01-01 00:00:00.000000 - ', self)
         self.frames_fed += len(frames)
         assert self.handled() - before == len(frames)
-        acks = self.processor.acks
-        if acks.pending:
-            acks.write_intent()
-            self.writer.flush(now, force=True)
-            acks.commit()
-        else:
-            self.writer.flush(now, force=True)
-        self.processor.ack_targets.clear()
+        self.loop_pass.finish(now, force=True)
         for logfile in self.writer.open_files():
             assert not logfile.unwritten, logfile.path
             assert os.path.realpath(logfile.path).startswith(os.path.realpath(self.logdir) + os.sep)
@@ -514,9 +509,8 @@ def check_writer_under_failing_writes(steps):
         for count, plan in steps + [(1, [])]:
             lines = ['L%04d %s\n' % (len(queued) + i, 'x' * ((len(queued) + i) * 7 % 60)) for i in range(count)]
             queued += lines
-            if not logfile.pending and not logfile.unwritten and logfile not in writer.dirty:
-                writer.dirty.append(logfile)
-            logfile.pending += lines
+            for line in lines:
+                writer.queue(logfile, line, 0.0)
             flaky.plan = list(plan)
             writer.flush(time.time(), force=True)
         flaky.plan = []
@@ -550,6 +544,6 @@ def test_a_flood_of_new_client_ids_evicts_only_its_own_application_and_is_report
              for number in range(300)]
     harness.feed_payloads(flood, FLAG_ACK_REQUEST)
     acks = harness.processor.acks
-    assert all(acks.highest('real-%d' % number) == 1 for number in range(10))
+    assert all(acks.seq_to_ack('real-%d' % number) == 1 for number in range(10))
     assert harness.counters.ack_clients_evicted == 300 - acks.owners['app'] > 200
     assert 'client id from 127.0.0.1:1 made loghogd forget' in caplog.text

@@ -15,7 +15,8 @@ from loghogd.facilities import load_facilities
 from loghogd.names import backup_stamp, parse_backup
 from loghogd.rotation import Rotator
 from loghogd.schedule import RotationState
-from loghogd.stats import Counters, RateLimitedReporter
+from loghogd.reporting import RateLimitedReporter
+from loghogd.stats import Counters
 from loghogd.writer import Writer
 
 FACILITIES = """
@@ -211,7 +212,7 @@ def test_a_reload_that_removes_a_facility_leaves_its_backups_alone(tmp_path):
 def test_rotation_time_survives_a_restart_and_an_overdue_file_rotates_at_start(tmp_path):
     setup = Setup(tmp_path, local(2026, 1, 5, 10, 0))
     setup.write('web', 'monday')
-    setup.writer.close_all()
+    setup.writer.close_files()
     setup.rotator.stop()
     again = Setup(tmp_path, local(2026, 1, 7, 9, 0))
     again.settle()
@@ -223,7 +224,7 @@ def test_a_restart_forgets_the_rotation_times_of_deleted_files_and_keeps_the_res
     setup = Setup(tmp_path, local(2026, 1, 5, 10, 0))
     setup.write('web', 'kept')
     setup.write('web.requests', 'deleted by the operator')
-    setup.writer.close_all()
+    setup.writer.close_files()
     setup.rotator.stop()
     os.unlink(setup.path('web.requests'))
     again = Setup(tmp_path, local(2026, 1, 5, 11, 0))

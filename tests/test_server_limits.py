@@ -12,7 +12,8 @@ from loghog.protocol import FLAG_ZLIB, StreamDecoder
 from loghogd.config import ConfigError, ServerConfig, load_config, parse_seconds
 from loghogd.limits import Connection, ConnectionLimits
 from loghogd.listeners import peer_host
-from loghogd.stats import Counters, RateLimitedReporter
+from loghogd.reporting import RateLimitedReporter
+from loghogd.stats import Counters
 
 MiB = 1024 * 1024
 

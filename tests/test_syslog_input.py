@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from loghogd.facilities import load_facilities
 from loghogd.processor import Processor
-from loghogd.stats import Counters, RateLimitedReporter
+from loghogd.reporting import RateLimitedReporter
+from loghogd.stats import Counters
 from loghogd.syslog_input import SyslogInput
 from loghogd.writer import Writer
 from tests.support.daemon import bodies, facilities_conf
