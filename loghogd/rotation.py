@@ -37,9 +37,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
-
-from dateutil import tz
+from typing import Callable, Dict, Iterable, List, Optional
 
 from loghogd import safefs
 from loghogd.backups import (BackupIndex, Listings, doomed_stamps, existing_keys, file_mtime, file_size,
@@ -48,7 +46,7 @@ from loghogd.compressor import Compressor, recover, unlink_quietly
 from loghogd.config import Config
 from loghogd.facilities import Facilities, Facility
 from loghogd.names import archive_path, backup_path, free_backup_path, parse_backup
-from loghogd.schedule import RotationSchedule, RotationState, parse_rotate
+from loghogd.schedule import RotationSchedule, RotationState, due_after, local_time, parse_rotate
 from loghogd.stats import Counters
 from loghogd.wakeup import NEVER
 from loghogd.writer import FileKey, LogFile, Writer
@@ -80,10 +78,6 @@ class Planned:
     entry: Tracked
     previous: datetime
     reason: str
-
-
-def local_time(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, tz.tzlocal())
 
 
 class Rotator:
@@ -127,25 +121,16 @@ class Rotator:
             self._track(Tracked(self.internal_log.filename, parse_rotate(self.internal_log.when),
                                 self.internal_log.backup_count, None, None), now)
         self._discover(self.facilities, now, listings)
-        self._forget_vanished_files()
+        vanished = self.state.forget_vanished(self._tracked)
+        if vanished:
+            self._state_dirty = True
+            log.info('forgot the rotation times of %d log files that no longer exist', vanished)
         for entry in list(self._tracked.values()):
             self._retain(entry, now)
         self._rotate_due(now)
         self._rename_planned(now)
         self._save_state_if_dirty(now)
         self._state_save_due = now + STATE_SAVE_INTERVAL
-
-    def _forget_vanished_files(self) -> None:
-        """Forget the rotation times of files that are gone and not tracked (a host's file the operator deleted).
-
-        A file that comes back starts a new period when its first line is written.
-        """
-        vanished = [path for path in self.state.paths() if path not in self._tracked and not os.path.lexists(path)]
-        for path in vanished:
-            self.state.forget(path)
-        if vanished:
-            self._state_dirty = True
-            log.info('forgot the rotation times of %d log files that no longer exist', len(vanished))
 
     def _discover(self, facilities: Iterable[Facility], now: float, listings: Optional[Listings] = None) -> None:
         """Existing files of configured facilities, which may be due with no traffic.
@@ -185,7 +170,7 @@ class Rotator:
             last = local_time(min(now, file_mtime(entry.path, now)))
             self.state.record(entry.path, last)
             self._state_dirty = True
-        entry.due = NEVER if entry.path in self._planned else _due_after(entry.schedule, last)
+        entry.due = NEVER if entry.path in self._planned else due_after(entry.schedule, last)
         self._tracked[entry.path] = entry
         self._next_due = min(self._next_due, entry.due)
 
@@ -328,7 +313,7 @@ class Rotator:
             self._undo(planned, entry, now, 'a write to it is unfinished')
             return
         if (logfile.current_size() if logfile is not None else file_size(entry.path)) == 0:
-            entry.due = _due_after(entry.schedule, self.state.last_rotation(entry.path))
+            entry.due = due_after(entry.schedule, self.state.last_rotation(entry.path))
             self._next_due = min(self._next_due, entry.due)
             return
         stamp, backup = free_backup_path(entry.path, planned.previous, os.path.lexists)
@@ -336,7 +321,7 @@ class Rotator:
             safefs.rename_file(self.logdir, entry.path, backup)
         except safefs.UnsafePath as error:
             self.counters.unsafe_paths_refused += 1
-            entry.due = _due_after(entry.schedule, self.state.last_rotation(entry.path))
+            entry.due = due_after(entry.schedule, self.state.last_rotation(entry.path))
             log.error('not rotating %s: %s', entry.path, error.strerror)
             return
         except OSError as error:
@@ -346,7 +331,7 @@ class Rotator:
             logfile.renamed()
         self.backups.add(entry.path, stamp, backup)
         self.counters.rotations += 1
-        entry.due = _due_after(entry.schedule, self.state.last_rotation(entry.path))
+        entry.due = due_after(entry.schedule, self.state.last_rotation(entry.path))
         self._next_due = min(self._next_due, entry.due)
         log.info('rotated %s to %s: %s', entry.path, os.path.basename(backup), planned.reason)
         self._retain(entry, now)
@@ -408,24 +393,3 @@ class Rotator:
         except OSError as error:
             log.error('cannot save the rotation state %s: %s', self.state.path, error)
         self._state_save_due = now + STATE_SAVE_INTERVAL
-
-
-_DUE_CACHE: Dict[Tuple[str, float], float] = {}
-_DUE_CACHE_SIZE = 1024
-
-
-def _due_after(schedule: RotationSchedule, last: datetime) -> float:
-    """When a file last rotated at `last` (local time) is due, remembered per minute of `last`.
-
-    Every due time is a whole minute, and next_due only compares instants
-    with `last`, so any `last` within one minute gets the same answer; and
-    thousands of host files share a minute (a midnight, a start-up).
-    """
-    key = (schedule.spec, last.timestamp() // 60)
-    due = _DUE_CACHE.get(key)
-    if due is None:
-        if len(_DUE_CACHE) >= _DUE_CACHE_SIZE:
-            _DUE_CACHE.clear()
-        next_due = schedule.next_due(last)
-        due = _DUE_CACHE[key] = NEVER if next_due is None else next_due.timestamp()
-    return due

@@ -25,13 +25,14 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Container, Dict, Iterator, List, Optional, Tuple
 
 from croniter import croniter
 from dateutil import tz
 
 from loghogd import safefs
 from loghogd.atomicfile import replace_file
+from loghogd.wakeup import NEVER
 
 NAMED = {
     'hourly': 'hourly',
@@ -302,6 +303,16 @@ class RotationState:
         """Drop a file's rotation time, so that the state does not grow with every host ever seen."""
         self._rotations.pop(log_path, None)
 
+    def forget_vanished(self, tracked: Container[str]) -> int:
+        """Forget the files that are gone and not `tracked` (a host's file the operator deleted); return how many.
+
+        A file that comes back starts a new period when its first line is written.
+        """
+        vanished = [path for path in self._rotations if path not in tracked and not os.path.lexists(path)]
+        for path in vanished:
+            self.forget(path)
+        return len(vanished)
+
     def record(self, log_path: str, when: datetime) -> None:
         """Remember a rotation; a naive `when` is taken as local time."""
         if when.tzinfo is None:
@@ -330,3 +341,29 @@ def _rotations_from(document: object) -> Dict[str, datetime]:
             raise ValueError('%r: time %r has no UTC offset' % (log_path, text))
         rotations[str(log_path)] = when.astimezone(tz.tzlocal())
     return rotations
+
+
+def local_time(timestamp: float) -> datetime:
+    """A timestamp as an aware local datetime, the form rotation times are kept in."""
+    return datetime.fromtimestamp(timestamp, tz.tzlocal())
+
+
+_DUE_CACHE: Dict[Tuple[str, float], float] = {}
+_DUE_CACHE_SIZE = 1024
+
+
+def due_after(schedule: RotationSchedule, last: datetime) -> float:
+    """When a file last rotated at `last` (local time) is due, remembered per minute of `last`.
+
+    Every due time is a whole minute, and next_due only compares instants
+    with `last`, so any `last` within one minute gets the same answer; and
+    thousands of host files share a minute (a midnight, a start-up).
+    """
+    key = (schedule.spec, last.timestamp() // 60)
+    due = _DUE_CACHE.get(key)
+    if due is None:
+        if len(_DUE_CACHE) >= _DUE_CACHE_SIZE:
+            _DUE_CACHE.clear()
+        next_due = schedule.next_due(last)
+        due = _DUE_CACHE[key] = NEVER if next_due is None else next_due.timestamp()
+    return due

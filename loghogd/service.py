@@ -14,6 +14,7 @@ from typing import Dict, List, Optional
 
 from loghogd.acks import JOURNAL_NAME, AckJournal
 from loghogd.atomicfile import replace_file
+from loghogd.backups import file_mtime
 from loghogd.config import Config, ConfigError, load_config
 from loghogd.daemon import unreadable_hint
 from loghogd.facilities import Facilities, line_formats, load_facilities
@@ -22,7 +23,7 @@ from loghogd.listeners import ServerError, make_tls_context
 from loghogd.pipeline import LoopPass
 from loghogd.processor import Processor
 from loghogd.reporting import RateLimitedReporter
-from loghogd.rotation import Rotator, file_mtime
+from loghogd.rotation import Rotator
 from loghogd.server import Server
 from loghogd.stats import Counters, prometheus_text
 from loghogd.status import write_json_atomically
