@@ -1,18 +1,21 @@
 """Listening sockets, the TLS context and the socket options of accepted connections.
 
-Everything here runs at start-up, at reload or once per accepted socket;
-the loop that serves the sockets is in server.py.
+Everything here runs at start-up, at reload, at stop, once per accepted
+socket or when descriptors run out; the loop that serves the sockets is
+in server.py.
 """
 
 import errno
 import ipaddress
 import logging
 import resource
+import selectors
 import socket
 import ssl
-from typing import Dict, Tuple
+from typing import Callable, Dict, List, Tuple
 
 from loghogd.config import ListenAddress, ServerConfig
+from loghogd.wakeup import NEVER
 from loghogd.writer import MAX_OPEN_FILES
 
 log = logging.getLogger('loghogd')
@@ -181,3 +184,63 @@ def peer_host(address: Tuple) -> str:
         return str(ipaddress.IPv6Network((host.partition('%')[0], 64), strict=False))
     except ValueError:
         return host
+
+
+Handler = Callable[[Listener], None]
+
+
+class Listeners:
+    """The listening sockets on the selector: opened at start, off it while descriptors run out, closed at stop."""
+
+    def __init__(self, selector: selectors.BaseSelector) -> None:
+        self.selector = selector
+        self.all: List[Listener] = []
+        self.paused_until = 0.0
+
+    def open(self, config: ServerConfig, on_accept: Handler, on_datagrams: Handler) -> List[Dict[str, object]]:
+        """Open every configured listener; return what is bound (ports resolved)."""
+        wanted = []
+        for syslog, plain, tls in ((False, config.listen, config.listen_ssl),
+                                   (True, config.listen_syslog, config.listen_syslog_tls)):
+            wanted += [(address, socket.SOCK_STREAM, 'tcp', syslog) for address in plain]
+            wanted += [(address, socket.SOCK_DGRAM, 'udp', syslog) for address in plain]
+            wanted += [(address, socket.SOCK_STREAM, 'tls', syslog) for address in tls]
+        bound = []
+        for address, kind, transport, syslog in wanted:
+            listener = open_listener(address, kind, transport, config.udp_receive_buffer, syslog)
+            self.all.append(listener)
+            handler = on_datagrams if transport == 'udp' else on_accept
+            self.selector.register(listener.sock, selectors.EVENT_READ, (handler, listener))
+            bound.append(bound_address(listener))
+        return bound
+
+    def _streams(self) -> List[Listener]:
+        return [listener for listener in self.all if listener.transport != 'udp']
+
+    def pause_accepting(self, until: float) -> None:
+        """Out of descriptors: the stream listeners leave the selector until `until`."""
+        if not self.paused_until:
+            for listener in self._streams():
+                self.selector.unregister(listener.sock)
+        self.paused_until = until
+
+    def resume_accepting_if_due(self, now: float, on_accept: Handler) -> None:
+        if self.paused_until and now >= self.paused_until:
+            self.paused_until = 0.0
+            for listener in self._streams():
+                self.selector.register(listener.sock, selectors.EVENT_READ, (on_accept, listener))
+
+    def next_wakeup(self, now: float) -> float:
+        """Seconds until accepting resumes (NEVER when it is not paused)."""
+        return max(0.0, self.paused_until - now) if self.paused_until else NEVER
+
+    def datagram_listeners(self) -> List[Listener]:
+        return [listener for listener in self.all if listener.transport == 'udp']
+
+    def close(self) -> None:
+        """Close them all; stream listeners paused for descriptors are off the selector already."""
+        for listener in self.all:
+            if not self.paused_until or listener.transport == 'udp':
+                self.selector.unregister(listener.sock)
+            listener.sock.close()
+        self.all = []

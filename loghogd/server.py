@@ -1,9 +1,7 @@
 """The selectors loop: sockets in, frames to the processor, acknowledgements out.
 
-The server does socket I/O only; what a pass received is written, journaled
-and turned into ACK decisions by loghogd/pipeline.py.
-
-One thread, one loop. Each readiness event gets a bounded amount of work
+Socket I/O only: what a pass received is written, journaled and turned
+into ACK decisions by loghogd/pipeline.py. One thread, one loop. Each readiness event gets a bounded amount of work
 (one read per connection, a batch of datagrams, a batch of accepts) so that
 no peer can starve another. TLS handshakes run non-blocking with a deadline
 (tls_handshake_timeout). What each peer may hold is in limits.py; sockets
@@ -24,8 +22,8 @@ from loghogd.config import ServerConfig
 from loghogd.datagrams import receive_datagrams
 from loghogd.handshakes import HandshakeFailed, Handshakes
 from loghogd.limits import Connection, ConnectionLimits
-from loghogd.listeners import (OUT_OF_DESCRIPTORS, Listener, bound_address, format_peer, open_listener, peer_host,
-                               prepare_accepted, raise_descriptor_limit)
+from loghogd.listeners import (OUT_OF_DESCRIPTORS, Listener, Listeners, format_peer, peer_host, prepare_accepted,
+                               raise_descriptor_limit)
 from loghogd.pipeline import LoopPass, PassResult
 from loghogd.processor import ReceiveClock
 from loghogd.reporting import RateLimitedReporter
@@ -55,7 +53,7 @@ class Server:
         self.reporter = reporter
         self.tls_context = tls_context
         self.selector = selectors.DefaultSelector()
-        self.listeners: List[Listener] = []
+        self.listeners = Listeners(self.selector)
         self.connections: Dict[int, Connection] = {}
         self.handshakes = Handshakes(config.tls_handshake_timeout, counters, reporter)
         self.limits = ConnectionLimits(config, counters, reporter)
@@ -64,7 +62,6 @@ class Server:
         self.mono = time.monotonic()
         self.prefix = self.clock.prefix(self.now)
         self.stopping = False
-        self._accept_paused_until = 0.0
         self.ack_sender = AckSender(counters)
         self.syslog = SyslogInput(processor, counters, reporter, config.max_message_size)
         self.syslog_tls_context: Optional[ssl.SSLContext] = None
@@ -79,21 +76,7 @@ class Server:
 
     def bind(self) -> List[Dict[str, object]]:
         """Open every listener; return what is bound (ports resolved)."""
-        config = self.config
-        wanted = []
-        for syslog, plain, tls in ((False, config.listen, config.listen_ssl),
-                                   (True, config.listen_syslog, config.listen_syslog_tls)):
-            wanted += [(address, socket.SOCK_STREAM, 'tcp', syslog) for address in plain]
-            wanted += [(address, socket.SOCK_DGRAM, 'udp', syslog) for address in plain]
-            wanted += [(address, socket.SOCK_STREAM, 'tls', syslog) for address in tls]
-        bound = []
-        for address, kind, transport, syslog in wanted:
-            listener = open_listener(address, kind, transport, config.udp_receive_buffer, syslog)
-            self.listeners.append(listener)
-            handler = self._read_datagrams if transport == 'udp' else self._accept
-            self.selector.register(listener.sock, selectors.EVENT_READ, (handler, listener))
-            bound.append(bound_address(listener))
-        return bound
+        return self.listeners.open(self.config, self._accept, self._read_datagrams)
 
     def add_wakeup(self, sock: socket.socket) -> None:
         """A socket that signal handlers write to, so select returns at once."""
@@ -156,16 +139,11 @@ class Server:
 
     def next_wakeup(self, now: float) -> float:
         """Seconds until the server itself has timed work to do (NEVER when none)."""
-        if self._accept_paused_until:
-            return max(0.0, self._accept_paused_until - now)
-        return NEVER
+        return self.listeners.next_wakeup(now)
 
     def timed_work(self, now: float) -> None:
-        if self._accept_paused_until and now >= self._accept_paused_until:
-            self._accept_paused_until = 0.0
-            for listener in self.listeners:
-                if listener.transport != 'udp':
-                    self.selector.register(listener.sock, selectors.EVENT_READ, (self._accept, listener))
+        """Between passes: accepting resumes when its pause for descriptors is over."""
+        self.listeners.resume_accepting_if_due(now, self._accept)
 
     # accepting ----------------------------------------------------------
 
@@ -199,11 +177,7 @@ class Server:
         self.reporter.report('descriptors', logging.ERROR,
                              'cannot accept connections: %s; pausing accepts for %.1f s',
                              error.strerror or error, ACCEPT_PAUSE)
-        if not self._accept_paused_until:
-            for listener in self.listeners:
-                if listener.transport != 'udp':
-                    self.selector.unregister(listener.sock)
-        self._accept_paused_until = time.time() + ACCEPT_PAUSE
+        self.listeners.pause_accepting(time.time() + ACCEPT_PAUSE)
 
     def _add_connection(self, sock: socket.socket, peer: str, host: str, tls: bool, syslog: bool = False,
                         sender: str = '') -> None:
@@ -385,13 +359,6 @@ class Server:
             if self.counters.bytes_received == before:
                 return
 
-    def close_listeners(self) -> None:
-        for listener in self.listeners:
-            if not self._accept_paused_until or listener.transport == 'udp':
-                self.selector.unregister(listener.sock)
-            listener.sock.close()
-        self.listeners = []
-
     def drain(self) -> None:
         """At stop: read what the clients have already sent, then close them.
 
@@ -400,10 +367,9 @@ class Server:
         one client that never stops sending cannot starve the others.
         """
         deadline = time.time() + DRAIN_SECONDS
-        for listener in self.listeners:
-            if listener.transport == 'udp':
-                self._drain_datagrams(listener, deadline)
-        self.close_listeners()
+        for listener in self.listeners.datagram_listeners():
+            self._drain_datagrams(listener, deadline)
+        self.listeners.close()
         reading = []
         for connection in list(self.connections.values()):
             if connection in self.handshakes.pending:
