@@ -15,6 +15,7 @@ from loghogd.pipeline import LoopPass
 from loghogd.processor import Processor
 from loghogd.reporting import RateLimitedReporter
 from loghogd.stats import Counters
+from loghogd.wakeup import MAX_SLEEP, NEVER, seconds_until
 from loghogd.writer import Writer
 from tests.support.daemon import facilities_conf
 
@@ -115,3 +116,9 @@ def test_a_reload_keeps_the_lines_held_for_a_changed_facility_until_a_pass_write
     assert daemon.counters.messages_dropped_unwritable == 0
     daemon.loop_pass.close(time.time())
     assert descriptors_on(daemon.path) == []
+
+
+def test_the_loop_sleeps_until_the_earliest_due_time_and_at_most_an_hour():
+    assert seconds_until([NEVER, 12.5, 3.0]) == 3.0
+    assert seconds_until([NEVER, -2.0]) == 0.0
+    assert seconds_until([NEVER]) == seconds_until([]) == MAX_SLEEP == 3600.0
