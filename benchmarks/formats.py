@@ -17,7 +17,8 @@ from typing import List, Tuple
 from loghog.protocol import encode_payload
 from loghogd.facilities import load_facilities
 from loghogd.processor import Processor, ReceiveClock
-from loghogd.stats import Counters, RateLimitedReporter
+from loghogd.reporting import RateLimitedReporter
+from loghogd.stats import Counters
 from loghogd.writer import Writer
 
 STYLES = {'classic': '', 'rfc3339': 'format = rfc3339\n', 'json': 'format = json\n',
