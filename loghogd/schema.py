@@ -111,7 +111,7 @@ OPTIONS: Tuple[Option, ...] = (
           '`.log`, so this file never meets an application\'s directory', shown='`<logdir>/loghogd.log`'),
     _conf('log', 'backup_count', '14', _at_least(0), 'rotated daemon logs to keep (0 or more)'),
     _conf('log', 'when', 'daily', parse_log_when,
-          'when the daemon log rotates: any `rotate` schedule below except `size`'),
+          'when the daemon log rotates: any `rotate` schedule except `size`'),
     _conf('log', 'level', 'INFO', parse_log_level,
           '`DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL` (any case)'),
 
@@ -195,7 +195,9 @@ OPTIONS: Tuple[Option, ...] = (
     _conf('format', 'multiline', CLASSIC.multiline, lambda raw: parse_option('multiline', raw),
           '%s: how a line feed in a body is written (`classic`, `rfc3339`)' % _choices(MULTILINES)),
 
-    _facility('rotate', None, parse_rotate, 'when the file rotates: see below', required=True),
+    _facility('rotate', None, parse_rotate,
+              'when the file rotates: a named schedule such as `daily`, five cron fields, or `size` (see Rotation '
+              'schedules)', required=True),
     _facility('backup_count', None, _at_least(0), 'rotated files to keep; older ones are deleted', required=True),
     _facility('max_size', '', _optional(parse_size),
               'also rotate before the file would grow past this size; required with `rotate = size`',
@@ -205,7 +207,7 @@ OPTIONS: Tuple[Option, ...] = (
               'hold at most this many records in memory before writing them; 1 writes each record before the '
               'next read', inherited=True),
     _facility('file_per_host', 'no', parse_bool,
-              '`yes`: one file per sending host, `<hostname>@<module>.log` (see below)', inherited=True),
+              '`yes`: one file per sending host, `<hostname>@<module>.log`', inherited=True),
     _facility('max_hosts', '10000', _at_least(1),
               'with `file_per_host`, at most this many host files per facility; a record from a further host is '
               "refused (counted as `too_many_hosts`, reported with the peer's address)", inherited=True),
@@ -279,4 +281,4 @@ class Values:
 
 if __name__ == '__main__':
     from loghogd.schemadocs import main
-    main()
+    raise SystemExit(main())
