@@ -196,8 +196,8 @@ OPTIONS: Tuple[Option, ...] = (
           '%s: how a line feed in a body is written (`classic`, `rfc3339`)' % _choices(MULTILINES)),
 
     _facility('rotate', None, parse_rotate,
-              'when the file rotates: a named schedule such as `daily`, five cron fields, or `size` (see Rotation '
-              'schedules)', required=True),
+              'when the file rotates: a named schedule such as `daily`, five cron fields, or `size` (see '
+              '[Rotation schedules](#rotation-schedules-rotate-log-when))', required=True),
     _facility('backup_count', None, _at_least(0), 'rotated files to keep; older ones are deleted', required=True),
     _facility('max_size', '', _optional(parse_size),
               'also rotate before the file would grow past this size; required with `rotate = size`',
