@@ -13,7 +13,7 @@ from typing import Dict, Optional, Tuple
 
 from loghogd.formats import CLASSIC, OPTIONS, LineFormat
 from loghogd.ini import ConfigError, check_range, parse_seconds, read_ini  # noqa: F401 (re-exported)
-from loghogd.schema import LOGHOGD_CONF, Values, default, names, sections
+from loghogd.schema import LOGHOGD_CONF, Values, default, keys_of, sections
 from loghogd.values import COMPRESSOR_LEVELS
 
 FRAME_HEADER_SIZE = 8
@@ -108,7 +108,7 @@ def load_config(path: str) -> Config:
     for section in ini.parser.sections():
         if section not in known:
             raise ini.error(section, '', 'unknown section (known sections: %s)' % ', '.join(known))
-        ini.check_keys(section, names(LOGHOGD_CONF, section))
+        ini.check_keys(section, keys_of(LOGHOGD_CONF, section))
     main = _main_config(Values(ini, LOGHOGD_CONF, 'main'))
     return Config(
         path=ini.path,

@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 from loghogd.formats import CLASSIC, OPTIONS, LineFormat
 from loghogd.ini import IniFile, read_ini
 from loghogd.schedule import RotationSchedule
-from loghogd.schema import FACILITIES_CONF, FACILITY, Values, default, names, option
+from loghogd.schema import FACILITIES_CONF, FACILITY, Values, default, keys_of, option
 
 ROOT = 'root'
 
@@ -76,7 +76,7 @@ NAME_PART = re.compile(r'[A-Za-z0-9_-][A-Za-z0-9._-]*')
 MAX_PART_LENGTH = 128
 MAX_MODULE_LENGTH = 150
 """So that '<64-char host>@<module>.log.<27-char stamp>.xz.tmp' fits a 255-byte file name."""
-KEYS = names(FACILITIES_CONF, FACILITY)
+KEYS = keys_of(FACILITIES_CONF, FACILITY)
 SETTINGS = [key for key in KEYS if key not in ('rotate', 'backup_count', *OPTIONS)]
 """The keys that are Facility fields of the same name."""
 

@@ -234,7 +234,7 @@ def sections(file: str) -> List[str]:
     return [section for (in_file, section) in SECTIONS if in_file == file]
 
 
-def names(file: str, section: str) -> List[str]:
+def keys_of(file: str, section: str) -> List[str]:
     """The keys `section` of `file` may hold, in the docs' order."""
     return [option.name for option in OPTIONS if (option.file, option.section) == (file, section)]
 

@@ -61,7 +61,7 @@ def test_loaders_read_exactly_the_schemas_keys(tmp_path: Path, monkeypatch: pyte
 
 def test_facility_fields_are_schema_keys() -> None:
     fields = set(Facility.__dataclass_fields__) - {'app_id', 'module', 'line_format'}
-    assert fields <= set(schema.names(FACILITIES_CONF, FACILITY))
+    assert fields <= set(schema.keys_of(FACILITIES_CONF, FACILITY))
 
 
 def test_writing_each_default_gives_what_leaving_it_out_gives(tmp_path: Path) -> None:
