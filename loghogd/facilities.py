@@ -7,31 +7,34 @@ a configured facility, so the most specific section wins.
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, Optional, Tuple, TypeVar
+from typing import Any, Dict, Iterator, Optional, Tuple
 
-from loghogd.config import IniFile, parse_bool, parse_int, read_ini
-from loghogd.formats import CLASSIC, OPTIONS, LineFormat, parse_option
-from loghogd.schedule import RotationSchedule, parse_age, parse_rotate, parse_size
+from loghogd.formats import CLASSIC, OPTIONS, LineFormat
+from loghogd.ini import IniFile, read_ini
+from loghogd.schedule import RotationSchedule
+from loghogd.schema import FACILITIES_CONF, FACILITY, Values, default, keys_of, option
 
 ROOT = 'root'
 
-T = TypeVar('T')
+
+def _default(key: str) -> Any:
+    return default(FACILITIES_CONF, FACILITY, key)
 
 
 @dataclass(frozen=True)
 class Facility:
-    """Where and how one application module's records are kept."""
+    """Where and how one application module's records are kept; the field defaults are the schema's."""
     app_id: str
     module: str
     rotate: RotationSchedule
     backup_count: int
-    max_size: Optional[int] = None
-    max_age: Optional[float] = None
-    flush_every: int = 1
-    file_per_host: bool = False
-    secret: Optional[str] = None
-    sync: bool = False
-    max_hosts: int = 10000
+    max_size: Optional[int] = _default('max_size')
+    max_age: Optional[float] = _default('max_age')
+    flush_every: int = _default('flush_every')
+    file_per_host: bool = _default('file_per_host')
+    secret: Optional[str] = _default('secret')
+    sync: bool = _default('sync')
+    max_hosts: int = _default('max_hosts')
     line_format: LineFormat = CLASSIC
 
     @property
@@ -73,9 +76,9 @@ NAME_PART = re.compile(r'[A-Za-z0-9_-][A-Za-z0-9._-]*')
 MAX_PART_LENGTH = 128
 MAX_MODULE_LENGTH = 150
 """So that '<64-char host>@<module>.log.<27-char stamp>.xz.tmp' fits a 255-byte file name."""
-KEYS = ['rotate', 'backup_count', 'max_size', 'max_age', 'flush_every', 'file_per_host', 'secret', 'sync',
-        'max_hosts', *OPTIONS]
-INHERITED = ('max_size', 'max_age', 'flush_every', 'file_per_host', 'secret', 'sync', 'max_hosts')
+KEYS = keys_of(FACILITIES_CONF, FACILITY)
+SETTINGS = [key for key in KEYS if key not in ('rotate', 'backup_count', *OPTIONS)]
+"""The keys that are Facility fields of the same name."""
 
 
 def load_facilities(path: str, line_format: LineFormat = CLASSIC) -> Facilities:
@@ -137,29 +140,14 @@ def check_name_part(part: str, what: str) -> None:
 
 def _facility(ini: IniFile, section: str, name: Tuple[str, str], root: Optional[Facility],
               line_format: LineFormat) -> Facility:
-    values = ini.parser[section]
-
-    def get(key: str, converter: Callable[[str], T]) -> T:
-        return ini.convert(section, key, values[key].strip(), converter)
-
-    for key in ('rotate', 'backup_count'):
-        if key not in values:
-            raise ini.error(section, key, 'required for every facility')
-    settings = {key: getattr(root, key) for key in INHERITED} if root else {}
-    converters: Dict[str, Callable[[str], object]] = {
-        'max_size': lambda raw: parse_size(raw) if raw else None,
-        'max_age': lambda raw: parse_age(raw) if raw else None,
-        'flush_every': lambda raw: parse_int(raw, 1),
-        'file_per_host': parse_bool,
-        'secret': lambda raw: raw or None,
-        'sync': parse_bool,
-        'max_hosts': lambda raw: parse_int(raw, 1),
-    }
-    settings.update({key: get(key, converter) for key, converter in converters.items() if key in values})
-    rotate = get('rotate', parse_rotate)
-    if rotate.size_only and settings.get('max_size') is None:
-        raise ini.error(section, 'rotate', "'size' needs max_size (bytes) in this section or the app's root")
-    given = {key: get(key, lambda raw, key=key: parse_option(key, raw)) for key in OPTIONS if key in values}
+    values = Values(ini, FACILITIES_CONF, FACILITY, section, root)
+    for key in KEYS:
+        if option(FACILITIES_CONF, FACILITY, key).required and not values.given(key):
+            raise values.error(key, 'required for every facility')
+    settings = {key: values[key] for key in SETTINGS}
+    rotate = values['rotate']
+    if rotate.size_only and settings['max_size'] is None:
+        raise values.error('rotate', "'size' needs max_size (bytes) in this section or the app's root")
+    given = {key: values[key] for key in OPTIONS if values.given(key)}
     settings['line_format'] = dataclasses.replace(root.line_format if root else line_format, **given)
-    return Facility(app_id=name[0], module=name[1], rotate=rotate,
-                    backup_count=get('backup_count', lambda raw: parse_int(raw, 0)), **settings)
+    return Facility(app_id=name[0], module=name[1], rotate=rotate, backup_count=values['backup_count'], **settings)
