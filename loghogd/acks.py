@@ -166,7 +166,12 @@ class AckJournal:
         return bool(self._files)
 
     def write_intent(self) -> None:
-        """Before the pass's lines are written: where they go and what they hold."""
+        """Before the pass's lines are written: where they go and what they hold.
+
+        Staging a file can rotate it: a write that would take it past
+        max_size rotates it first (the writer's on_full), so the offsets are
+        those of the file the lines will go to.
+        """
         files = {}
         sync = False
         for logfile, ranges in self._files.items():
