@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loghogd.facilities import load_facilities
+from loghogd.pipeline import LoopPass
 from loghogd.processor import Processor
 from loghogd.reporting import RateLimitedReporter
 from loghogd.stats import Counters
@@ -32,6 +33,7 @@ class Harness:
         reporter = RateLimitedReporter()
         self.writer = Writer(self.logdir, self.counters, reporter)
         processor = Processor(load_facilities(path), self.writer, self.counters, reporter, MAX_SIZE)
+        self.loop_pass = LoopPass(processor, self.writer)
         self.input = SyslogInput(processor, self.counters, reporter, MAX_SIZE)
 
     def handled(self) -> int:
@@ -44,7 +46,7 @@ class Harness:
             self.input.stream_data(framer, data[start:stop], kind, '192.0.2.7:514', '192.0.2.7', 1e9, PREFIX)
             start = stop
         self.input.stream_end(framer, kind, '192.0.2.7:514', '192.0.2.7', 1e9, PREFIX)
-        self.writer.flush(1e9, force=True)
+        self.loop_pass.finish(1e9, force=True)
 
     def lines(self, relative: str):
         try:
@@ -93,7 +95,7 @@ def test_oversize_messages_are_cut_written_and_counted_and_the_peer_goes_on(harn
     big = b'<14>app: ' + b'x' * (2 * MAX_SIZE)
     harness.stream(big + b'\n%d ' % len(big) + big + b'<14>app: after\n', cuts=range(0, 5 * MAX_SIZE, 1000))
     harness.input.datagram(big, '192.0.2.7:1', '192.0.2.7', 1e9, PREFIX)
-    harness.writer.flush(1e9, force=True)
+    harness.loop_pass.finish(1e9, force=True)
     written = bodies(harness.lines('app/root.log'))
     assert written == ['x' * (MAX_SIZE - 9)] * 2 + ['after', 'x' * (MAX_SIZE - 9)]
     assert harness.counters.syslog_truncated_by_listener == {'tcp': 2, 'udp': 1}
