@@ -17,6 +17,7 @@ Message = Tuple[bytes, bool]
 """A message's bytes and whether they were cut to the limit."""
 
 _DIGITS = re.compile(rb'[0-9]{1,%d}' % (MAX_LENGTH_DIGITS + 1))
+_OCTET_COUNT = re.compile(rb'[0-9]{1,%d} ' % MAX_LENGTH_DIGITS).match
 _EMPTY = (b'', b'\r')
 
 
@@ -74,52 +75,57 @@ class SyslogFramer:
     def _split(self, buffer: bytes, messages: List[Message]) -> int:
         """Append the messages in `buffer` and return where its unfinished part starts."""
         max_size = self.max_size
-        position = 0
         end = len(buffer)
         scanned = self._scanned
         self._need = 0
         self._scanned = -1
+        position = self._skip(buffer, 0)
+        append = messages.append
         while position < end:
-            if self._skip_bytes:
-                step = min(self._skip_bytes, end - position)
-                self._skip_bytes -= step
-                position += step
-                continue
-            if self._skip_line:
-                newline = buffer.find(b'\n', position)
-                if newline < 0:
-                    return end
-                self._skip_line = False
-                position = newline + 1
+            counted = _OCTET_COUNT(buffer, position)
+            if counted is not None:
+                start = counted.end()
+                length = int(buffer[position:start - 1])
+                keep = length if length <= max_size else max_size
+                if end - start < keep:
+                    self._need = start + keep - position
+                    return position
+                position = start + keep
+                append((buffer[start:position], length > keep))
+                if length > keep:
+                    self._skip_bytes = length - keep
+                    position = self._skip(buffer, position)
                 continue
             if 0x30 <= buffer[position] <= 0x39:
-                digits = _DIGITS.match(buffer, position)
-                stop = digits.end()
+                stop = _DIGITS.match(buffer, position).end()
                 if stop == end and stop - position <= MAX_LENGTH_DIGITS:
                     return position
-                if stop - position <= MAX_LENGTH_DIGITS and buffer[stop] == 0x20:
-                    length = int(buffer[position:stop])
-                    start = stop + 1
-                    keep = min(length, max_size)
-                    if end - start < keep:
-                        self._need = start + keep - position
-                        return position
-                    messages.append((buffer[start:start + keep], length > max_size))
-                    self._skip_bytes = length - keep
-                    position = start + keep
-                    continue
             newline = buffer.find(b'\n', position + max(scanned, 0))
             scanned = -1
             if newline < 0 or newline - position > max_size:
                 if end - position <= max_size:
                     self._scanned = end - position
                     return position
-                messages.append((buffer[position:position + max_size], True))
+                append((buffer[position:position + max_size], True))
                 self._skip_line = newline < 0
                 position = end if newline < 0 else newline + 1
                 continue
             message = buffer[position:newline]
             if message not in _EMPTY:
-                messages.append((message, False))
+                append((message, False))
             position = newline + 1
+        return position
+
+    def _skip(self, buffer: bytes, position: int) -> int:
+        """Where `buffer` goes on after what is left of a message cut to the limit."""
+        if self._skip_bytes:
+            step = min(self._skip_bytes, len(buffer) - position)
+            self._skip_bytes -= step
+            return position + step
+        if self._skip_line:
+            newline = buffer.find(b'\n', position)
+            if newline < 0:
+                return len(buffer)
+            self._skip_line = False
+            return newline + 1
         return position
