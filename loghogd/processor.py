@@ -13,7 +13,7 @@ from loghogd.ackmarks import client_owner, parse_ack_fields
 from loghogd.acks import AckJournal
 from loghogd.facilities import MAX_MODULE_LENGTH, ROOT, Facilities, Facility
 from loghogd.formats import Clock, Formatter, LineFormat, Render, classic_host, escape_controls
-from loghogd.record import Record, loghog_record
+from loghogd.record import RecordRun, loghog_record
 from loghogd.reporting import RateLimitedReporter, peer_text
 from loghogd.stats import Counters
 from loghogd.writer import LogFile, TooManyHosts, Writer
@@ -204,33 +204,40 @@ class Processor:
                     self._evicted(peer, evicted)
                 self.writer.write_this_pass(logfile)
 
-    def process_records(self, records: Iterable[Record], peer: str, now: float, prefix: str) -> None:
+    def process_records(self, runs: Iterable[RecordRun], peer: str, now: float, prefix: str) -> None:
         """Queue a line for every record of an input that cannot be signed (syslog); count and report the rest.
 
-        A facility with a `secret` takes only signed records, so these are
-        rejected there as `unsigned`.
+        Records come in runs that share one route (record.py), and the
+        classic lines of a run are queued as one string. A facility with a
+        `secret` takes only signed records, so these are rejected there as
+        `unsigned`.
         """
         if self._routes_generation != self.writer.generation:
             self._routes.clear()
             self._routes_generation = self.writer.generation
         accepted = self.counters.accepted_by_facility
-        for record in records:
+        for app_id, module, host, bodies, records in runs:
             try:
-                route = self._routes.get((record.app_id, record.module, record.host))
+                route = self._routes.get((app_id, module, host))
                 if route is None:
-                    route = self._route(record.app_id, record.module, record.host)
+                    route = self._route(app_id, module, host)
                 facility, logfile, host_text, name, render = route
                 if facility.secret is not None:
                     raise Rejected('unsigned', '%s takes only signed records, and syslog cannot be signed'
                                    % facility.name, facility.app_id)
             except Rejected as rejected:
-                self._reject(rejected.reason, str(rejected), peer, rejected.app_id)
+                for _body in bodies:
+                    self._reject(rejected.reason, str(rejected), peer, rejected.app_id)
                 continue
             if render is None:
-                self.writer.queue(logfile, prefix + host_text + escape_controls(record.body) + '\n', now)
+                if not ''.join(bodies).isprintable():
+                    bodies = [escape_controls(body) for body in bodies]
+                head = prefix + host_text
+                self.writer.queue(logfile, head + ('\n' + head).join(bodies) + '\n', now)
             else:
-                self.writer.queue(logfile, render(record), now)
-            accepted[name] += 1
+                for record in records():
+                    self.writer.queue(logfile, render(record), now)
+            accepted[name] += len(bodies)
 
     def _route(self, app_id: str, module: str, hostname: str
                ) -> Tuple[Facility, LogFile, str, str, Optional[Render]]:

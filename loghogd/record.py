@@ -7,7 +7,7 @@ when the sender did not give it, and a format leaves out what is None.
 """
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 
 @dataclass
@@ -64,3 +64,9 @@ def loghog_record(message: Dict[str, Any], host: str, received: float, peer: Opt
     sent = stamp + nsecs / 1e9 if -MAX_STAMP < stamp < MAX_STAMP and 0 <= nsecs < 10 ** 9 else None
     return Record(message['app_id'], message['module'], host, message['body'], received, sent=sent, peer=peer,
                   client_id=client_id, seq=seq)
+
+
+RecordRun = Tuple[str, str, str, List[str], Callable[[], List[Record]]]
+"""Records in a row with one app_id, module and host: those three, the bodies
+(all the classic line takes), and a function that makes the full Records
+(for the other formats), so that the common case makes no Record at all."""

@@ -9,14 +9,13 @@ truncated by listener kind.
 """
 
 import logging
-from typing import Iterator, List
+from typing import List
 
 from loghogd.processor import Processor
-from loghogd.record import Record
 from loghogd.reporting import RateLimitedReporter
 from loghogd.stats import Counters
 from loghogd.syslog_framer import Message, SyslogFramer
-from loghogd.syslog_parser import SyslogError, parse_syslog
+from loghogd.syslog_parser import parse_runs
 
 LISTENER_KINDS = ('udp', 'tcp', 'tls')
 
@@ -64,18 +63,15 @@ class SyslogInput:
     def _process(self, messages: List[Message], kind: str, peer: str, peer_host: str, now: float,
                  prefix: str) -> None:
         self.counters.syslog_messages_by_listener[kind] += len(messages)
-        self.processor.process_records(self._records(messages, kind, peer, peer_host, now), peer, now, prefix)
-
-    def _records(self, messages: List[Message], kind: str, peer: str, peer_host: str,
-                 now: float) -> Iterator[Record]:
-        for data, truncated in messages:
-            if truncated:
-                self.counters.syslog_truncated_by_listener[kind] += 1
-                self.reporter.report('syslog-truncated', logging.WARNING, 'cut a syslog message from %s to '
-                                     'max_message_size (%d bytes) and wrote it', peer, self.max_message_size)
-            try:
-                yield parse_syslog(data, now, peer_host)
-            except SyslogError as error:
-                self.counters.reject(error.reason)
-                self.reporter.report('reject:' + error.reason, logging.WARNING,
-                                     'rejected a message from %s (%s): %s', peer, error.reason, error)
+        cut = sum(truncated for _data, truncated in messages)
+        if cut:
+            self.counters.syslog_truncated_by_listener[kind] += cut
+        for _ in range(cut):
+            self.reporter.report('syslog-truncated', logging.WARNING, 'cut a syslog message from %s to '
+                                 'max_message_size (%d bytes) and wrote it', peer, self.max_message_size)
+        runs, errors = parse_runs([data for data, _truncated in messages], now, peer_host)
+        for error in errors:
+            self.counters.reject(error.reason)
+            self.reporter.report('reject:' + error.reason, logging.WARNING,
+                                 'rejected a message from %s (%s): %s', peer, error.reason, error)
+        self.processor.process_records(runs, peer, now, prefix)

@@ -17,10 +17,10 @@ import datetime
 import functools
 import re
 import time
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from loghogd.facilities import ROOT
-from loghogd.record import Record, SyslogFields
+from loghogd.record import Record, RecordRun, SyslogFields
 
 MAX_PRI = 191
 TRAILING_JUNK = '\r\n\0'
@@ -31,6 +31,9 @@ YEAR_GUESS_STEP = 3600
 """A 3164 timestamp's year is guessed from the receive time to the hour."""
 
 _PRI = re.compile(r'<([0-9]{1,3})>')
+_COMMON_RFC5424 = re.compile(r'<(?:[0-9]{1,2}|0[0-9]{2}|1[0-8][0-9]|19[01])>1 [!-~]+ ([!-~]+ [!-~]+ [!-~]+ [!-~]+) '
+                             r'-(?: |\Z)\ufeff? ?(.*)', re.S)
+"""The shape most 5424 senders use (printable ASCII header, no structured data): HOSTNAME to MSGID, and MSG."""
 _RFC5424_HEADER = re.compile(r'<([0-9]{1,3})>1 (\S+) (\S+) (\S+) (\S+) (\S+)(?: |\Z)')
 _RFC3339 = re.compile(r'([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?'
                       r'(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))')
@@ -65,6 +68,63 @@ def parse_syslog(data: bytes, received: float, peer_host: str) -> Record:
         raise SyslogError('message does not start with <PRI> (%r)' % text[:20])
     facility, severity = _facility_and_severity(pri.group(1))
     return _rfc3164(text, pri.end(), facility, severity, received, peer_host)
+
+
+def parse_runs(messages: Sequence[bytes], received: float, peer_host: str
+               ) -> Tuple[List[RecordRun], List[SyslogError]]:
+    """The Records parse_syslog makes of `messages`, in runs that go to one place, made only when asked for.
+
+    The classic line needs only each run's app_id, module, host and bodies:
+    the common RFC 5424 shape is read by one pattern without converting its
+    timestamp, and a message whose header fields are those of the one
+    before joins its run at once; any other message goes through
+    parse_syslog. Returns the runs in order, and the SyslogError of every
+    message that is not syslog.
+    """
+    runs: List[Tuple[str, str, str, List[str]]] = []
+    starts = []
+    errors = []
+    last_fields = None
+    bodies: List[str] = []
+    for index, data in enumerate(messages):
+        text = data.decode('utf-8', 'replace').rstrip(TRAILING_JUNK)
+        common = _COMMON_RFC5424.match(text)
+        if common is not None:
+            fields, body = common.groups()
+            if fields == last_fields:
+                bodies.append(body)
+                continue
+            hostname, app_name, _procid, msgid = fields.split(' ')
+            key = (app_name if app_name != NIL else '', msgid if msgid != NIL else ROOT,
+                   hostname if hostname != NIL else peer_host)
+            last_fields = fields
+        else:
+            try:
+                record = parse_syslog(data, received, peer_host)
+            except SyslogError as error:
+                errors.append(error)
+                continue
+            key, body, last_fields = (record.app_id, record.module, record.host), record.body, None
+        if runs and runs[-1][:3] == key:
+            runs[-1][3].append(body)
+        else:
+            bodies = [body]
+            runs.append(key + (bodies,))
+            starts.append(index)
+    ends = starts[1:] + [len(messages)]
+    return [run + (functools.partial(_records, messages[start:end], received, peer_host),)
+            for run, start, end in zip(runs, starts, ends)], errors
+
+
+def _records(messages: Sequence[bytes], received: float, peer_host: str) -> List[Record]:
+    """The Records of a run's messages; those that are not syslog were counted when the run was made."""
+    records = []
+    for data in messages:
+        try:
+            records.append(parse_syslog(data, received, peer_host))
+        except SyslogError:
+            continue
+    return records
 
 
 def _facility_and_severity(pri: str) -> Tuple[int, int]:

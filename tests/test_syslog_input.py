@@ -91,6 +91,16 @@ def test_unknown_apps_signed_facilities_and_non_syslog_are_rejected_and_counted(
     assert harness.lines('signed/root.log') == []
 
 
+def test_a_run_of_messages_to_one_place_is_written_and_counted_message_by_message(harness):
+    harness.stream(b''.join(b'<13>1 2026-12-01T12:00:0%dZ web1 app 7 - - line %d\n' % (n, n) for n in range(3))
+                   + b'<13>1 - web1 signed - - - x\n' * 2 + b'<14>app: after\n')
+    assert bodies(harness.lines('app/root.log')) == ['line 0', 'line 1', 'line 2', 'after']
+    assert [line.split(' - ')[1] for line in harness.lines('app/root.log')] == ['web1'] * 3 + ['192.0.2.7']
+    assert all(line.startswith(PREFIX) for line in harness.lines('app/root.log'))
+    assert harness.counters.accepted_by_facility == {'app:root': 4}
+    assert harness.counters.rejected_by_reason == {'unsigned': 2}
+
+
 def test_oversize_messages_are_cut_written_and_counted_and_the_peer_goes_on(harness):
     big = b'<14>app: ' + b'x' * (2 * MAX_SIZE)
     harness.stream(big + b'\n%d ' % len(big) + big + b'<14>app: after\n', cuts=range(0, 5 * MAX_SIZE, 1000))

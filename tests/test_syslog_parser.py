@@ -2,13 +2,14 @@
 
 import calendar
 import time
+from typing import List
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loghogd.record import Record, SyslogFields
-from loghogd.syslog_parser import SyslogError, parse_syslog
+from loghogd.syslog_parser import SyslogError, parse_runs, parse_syslog
 
 RECEIVED = calendar.timegm((2026, 12, 1, 12, 0, 0))
 PEER = '192.0.2.7'
@@ -141,3 +142,64 @@ def test_the_cached_timestamp_path_agrees_with_the_full_rfc3339_pattern(stamp):
     from loghogd.syslog_parser import _RFC3339, _rfc3339_match_seconds, _rfc3339_seconds
     match = _RFC3339.fullmatch(stamp)
     assert _rfc3339_seconds(stamp) == (None if match is None else _rfc3339_match_seconds(match))
+
+
+common_pieces = st.sampled_from([
+    '<13>1 ', '<134>1 ', '<191>1 ', '<192>1 ', '<007>1 ', '<0>1 ', '<1000>1 ', '- ', '-', '2026-12-01T12:00:00.5Z ',
+    'web-01.example.com ', 'app ', 'ID47 ', '4242 ', '[a@1 b="c"] ', '[a@1] ', '[', ']', ' ', '  ', '\ufeff', '\ufeff ',
+    'é ', '\x1c', '\t', '\x00', '\n', '\r', 'text', ' text', '"', '\\', '\udcff', ':'])
+header_fields = ['-', 'h', 'app', 'ID47', '4242', '2026-12-01T12:00:00.5Z', '[x]', '"', '<13>1'] * 4 + [
+    'é', 'a\x1cb', '', 'a b', '\udcff']
+common_shapes = st.builds(
+    lambda pri, fields, data, rest: '<%s>1 %s %s' % (pri, ' '.join(fields), data) + rest,
+    st.sampled_from(['13', '134', '191', '007', '0', '99'] * 3 + ['192', '200', '1000', '']),
+    st.lists(st.sampled_from(header_fields), min_size=5, max_size=5) | st.lists(st.sampled_from(header_fields)),
+    st.sampled_from(['-', '- ', '-  ', '- \ufeff', '- \ufeff ', '-\ufeff', '--', '[a@1 b="c"] ', '[a@1]']),
+    st.lists(common_pieces, max_size=8).map(''.join))
+
+
+def assert_runs_say_what_the_records_say(messages: List[bytes]) -> None:
+    expected, failures = [], 0
+    for data in messages:
+        try:
+            expected.append(parse(data))
+        except SyslogError:
+            failures += 1
+    runs, errors = parse_runs(messages, RECEIVED, PEER)
+    assert [(app_id, module, host, body) for app_id, module, host, bodies, _ in runs for body in bodies] == [
+        (record.app_id, record.module, record.host, record.body) for record in expected]
+    assert [record for *_, records in runs for record in records()] == expected
+    assert len(errors) == failures and all(isinstance(error, SyslogError) for error in errors)
+    assert all(bodies for _, _, _, bodies, _ in runs)
+    assert all(before[:3] != after[:3] for before, after in zip(runs, runs[1:]))
+
+
+def streams_of(messages: st.SearchStrategy) -> st.SearchStrategy:
+    """Lists of messages where the same few come again and again, as from one sender."""
+    return st.lists(messages.map(lambda text: text.encode('utf-8', 'surrogatepass')), min_size=1, max_size=4).flatmap(
+        lambda pool: st.lists(st.sampled_from(pool), max_size=12))
+
+
+@given(streams_of(common_shapes))
+@settings(max_examples=1500)
+def test_the_runs_of_near_common_rfc5424_say_what_the_full_records_say(messages):
+    assert_runs_say_what_the_records_say(messages)
+
+
+@given(streams_of(st.one_of(st.lists(common_pieces, max_size=16), st.lists(pieces, max_size=16)).map(''.join))
+       | st.lists(st.binary(max_size=120), max_size=6))
+@settings(max_examples=1000)
+def test_the_runs_of_any_bytes_say_what_the_full_records_say(messages):
+    assert_runs_say_what_the_records_say(messages)
+
+
+def test_the_common_rfc5424_shape_needs_no_full_parse(monkeypatch):
+    monkeypatch.setattr('loghogd.syslog_parser.parse_syslog', None)
+    runs, errors = parse_runs([
+        b'<134>1 2026-12-01T12:00:00.123456Z web-01.example.com bench - - - GET /api 200',
+        b'<134>1 2026-12-01T12:00:00.123457Z web-01.example.com bench - - - GET /api 404\n',
+        b'<13>1 - - app 12 ID47 - \xef\xbb\xbf x\r\n',
+        b'<191>1 - h - - - -'], RECEIVED, PEER)
+    assert [run[:4] for run in runs] == [('bench', 'root', 'web-01.example.com', ['GET /api 200', 'GET /api 404']),
+                                         ('app', 'ID47', PEER, ['x']), ('', 'root', 'h', [''])]
+    assert errors == []
