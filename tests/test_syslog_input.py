@@ -1,5 +1,6 @@
 """Syslog through the processor in-process: routing, the classic line, and every message counted once."""
 
+import json
 import os
 
 import pytest
@@ -18,7 +19,7 @@ from tests.support.daemon import bodies, facilities_conf
 MAX_SIZE = 8192
 PREFIX = '2026-12-01 12:00:00.000000 - '
 FACILITIES = facilities_conf({'app': {}, 'app:ID47': {}, 'shop': {}, 'signed': {'secret': 'sekrit'},
-                               'perhost': {'file_per_host': 'yes'}})
+                               'perhost': {'file_per_host': 'yes'}, 'js': {'format': 'json'}})
 
 
 class Harness:
@@ -99,6 +100,15 @@ def test_a_run_of_messages_to_one_place_is_written_and_counted_message_by_messag
     assert all(line.startswith(PREFIX) for line in harness.lines('app/root.log'))
     assert harness.counters.accepted_by_facility == {'app:root': 4}
     assert harness.counters.rejected_by_reason == {'unsigned': 2}
+
+
+def test_a_run_keeps_each_record_for_other_formats_and_escapes_controls_in_the_classic_line(harness):
+    harness.stream(b'<13>1 2026-12-01T12:00:00Z web1 js 7 - - one\n<13>1 2026-12-01T12:00:01Z web1 js 7 - - two\n'
+                   b'<13>1 - web1 app - - - plain\n<13>1 - web1 app - - - bell\x07 esc\x1b[2J\n')
+    records = [json.loads(line) for line in harness.lines('js/root.log')]
+    assert [(record['message'], record['sent'][17:19]) for record in records] == [('one', '00'), ('two', '01')]
+    assert [record['syslog']['procid'] for record in records] == ['7', '7']
+    assert bodies(harness.lines('app/root.log')) == ['plain', 'bell\\x07 esc\\x1b[2J']
 
 
 def test_oversize_messages_are_cut_written_and_counted_and_the_peer_goes_on(harness):
