@@ -9,6 +9,7 @@ truncated by listener kind.
 """
 
 import logging
+from operator import itemgetter
 from typing import List
 
 from loghogd.processor import Processor
@@ -63,13 +64,13 @@ class SyslogInput:
     def _process(self, messages: List[Message], kind: str, peer: str, peer_host: str, now: float,
                  prefix: str) -> None:
         self.counters.syslog_messages_by_listener[kind] += len(messages)
-        cut = sum(truncated for _data, truncated in messages)
+        cut = sum(map(itemgetter(1), messages))
         if cut:
             self.counters.syslog_truncated_by_listener[kind] += cut
         for _ in range(cut):
             self.reporter.report('syslog-truncated', logging.WARNING, 'cut a syslog message from %s to '
                                  'max_message_size (%d bytes) and wrote it', peer, self.max_message_size)
-        runs, errors = parse_runs([data for data, _truncated in messages], now, peer_host)
+        runs, errors = parse_runs(list(map(itemgetter(0), messages)), now, peer_host)
         for error in errors:
             self.counters.reject(error.reason)
             self.reporter.report('reject:' + error.reason, logging.WARNING,
