@@ -1,4 +1,4 @@
-"""One syslog message (RFC 5424 or RFC 3164, told apart per message) to a Record; no I/O.
+"""Syslog messages (RFC 5424 or RFC 3164, told apart per message) to Records or to runs of lines; no I/O.
 
 Real senders bend both RFCs, so the parser accepts what rsyslog accepts:
 a 3164 message without a timestamp or a hostname (Python's SysLogHandler
