@@ -71,7 +71,7 @@ def test_routing_rejections_and_status_counters(daemon):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.sendto(b'<14>app: ' + b'y' * 20000, ('127.0.0.1', daemon.ports['syslog-udp']))
     assert bodies(daemon.wait_for_lines('app/ID47.log', 1), host='web1') == ['one']
-    assert bodies(daemon.wait_for_lines('perhost/web2-root.log', 1), host='web2') == ['per host']
+    assert bodies(daemon.wait_for_lines('perhost/web2@root.log', 1), host='web2') == ['per host']
     wait_for(lambda: daemon.stats()['rejected_by_reason'].get('truncated') == 1, what='the cut-off message')
     stats = daemon.stats()
     assert stats['rejected_by_reason'] == {'unknown_app': 1, 'unsigned': 1, 'bad_syslog': 1, 'truncated': 1}
