@@ -99,7 +99,7 @@ class Consumer:
         acks = self.processor.acks
         done = []
         for name, waiting in self.unacked.items():
-            highest = acks.highest(JOURNAL_PREFIX + name)
+            highest = acks.seq_to_ack(JOURNAL_PREFIX + name)
             while waiting and waiting[0][0] <= highest:
                 done.append(waiting.popleft()[1])
         if done:
