@@ -77,14 +77,8 @@ def parse_filters(raw: str) -> Tuple[str, ...]:
 def _connection(values: Any) -> NatsConnection:
     if not values.given('nats_servers'):
         raise values.error('nats_servers', 'required in this section')
-    connection = NatsConnection(
-        servers=values['nats_servers'],
-        stream=values['stream'],
-        credentials=values['credentials'],
-        tls_ca=values['tls_ca'],
-        tls_cert=values['tls_cert'],
-        tls_key=values['tls_key'],
-    )
+    connection = NatsConnection(servers=values['nats_servers'],
+                                **{key: values[key] for key in ('stream', 'credentials', 'tls_ca', 'tls_cert', 'tls_key')})
     if (connection.tls_cert is None) != (connection.tls_key is None):
         key = 'tls_key' if connection.tls_key is None else 'tls_cert'
         raise values.error(key, 'tls_cert and tls_key go together')
