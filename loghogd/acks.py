@@ -67,6 +67,8 @@ class AckJournal:
         self._drops_at_intent: Dict[LogFile, int] = {}
         self._rejected: Dict[object, Tuple[str, int]] = {}
         self._owed: Dict[str, Ranges] = {}
+        self._handled: Dict[str, Ranges] = {}
+        self._streaming: Dict[str, Ranges] = {}
         self._caps: Dict[str, int] = {}
         self._intent_journaled = True
         self._torn = False
@@ -116,8 +118,11 @@ class AckJournal:
         """Some records of `client_id` are held or owed: its ACK is due once they are written."""
         return client_id in self._caps
 
-    def note(self, client_id: str, seq: int, logfile: LogFile, owner: str) -> int:
-        """`seq` was accepted and queued for `logfile`; returns how many client ids were evicted for it."""
+    def note(self, client_id: str, seq: int, logfile: Optional[LogFile], owner: str) -> int:
+        """`seq` was accepted and queued for `logfile` (None: handled without a file, e.g. forwarded).
+
+        Returns how many client ids were evicted for it.
+        """
         evicted = 0
         mark = self.marks.get(client_id)
         if mark is None:
@@ -137,8 +142,44 @@ class AckJournal:
             remove_from_ranges(owed, seq)
             if not owed:
                 del self._owed[client_id]
-        add_to_ranges(self._files.setdefault(logfile, {}).setdefault(client_id, []), seq)
+        group = self._files.setdefault(logfile, {}) if logfile is not None else self._handled
+        add_to_ranges(group.setdefault(client_id, []), seq)
         return evicted
+
+    def hold(self, client_id: str, seq: int) -> None:
+        """`seq` waits for the stream (forwarded, JetStream has not acknowledged it): no ACK covers it yet."""
+        add_range(self._streaming.setdefault(client_id, []), seq, seq)
+
+    def release(self, client_id: str, seq: int) -> bool:
+        """JetStream has `seq`; True when the client's acknowledgement may now move on."""
+        held = self._streaming.get(client_id)
+        if held is None or not in_ranges(held, seq):
+            return False
+        remove_from_ranges(held, seq)
+        if not held:
+            del self._streaming[client_id]
+        return True
+
+    def refresh_caps(self) -> None:
+        """After releases: what each client may be acknowledged up to."""
+        self._caps = self._acknowledgeable()
+
+    def expect_redelivery(self, client_id: str, first: int, last: int) -> None:
+        """A stream consumer's `first`..`last` went to an earlier run and may come again, out of order.
+
+        The ones above the highest handled were not handled: they stay so
+        (as gaps) however high later records take the mark, which a snapshot
+        makes survive a crash.
+        """
+        mark = self.marks.get(client_id)
+        if mark is None:
+            mark = self.marks[client_id] = ClientMark(owner=client_id, seen=self.clock())
+            self.owners[client_id] += 1
+        if last <= mark.high:
+            return
+        mark.gaps.update(range(max(first, mark.high + 1), last + 1))
+        mark.high = last
+        self._compact()
 
     def _bind(self, mark: ClientMark, owner: str) -> None:
         self.owners[mark.owner] -= 1
@@ -163,7 +204,7 @@ class AckJournal:
 
     @property
     def pending(self) -> bool:
-        return bool(self._files)
+        return bool(self._files or self._handled)
 
     def write_intent(self) -> None:
         """Before the pass's lines are written: where they go and what they hold.
@@ -184,7 +225,9 @@ class AckJournal:
         self._drops_at_intent = {logfile: logfile.drops for logfile in self._files}
         owners = {client_id: self.marks[client_id].owner for ranges in self._files.values() for client_id in ranges
                   if client_id in self.marks}
-        record = {'time': self.clock(), 'files': files, 'owners': owners}
+        owners.update((client_id, self.marks[client_id].owner) for client_id in self._handled
+                      if client_id in self.marks)
+        record = {'time': self.clock(), 'files': files, 'handled': self._handled, 'owners': owners}
         self._intent_journaled = self._append(
             b'I ' + json.dumps(record, separators=(',', ':')).encode('ascii') + b'\n', sync)
 
@@ -217,8 +260,10 @@ class AckJournal:
                                           else b'C\n', sync):
             waiting = {logfile: ranges for logfile, ranges in self._files.items()
                        if not self._dropped_since_intent(logfile)}
+        elif journaled:
+            self._handled = {}
         self._files = waiting
-        if self._caps or waiting or dropped:
+        if self._caps or waiting or dropped or self._handled or self._streaming:
             self._caps = self._acknowledgeable()
         if self._size > COMPACT_BYTES and not self._caps:
             self._compact()
@@ -230,7 +275,7 @@ class AckJournal:
     def _acknowledgeable(self) -> Dict[str, int]:
         """Per client with records held or owed, the highest seq below all of them."""
         lowest: Dict[str, int] = {}
-        for group in [*self._files.values(), self._owed]:
+        for group in [*self._files.values(), self._handled, self._owed, self._streaming]:
             for client_id, ranges in group.items():
                 first = min(first for first, _last in ranges)
                 lowest[client_id] = min(lowest.get(client_id, first), first)
@@ -308,7 +353,7 @@ class AckJournal:
     def _apply(self, intent: Dict[str, object], verify: bool, unwritten: Iterable[str] = ()) -> None:
         seen = intent.get('time', 0.0)
         owners = intent.get('owners', {})
-        written = []
+        written = [intent.get('handled', {})]
         lost = []
         for path, (before, after, ranges) in intent.get('files', {}).items():
             if path in unwritten or (verify and not _complete_or_truncated(self.logdir, path, before, after)):

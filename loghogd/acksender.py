@@ -48,5 +48,6 @@ class AckSender:
             connection.ack_out = connection.ack_out[sent:]
             if not connection.ack_out:
                 self.counters.acks_sent += 1
-                if seq_to_ack(connection.ack_client, connection) <= connection.ack_sent:
+                if seq_to_ack(connection.ack_client, connection) <= connection.ack_sent and \
+                        not acks.waiting_for_disk(connection.ack_client):
                     del owed[connection]

@@ -14,6 +14,7 @@ from typing import Dict, Optional, Tuple
 from loghogd.formats import CLASSIC, OPTIONS, LineFormat
 from loghogd.ini import ConfigError, check_range, parse_seconds, read_ini  # noqa: F401 (re-exported)
 from loghogd.schema import LOGHOGD_CONF, Values, default, keys_of, sections
+from loghogd.streamconfig import ConsumeConfig, ForwardConfig, consume_config, forward_config
 from loghogd.values import COMPRESSOR_LEVELS
 
 FRAME_HEADER_SIZE = 8
@@ -95,6 +96,8 @@ class Config:
     server: ServerConfig
     stats: StatsConfig
     line_format: LineFormat = CLASSIC
+    forward: Optional[ForwardConfig] = None
+    consume: Optional[ConsumeConfig] = None
 
 
 def load_config(path: str) -> Config:
@@ -118,6 +121,8 @@ def load_config(path: str) -> Config:
         server=_server_config(Values(ini, LOGHOGD_CONF, 'server')),
         stats=StatsConfig(prometheus_textfile=Values(ini, LOGHOGD_CONF, 'stats')['prometheus_textfile']),
         line_format=_line_format(Values(ini, LOGHOGD_CONF, 'format')),
+        forward=forward_config(Values(ini, LOGHOGD_CONF, 'forward')) if ini.parser.has_section('forward') else None,
+        consume=consume_config(Values(ini, LOGHOGD_CONF, 'consume')) if ini.parser.has_section('consume') else None,
     )
 
 

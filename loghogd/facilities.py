@@ -35,6 +35,8 @@ class Facility:
     secret: Optional[str] = _default('secret')
     sync: bool = _default('sync')
     max_hosts: int = _default('max_hosts')
+    write: bool = _default('write')
+    forward: bool = _default('forward')
     line_format: LineFormat = CLASSIC
 
     @property
@@ -148,6 +150,8 @@ def _facility(ini: IniFile, section: str, name: Tuple[str, str], root: Optional[
     rotate = values['rotate']
     if rotate.size_only and settings['max_size'] is None:
         raise values.error('rotate', "'size' needs max_size (bytes) in this section or the app's root")
+    if not settings['write'] and not settings['forward']:
+        raise values.error('write', 'with write = no the facility must forward = yes, or its records go nowhere')
     given = {key: values[key] for key in OPTIONS if values.given(key)}
     settings['line_format'] = dataclasses.replace(root.line_format if root else line_format, **given)
     return Facility(app_id=name[0], module=name[1], rotate=rotate, backup_count=values['backup_count'], **settings)

@@ -19,6 +19,7 @@ from loghogd.listeners import ServerError
 from loghogd.ownership import hand_over
 from loghogd.service import HANDLED_SIGNALS, Service, stats_path
 from loghogd.status import format_status
+from loghogd.streamlinks import check_facilities
 from loghogd.writer import make_dirs
 
 DEFAULT_CONFIG = '/etc/loghogd/loghogd.conf'
@@ -247,6 +248,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         config = load_config(arguments.config)
         facilities = load_facilities(config.main.facilities_config, config.line_format)
+        check_facilities(config, facilities)
     except ConfigError as error:
         print('loghogd: %s' % error, file=sys.stderr)
         return 2

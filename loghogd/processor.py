@@ -6,7 +6,7 @@ counted under its reason and reported (rate-limited) with the peer address.
 
 import json
 import logging
-from typing import Dict, Iterable, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, Optional, Set, Tuple
 
 from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, Frame, FrameError, inflate, signature_matches
 from loghogd.ackmarks import client_owner, parse_ack_fields
@@ -17,6 +17,9 @@ from loghogd.record import RecordRun, loghog_record
 from loghogd.reporting import RateLimitedReporter, peer_text
 from loghogd.stats import Counters
 from loghogd.writer import LogFile, TooManyHosts, Writer
+
+if TYPE_CHECKING:
+    from loghogd.forward import Forwarder
 
 log = logging.getLogger('loghogd')
 
@@ -127,12 +130,13 @@ class Processor:
         self.reporter = reporter
         self.max_message_size = max_message_size
         self.facilities = facilities
-        self._routes: Dict[Tuple[str, str, str], Tuple[Facility, LogFile, str, str, Optional[Render]]] = {}
+        self._routes: Dict[Tuple[str, str, str], Tuple[Facility, Optional[LogFile], str, str, Optional[Render]]] = {}
         self._formatters: Dict[LineFormat, Formatter] = {}
         self._routes_generation = writer.generation
         self.acks: Optional[AckJournal] = None
         self._told_signature_unused: Set[str] = set()
         self.ack_targets: Dict[object, str] = {}
+        self.forwarder: Optional['Forwarder'] = None
 
     def set_facilities(self, facilities: Facilities) -> None:
         """Take a reloaded facilities.conf into use for the next message."""
@@ -188,6 +192,20 @@ class Processor:
             except FrameError as error:
                 self._reject(error.reason, str(error), peer)
                 continue
+            if facility.forward and not self.forwarder.offer(
+                    loghog_record(message, hostname, now, peer, client_id, seq if client_id is not None else None),
+                    facility):
+                self._reject('forward_queue_full', 'the forward queue is full', peer, app_id)
+                if client_id is not None:
+                    acks.note_rejected(ack_target, client_id, seq)
+                continue
+            if logfile is None:
+                accepted[name] += 1
+                if client_id is not None:
+                    evicted = acks.note(client_id, seq, None, owner)
+                    if evicted:
+                        self._evicted(peer, evicted)
+                continue
             if render is None:
                 body = message['body']
                 if 92 in payload or 127 in payload or not payload.isascii():
@@ -203,6 +221,8 @@ class Processor:
                 if evicted:
                     self._evicted(peer, evicted)
                 self.writer.write_this_pass(logfile)
+        if self.forwarder is not None:
+            self._flush_forwarded()
 
     def process_records(self, runs: Iterable[RecordRun], peer: str, now: float, prefix: str) -> None:
         """Queue a line for every record of an input that cannot be signed (syslog); count and report the rest.
@@ -229,6 +249,15 @@ class Processor:
                 for _body in bodies:
                     self._reject(rejected.reason, str(rejected), peer, rejected.app_id)
                 continue
+            count = len(bodies)
+            if facility.forward:
+                for record in records():
+                    if not self.forwarder.offer(record, facility):
+                        count -= 1
+                        self._reject('forward_queue_full', 'the forward queue is full', peer, facility.app_id)
+            if logfile is None:
+                accepted[name] += count
+                continue
             if render is None:
                 if not ''.join(bodies).isprintable():
                     bodies = [escape_controls(body) for body in bodies]
@@ -237,15 +266,55 @@ class Processor:
             else:
                 for record in records():
                     self.writer.queue(logfile, render(record), now)
-            accepted[name] += len(bodies)
+            accepted[name] += count
+        if self.forwarder is not None:
+            self._flush_forwarded()
+
+    def _flush_forwarded(self) -> None:
+        """The forward queue is written before the pass's journal; what the disk refused is rejected."""
+        for _refused in range(self.forwarder.flush()):
+            self.counters.reject('forward_queue_full')
+
+    def process_stream_record(self, record: Record, prefix: str, now: float, client_id: str, seq: int) -> None:
+        """Queue the line of a record from the stream, noted in the journal as `client_id`'s `seq`.
+
+        A record the writer refuses is noted as handled too: JetStream must
+        not deliver it again.
+        """
+        if self._routes_generation != self.writer.generation:
+            self._routes.clear()
+            self._routes_generation = self.writer.generation
+        try:
+            route = self._routes.get((record.app_id, record.module, record.host))
+            if route is None:
+                route = self._route(record.app_id, record.module, record.host)
+            facility, logfile, host_text, name, render = route
+            if logfile is None:
+                raise Rejected('not_written', 'facility %s has write = no' % facility.name, facility.app_id)
+        except Rejected as rejected:
+            self._reject(rejected.reason, str(rejected), 'stream', rejected.app_id)
+            self.acks.note(client_id, seq, None, client_id)
+            return
+        if render is None:
+            self.writer.queue(logfile, prefix + host_text + escape_controls(record.body) + '\n', now)
+        else:
+            self.writer.queue(logfile, render(record), now)
+        self.counters.accepted_by_facility[name] += 1
+        self.acks.note(client_id, seq, logfile, client_id)
+        self.writer.write_this_pass(logfile)
+
+    def note_unreadable(self, reason: str, detail: str, peer: str, client_id: str, seq: int) -> None:
+        """Count and report a stream message that is no record; handled, so not delivered again."""
+        self._reject(reason, detail, peer)
+        self.acks.note(client_id, seq, None, client_id)
 
     def _route(self, app_id: str, module: str, hostname: str
-               ) -> Tuple[Facility, LogFile, str, str, Optional[Render]]:
+               ) -> Tuple[Facility, Optional[LogFile], str, str, Optional[Render]]:
         facility = self.facilities.lookup(app_id, lookup_module(module))
         if facility is None:
             raise Rejected('unknown_app', 'no facility for app %s' % peer_text(app_id), peer_text(app_id))
         try:
-            logfile = self.writer.file_for(facility, hostname)
+            logfile = self.writer.file_for(facility, hostname) if facility.write else None
         except TooManyHosts as error:
             raise Rejected('too_many_hosts', str(error), facility.app_id) from None
         route = (facility, logfile, classic_host(hostname) + ' - ', facility.name, self._render(facility.line_format))

@@ -15,6 +15,7 @@ from loghog.protocol import DEFAULT_MAX_MESSAGE_SIZE
 from loghogd.formats import CLASSIC, FORMATS, MULTILINES, TIMES, TIMEZONES, parse_option
 from loghogd.ini import IniFile, parse_bool, parse_int, parse_port, parse_seconds, resolve_path
 from loghogd.schedule import parse_age, parse_rotate, parse_size
+from loghogd.streamconfig import parse_filters, parse_name, parse_prefix, parse_servers
 from loghogd.values import (parse_addresses, parse_buffer_size, parse_client_cert, parse_compressor_format,
                             parse_log_level, parse_log_when, parse_max_message_size, parse_path,
                             parse_required_path, parse_user, size_text)
@@ -79,6 +80,22 @@ def _choices(values: Tuple[str, ...]) -> str:
     return ', '.join('`%s`' % value for value in values[:-1]) + ' or `%s`' % values[-1]
 
 
+def _nats_connection(section: str) -> Tuple[Option, ...]:
+    """The keys [forward] and [consume] share: where NATS is and how to prove who we are."""
+    return (
+        _conf(section, 'nats_servers', None, parse_servers,
+              'NATS server URLs, comma separated: `nats://10.0.0.1:4222, nats://10.0.0.2:4222` (`tls://` for '
+              'TLS, or plain `host:port`)', required=True),
+        _conf(section, 'stream', 'LOGHOG', parse_name,
+              'the JetStream stream (letters, digits, `_`, `-`); it must exist, see '
+              '[scaling.md](scaling.md#the-stream)'),
+        _path(section, 'credentials', '', 'a NATS credentials file (`.creds`: user JWT and NKey seed); empty: none'),
+        _path(section, 'tls_ca', '', "CA bundle that signs the NATS servers' certificates; empty: the system's"),
+        _path(section, 'tls_cert', '', 'client certificate for NATS servers that require one (with `tls_key`)'),
+        _path(section, 'tls_key', '', 'the key of `tls_cert`'),
+    )
+
+
 SECTIONS: Dict[Tuple[str, str], str] = {
     (LOGHOGD_CONF, 'main'): '',
     (LOGHOGD_CONF, 'log'): "loghogd's own messages (they also go to stderr in the foreground)",
@@ -88,6 +105,10 @@ SECTIONS: Dict[Tuple[str, str], str] = {
     (LOGHOGD_CONF, 'format'): 'the line format of every facility that does not set its own (a facility\'s keys '
                               'of the same names override these; see [formats.md](formats.md) for each format\'s '
                               'grammar and an example line)',
+    (LOGHOGD_CONF, 'forward'): 'the optional JetStream link, edge side: off unless the section is present; '
+                               'needs the Python package `nats-py` (see [scaling.md](scaling.md))',
+    (LOGHOGD_CONF, 'consume'): 'the optional JetStream link, writer side: off unless the section is present; '
+                               'needs the Python package `nats-py` (see [scaling.md](scaling.md))',
     (FACILITIES_CONF, FACILITY): '',
 }
 """Each section's one-line description, in the order the docs list them."""
@@ -195,6 +216,17 @@ OPTIONS: Tuple[Option, ...] = (
     _conf('format', 'multiline', CLASSIC.multiline, lambda raw: parse_option('multiline', raw),
           '%s: how a line feed in a body is written (`classic`, `rfc3339`)' % _choices(MULTILINES)),
 
+    *(option for section in ('forward', 'consume') for option in _nats_connection(section)),
+    _conf('forward', 'subject_prefix', 'loghog', parse_prefix,
+          'records go to subject `<prefix>.<app>.<module>`, from the facility\'s configured names'),
+    _conf('forward', 'max_queue_bytes', '1G', parse_size,
+          'bytes of records that may wait in `<workdir>/forward-queue` for JetStream; past it, records are '
+          'rejected (`forward_queue_full`)'),
+    _conf('consume', 'durable', 'loghogd', parse_name, 'the name of the durable consumer (one per writer group)'),
+    _conf('consume', 'subjects', '', parse_filters,
+          'subject filters, comma separated (`loghog.web.>, loghog.shop.>`); empty: the whole stream. With '
+          'several, one consumer `<durable>-1`, `<durable>-2`, ... per filter'),
+
     _facility('rotate', None, parse_rotate,
               'when the file rotates: a named schedule such as `daily`, five cron fields, or `size` (see '
               '[Rotation schedules](#rotation-schedules-rotate-log-when))', required=True),
@@ -215,6 +247,12 @@ OPTIONS: Tuple[Option, ...] = (
               'records must be signed (HMAC-MD5) with this shared secret; leading and trailing spaces are not '
               'part of it', inherited=True),
     _facility('sync', 'no', parse_bool, '`yes`: fsync the file after each write', inherited=True),
+    _facility('write', 'yes', parse_bool,
+              '`no`: write no file for this facility (an edge that only forwards); needs `forward = yes`',
+              inherited=True),
+    _facility('forward', 'no', parse_bool,
+              '`yes`: publish every accepted record to JetStream (needs a `[forward]` section); an acknowledged '
+              'record is acknowledged to its client only once JetStream has it', inherited=True),
     *(_facility(key, None, lambda raw, key=key: parse_option(key, raw),
                 'as `%s` of `[format]`, for this facility; a change on reload applies to new lines and is logged'
                 % key, inherited=True, shown='`[format]` of loghogd.conf')

@@ -27,6 +27,7 @@ from loghogd.rotation import Rotator
 from loghogd.server import Server
 from loghogd.stats import Counters, prometheus_text
 from loghogd.status import write_json_atomically
+from loghogd.streamlinks import StreamLinks, check_facilities
 from loghogd.syslog_server import make_syslog_tls_context
 from loghogd.wakeup import seconds_until
 from loghogd.writer import Writer, make_dirs
@@ -60,6 +61,7 @@ class Service:
         if config.server.listen_syslog_tls:
             self.server.syslog_tls_context = make_syslog_tls_context(config.server, make_tls_context)
         self.rotator = Rotator(config, facilities, self.writer, self.counters)
+        self.stream_links = StreamLinks(config, self.processor)
         self._signals: List[int] = []
         self._wakeup_pair: Optional[tuple] = None
         self._stats_due = 0.0
@@ -98,11 +100,14 @@ class Service:
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT, then drain the clients and flush (start() has run the rotator's start)."""
+        self.stream_links.start(self._wakeup_pair[1] if self._wakeup_pair else None)
         log.info('loghogd %d ready', os.getpid())
         self.server.run(self._between_passes)
         log.info('stopping: reading what connected clients already sent')
         self.server.drain()
         self.loop_pass.close(time.time())
+        self.stream_links.pump(time.time())
+        self.stream_links.stop()
         self.rotator.stop()
         self._write_stats()
         self.reporter.flush(everything=True)
@@ -126,6 +131,8 @@ class Service:
             self._write_stats()
             self._stats_due = now + STATS_INTERVAL
         self.reporter.flush()
+        if self.stream_links.pump(now):
+            return 0.0
         return seconds_until((self.server.next_wakeup(now), self._stats_due - now, self.rotator.next_wakeup(now),
                               self.reporter.next_flush()))
 
@@ -152,6 +159,7 @@ class Service:
                 handler.close()
         try:
             facilities = load_facilities(self.config.main.facilities_config, self.config.line_format)
+            check_facilities(self.config, facilities)
         except ConfigError as error:
             log.error('reload failed, keeping the facilities in force: %s', error)
         else:
@@ -186,6 +194,7 @@ class Service:
     def _write_stats(self) -> Dict[str, object]:
         """Refresh the stats file (for --status) and the Prometheus textfile; return the snapshot."""
         snapshot = self.counters.snapshot()
+        snapshot.update(self.stream_links.counters())
         if self.processor.acks is not None:
             snapshot.update(self.processor.acks.status(ACK_CLIENTS_SHOWN))
         try:

@@ -41,6 +41,17 @@ STATUS_NUMBERS = (
     ('ack_clients_evicted', 'client ids evicted (table full)'),
     ('ack_clients', 'acknowledged-delivery clients'),
     ('signature_unused', 'signatures unused (no secret)'),
+    ('forward_published', 'forwarded: published'),
+    ('forward_acked', 'forwarded: acknowledged by JetStream'),
+    ('forward_duplicates', 'forwarded: duplicates JetStream dropped'),
+    ('forward_in_flight', 'forwarded: in flight'),
+    ('forward_pending_bytes', 'forward queue: bytes pending'),
+    ('forward_unreadable', 'forward queue: unreadable entries'),
+    ('consume_received', 'consumed: received'),
+    ('consume_acked', 'consumed: acknowledged'),
+    ('consume_redelivered', 'consumed: redelivered'),
+    ('consume_duplicates', 'consumed: duplicates dropped'),
+    ('consume_pending', 'consumed: pending'),
 )
 STATUS_WIDTH = 40
 # (snapshot key, label) of the by-key counts in --status, after the rejections

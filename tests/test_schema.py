@@ -52,7 +52,9 @@ def test_loaders_read_exactly_the_schemas_keys(tmp_path: Path, monkeypatch: pyte
 
     monkeypatch.setattr(Values, 'given', given_spy)
     monkeypatch.setattr(Values, '__getitem__', get_spy)
-    (tmp_path / 'loghogd.conf').write_text('', encoding='utf-8')
+    # [forward] and [consume] are read only when present
+    (tmp_path / 'loghogd.conf').write_text('[forward]\nnats_servers = n:4222\n[consume]\nnats_servers = n:4222\n',
+                                           encoding='utf-8')
     (tmp_path / 'facilities.conf').write_text(FACILITIES, encoding='utf-8')
     config = load_config(str(tmp_path / 'loghogd.conf'))
     load_facilities(config.main.facilities_config, config.line_format)
