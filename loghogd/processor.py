@@ -13,7 +13,7 @@ from loghogd.ackmarks import client_owner, parse_ack_fields
 from loghogd.acks import AckJournal
 from loghogd.facilities import MAX_MODULE_LENGTH, ROOT, Facilities, Facility
 from loghogd.formats import Clock, Formatter, LineFormat, Render, classic_host, escape_controls
-from loghogd.record import RecordRun, loghog_record
+from loghogd.record import Record, RecordRun, loghog_record
 from loghogd.reporting import RateLimitedReporter, peer_text
 from loghogd.stats import Counters
 from loghogd.writer import LogFile, TooManyHosts, Writer
