@@ -26,8 +26,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks import ceiling, probe, pyspy, report
 from benchmarks.generator import SenderGroup, SenderSpec, TlsClient
-from benchmarks.loads import (ALL_SERVERS, COOKBOOK, IDLE, LOADS_BY_NAME, LOGHOGD, RSYSLOG, TCP, TLS, UDP, Load,
-                              select_loads)
+from benchmarks.loads import (ALL_SERVERS, COOKBOOK, IDLE, JSON, LOADS_BY_NAME, LOGHOGD, RSYSLOG, TCP, TLS, UDP,
+                              Load, select_loads)
 from benchmarks.servers import (ROOT, Certificates, CookbookServer, LoghogdServer, RsyslogServer, Server,
                                 ServerError, find_rsyslogd, wait_until)
 from benchmarks.workload import WIRE_LOGHOG, RecordCache, loghog_records, split_ranges
@@ -153,7 +153,7 @@ class Bench:
         last_seqs = [part.stop - 1 for part in split_ranges(count, load.connections) if len(part)]
         with server:
             senders = SenderGroup(self.sender_specs(server, load, payloads))
-            watcher = probe.OutputWatcher(server.output_path, count, last_seqs)
+            watcher = probe.OutputWatcher(server.output_path, count, last_seqs, load.line_format == JSON)
             try:
                 figures = self.measure(server, load, count, senders, watcher, profile)
             finally:
@@ -165,7 +165,8 @@ class Bench:
         if senders.errors:
             figures['generator_errors'] = senders.errors
         if check:
-            figures['sequence_check'] = probe.check_sequence(server.output_path, count).describe() \
+            figures['sequence_check'] = probe.check_sequence(server.output_path, count,
+                                                             load.line_format == JSON).describe() \
                 if os.path.exists(server.output_path) else 'no output file'
         discard_output(server.workdir)
         return figures

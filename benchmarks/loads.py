@@ -18,6 +18,10 @@ TLS = 'tls'
 UDP = 'udp'
 IDLE = 'idle'
 
+CLASSIC = 'classic'
+RFC3339 = 'rfc3339'
+JSON = 'json'
+
 UDP_RATE = 50000
 IDLE_CONNECTIONS = 1000
 
@@ -35,6 +39,7 @@ class Load:
     sync: bool = False
     syslog: bool = False
     rate: Optional[int] = None
+    line_format: str = CLASSIC
     default: bool = True
     quick: bool = False
     note: str = ''
@@ -58,6 +63,10 @@ LOADS: Tuple[Load, ...] = (
          note="RFC 5424 octet-counted into loghogd's syslog listener"),
     Load('ack-c1', TCP, 1, (LOGHOGD,), ack=True,
          note='extension 1.1: FLAG_ACK_REQUEST frames, ACKs read back'),
+    Load('format-rfc3339-c1', TCP, 1, (LOGHOGD,), line_format=RFC3339,
+         note='tcp-c1 with the facility at format = rfc3339'),
+    Load('format-json-c1', TCP, 1, (LOGHOGD,), line_format=JSON,
+         note='tcp-c1 with the facility at format = json'),
     Load('ack-sync-c1', TCP, 1, (LOGHOGD,), ack=True, sync=True,
          note='extension 1.1 with the facility at sync = yes'),
 )

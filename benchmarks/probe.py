@@ -1,5 +1,6 @@
 """What the harness reads about a server: /proc figures and its output file."""
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -92,10 +93,10 @@ class OutputWatcher:
     newlines keeps the poll cheap next to the server it measures.
     """
 
-    def __init__(self, path: str, expected: int, last_seqs: Iterable[int]) -> None:
+    def __init__(self, path: str, expected: int, last_seqs: Iterable[int], json_lines: bool = False) -> None:
         self.path = path
         self.expected = expected
-        self._markers = {seq_marker(seq) for seq in last_seqs}
+        self._markers = {seq_marker(seq, json_lines) for seq in last_seqs}
         self._overlap = max((len(marker) for marker in self._markers), default=0)
         self._tail = b''
         self._file = None
@@ -159,7 +160,19 @@ class SequenceCheck:
         return ', '.join('%s %d' % (what, count) for what, count in counts if count)
 
 
-def check_sequence(path: str, expected: int) -> SequenceCheck:
+def record_body(line: bytes, json_lines: bool) -> bytes:
+    """The part of an output line that ends with the record's body: the whole
+    line, or a JSON line's "message" (b'' when the line is not such an object)."""
+    if not json_lines:
+        return line
+    try:
+        message = json.loads(line).get('message')
+    except (ValueError, AttributeError):
+        return b''
+    return message.encode('utf-8') if isinstance(message, str) else b''
+
+
+def check_sequence(path: str, expected: int, json_lines: bool = False) -> SequenceCheck:
     """Count each sequence number 0..expected-1 in the output file."""
     counts = bytearray(expected)
     overflow: Dict[int, int] = {}
@@ -168,7 +181,7 @@ def check_sequence(path: str, expected: int) -> SequenceCheck:
     with open(path, 'rb') as output:
         data = output.read()
     for line in data.split(b'\n')[:-1]:
-        tail = line[-tail_length:]
+        tail = record_body(line, json_lines)[-tail_length:]
         if not tail.startswith(b'seq=') or not tail[4:].isdigit():
             foreign += 1
             continue

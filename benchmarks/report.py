@@ -9,7 +9,7 @@ import os
 import statistics
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from benchmarks.loads import ALL_SERVERS, COOKBOOK, IDLE, LOADS_BY_NAME, LOGHOGD, RSYSLOG, TCP, TLS, UDP
+from benchmarks.loads import ALL_SERVERS, CLASSIC, COOKBOOK, IDLE, LOADS_BY_NAME, LOGHOGD, RSYSLOG, TCP, TLS, UDP
 
 Metric = Tuple[str, str, str]
 """(key in a run's figures, label in the table, format)."""
@@ -176,12 +176,13 @@ def notes(summary: Dict[str, Dict[str, Dict[str, Any]]], runs: List[Dict[str, An
 
 
 def cost_notes(summary: Dict[str, Dict[str, Dict[str, Any]]]) -> List[str]:
-    """What TLS, zlib, signing and acknowledgement cost loghogd against plain TCP at the same C."""
+    """What TLS, zlib, signing, acknowledgement and a line format cost loghogd against
+    plain TCP (classic lines) at the same C, from the same run."""
     lines = []
     for load_name, by_server in summary.items():
         load = LOADS_BY_NAME.get(load_name)
         if load is None or load.transport not in (TCP, TLS) or not (
-                load.transport == TLS or load.compress or load.signed or load.ack):
+                load.transport == TLS or load.compress or load.signed or load.ack or load.line_format != CLASSIC):
             continue
         mine = by_server.get(LOGHOGD, {})
         plain = summary.get('tcp-c%d' % load.connections, {}).get(LOGHOGD, {})

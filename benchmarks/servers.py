@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from benchmarks.loads import COOKBOOK, LOGHOGD, RSYSLOG, TCP, UDP, Load
+from benchmarks.loads import CLASSIC, COOKBOOK, LOGHOGD, RSYSLOG, TCP, UDP, Load
 from benchmarks.workload import APP_ID, SECRET, WIRE_LOGHOG, WIRE_PICKLE, WIRE_SYSLOG
 
 HOST = '127.0.0.1'
@@ -272,6 +272,8 @@ class LoghogdServer(Server):
             lines.append('secret = %s' % SECRET)
         if self.load.sync:
             lines.append('sync = yes')
+        if self.load.line_format != CLASSIC:
+            lines.append('format = %s' % self.load.line_format)
         return '\n'.join(lines) + '\n'
 
 

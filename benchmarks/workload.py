@@ -35,9 +35,10 @@ def body(seq: int) -> str:
                (seq * 2654435761) & 0xffffffff, SEQ_DIGITS, seq))
 
 
-def seq_marker(seq: int) -> bytes:
-    """The bytes that end the output line of record `seq` in every server's file."""
-    return b'seq=%0*d\n' % (SEQ_DIGITS, seq)
+def seq_marker(seq: int, json_lines: bool = False) -> bytes:
+    """The bytes that end record `seq`'s body in every server's file: the line's end,
+    or in a JSON line the closing quote of its "message"."""
+    return b'seq=%0*d%s' % (SEQ_DIGITS, seq, b'"' if json_lines else b'\n')
 
 
 def loghog_records(first: int, count: int, compress: bool = False, signed: bool = False,

@@ -23,7 +23,8 @@ def harness_run(tmp_path_factory):
     """One harness run at tiny N over every server installed here: (stdout, results JSON)."""
     results_dir = str(tmp_path_factory.mktemp('results'))
     command = [sys.executable, '-m', 'benchmarks.harness', '--records', '2000', '--udp-records', '1000',
-               '--cookbook-records', '500', '--repetitions', '1', '--loads', 'tcp-c1,tcp-c4,ack-c1',
+               '--cookbook-records', '500', '--repetitions', '1', '--loads',
+               'tcp-c1,tcp-c4,ack-c1,format-rfc3339-c1,format-json-c1',
                '--servers', ','.join(SERVERS), '--no-install', '--results-dir', results_dir]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -53,6 +54,16 @@ def test_loghogd_gets_every_record_over_tcp_and_in_ack_mode(harness_run):
     assert results['summary']['ack-c1']['loghogd']['delivered_pct'] == 100.0
 
 
+def test_loghogd_gets_every_record_in_rfc3339_and_json_lines_and_the_cost_is_noted(harness_run):
+    stdout, results = harness_run
+    for load in ('format-rfc3339-c1', 'format-json-c1'):
+        figures = results['summary'][load]['loghogd']
+        assert figures['delivered_pct'] == 100.0, (load, figures)
+        assert figures['sequence_check'] == 'exact', (load, figures)
+        assert '%s costs loghogd' % load in stdout
+        assert 'records/s of tcp-c1' in stdout
+
+
 def test_cookbook_receiver_gets_every_record(harness_run):
     assert_tcp_delivered_exactly(harness_run[1]['summary'], 'cookbook')
 
@@ -69,6 +80,28 @@ def test_missing_and_duplicated_records_are_counted(tmp_path):
     check = probe.check_sequence(str(output), 4)
     assert (check.missing, check.duplicated, check.foreign_lines) == (1, 1, 1)
     assert check.describe() == 'missing 1, duplicated 1, other lines 1'
+
+
+def test_json_lines_are_checked_by_their_message(tmp_path):
+    output = tmp_path / 'out.log'
+    lines = [json.dumps({'time': 't', 'message': body(seq), 'peer': '127.0.0.1:1', 'seq': 9}) + '\n'
+             for seq in (0, 2, 2)]
+    output.write_text(''.join(lines) + '{"message": 5}\n[1]\nnot json %s\n' % body(1))
+    check = probe.check_sequence(str(output), 3, json_lines=True)
+    assert (check.missing, check.duplicated, check.foreign_lines) == (1, 1, 3)
+
+
+def test_watcher_finds_the_last_record_inside_a_json_line(tmp_path):
+    output = tmp_path / 'out.log'
+    output.write_text(json.dumps({'message': body(0), 'peer': '127.0.0.1:1'}) + '\n')
+    watcher = probe.OutputWatcher(str(output), 2, last_seqs=[1], json_lines=True)
+    try:
+        assert not watcher.poll()
+        with open(str(output), 'a') as stream:
+            stream.write(json.dumps({'message': body(1), 'peer': '127.0.0.1:1'}) + '\n')
+        assert watcher.poll()
+    finally:
+        watcher.close()
 
 
 def test_watcher_waits_for_the_last_record_of_every_connection(tmp_path):
@@ -108,9 +141,11 @@ def test_stream_loss_is_flagged_but_udp_loss_is_not():
 def test_cost_of_an_option_is_against_plain_tcp_at_the_same_connections():
     summary = {'tcp-c1': {'loghogd': {'records_per_s': 100000.0, 'cpu_per_million': 4.0}},
                'zlib-c1': {'loghogd': {'records_per_s': 50000.0, 'cpu_per_million': 8.0}},
+               'format-json-c1': {'loghogd': {'records_per_s': 80000.0, 'cpu_per_million': 6.0}},
                'tls-c16': {'loghogd': {'records_per_s': 50000.0, 'cpu_per_million': 8.0}}}
     assert report.cost_notes(summary) == [
-        'zlib-c1 costs loghogd +4.00 CPU s per 1M records (2.00x) and runs at 0.50x the records/s of tcp-c1']
+        'zlib-c1 costs loghogd +4.00 CPU s per 1M records (2.00x) and runs at 0.50x the records/s of tcp-c1',
+        'format-json-c1 costs loghogd +2.00 CPU s per 1M records (1.50x) and runs at 0.80x the records/s of tcp-c1']
 
 
 def test_no_cost_note_when_plain_tcp_used_no_measurable_cpu():
