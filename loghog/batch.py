@@ -98,9 +98,10 @@ def _record_array(record: Sequence[Any]) -> List[Any]:
 
 def encode_batch_payload(app_id: str, hostname: str, client_id: Optional[str], first_seq: Optional[int],
                          records: Sequence[Sequence[Any]]) -> bytes:
-    """The JSON of a batch, ASCII only, without MAC or compression."""
+    """The JSON of a batch as UTF-8, without MAC or compression; a lone surrogate becomes '?'."""
     document = [BATCH_MARK, app_id, hostname, client_id, first_seq, [_record_array(r) for r in records]]
-    return json.dumps(document, separators=(',', ':'), allow_nan=False).encode('ascii')
+    text = json.dumps(document, separators=(',', ':'), allow_nan=False, ensure_ascii=False)
+    return text.encode('utf-8', 'replace')
 
 
 def encode_batch(app_id: str, hostname: str, client_id: Optional[str], first_seq: Optional[int],

@@ -676,7 +676,8 @@ def test_acknowledged_records_carry_client_id_and_seq_and_leave_the_queue_on_ack
         assert all(decode_datagram(frame)[0] == FLAG_ACK_REQUEST for frame in frames)
         assert frames[0] == encode_message('demo', logger.name, records[0]['stamp'], records[0]['nsecs'],
                                            handler.hostname, 'acked 0', 'sekrit', False,
-                                           records[0]['client_id'], 1)
+                                           records[0]['client_id'], 1, caps='batch')
+        assert not any('caps' in record for record in records[1:])  # a 1.1 server: version 1 frames go on
         assert handler.acknowledged and handler.dropped_total == 0
     finally:
         server.close()
@@ -865,7 +866,8 @@ def test_client_distribution_is_the_loghog_package_alone_with_no_dependencies(tm
         names = archive.namelist()
         metadata = archive.read(next(name for name in names if name.endswith('/METADATA'))).decode()
     assert sorted(name for name in names if '.dist-info/' not in name) == [
-        'loghog/__init__.py', 'loghog/batch.py', 'loghog/encoder.py', 'loghog/handler.py', 'loghog/outbox.py',
+        'loghog/__init__.py', 'loghog/batch.py', 'loghog/batcher.py', 'loghog/encoder.py', 'loghog/fields.py',
+        'loghog/handler.py', 'loghog/outbox.py',
         'loghog/protocol.py', 'loghog/replay.py', 'loghog/sender.py', 'loghog/servers.py', 'loghog/spool.py',
         'loghog/transport.py']
     assert 'Requires-Dist' not in metadata

@@ -1,0 +1,153 @@
+"""What emit() keeps of a LogRecord: a small tuple of its structured fields.
+
+The tuple is built in the application's thread, so it holds only values
+that cannot change afterwards (str, int, float, bool, None, and copies of
+JSON containers), and it is cheap: a plain record costs a few attribute
+reads. The sender thread turns it into a version-1 frame or a protocol 1.2
+batch record (`wire_array`).
+
+`extra` is every attribute of the record that a standard LogRecord does not
+have (what `logger.info(..., extra={...})` adds) whose value is JSON: str,
+bool, None, an int in the signed 64-bit range, a finite float, or a list or
+dict of those (dict keys str) at most MAX_EXTRA_DEPTH deep. Other values
+are left out, as are attributes past MAX_EXTRA_BYTES of JSON in all.
+"""
+
+import json
+import logging
+import math
+from typing import Any, Dict, List, Optional, Tuple
+
+MAX_EXTRA_BYTES = 4096
+MAX_EXTRA_DEPTH = 8
+MAX_INT = 2 ** 63 - 1
+MIN_INT = -2 ** 63
+_SCALAR_SIZE = 24  # what a number, bool or null counts against MAX_EXTRA_BYTES
+
+STANDARD_ATTRIBUTES = frozenset(logging.LogRecord('', 0, '', 0, '', (), None).__dict__) | {
+    'message', 'asctime', 'taskName'}
+"""A LogRecord's own attributes (taskName is 3.12's), and the two its formatter adds."""
+_PLAIN_SIZE = len(logging.LogRecord('', 0, '', 0, '', (), None).__dict__) + 1  # + message
+
+Fields = Tuple[str, int, int, str, Optional[int], Optional[str], Optional[str], Optional[str], Optional[int],
+               Optional[str], Optional[Dict[str, Any]]]
+"""(module, stamp, nsecs, body, levelno, levelname, exception, stack, pid, thread, extra)."""
+
+
+def record_fields(record: logging.LogRecord, body: str) -> Tuple[Fields, int]:
+    """The fields of a formatted record, and about how many bytes they hold."""
+    module = record.name
+    if type(module) is not str:
+        module = str(module)
+    size = len(module) + len(body)
+    attributes = record.__dict__
+    exception = attributes.get('exc_text') or None
+    stack = attributes.get('stack_info') or None
+    if exception is not None:
+        exception = str(exception)
+        size += len(exception)
+    if stack is not None:
+        stack = str(stack)
+        size += len(stack)
+    extra = None
+    if len(attributes) > _PLAIN_SIZE:
+        extra, extra_size = extra_attributes(attributes)
+        size += extra_size
+    levelno = record.levelno
+    thread = record.threadName
+    pid = record.process
+    return ((module, int(record.created), int(record.msecs * 10**6), body,
+             levelno if type(levelno) is int and MIN_INT <= levelno <= MAX_INT else None,
+             str(record.levelname), exception, stack,
+             pid if type(pid) is int else None, thread if type(thread) is str else None, extra), size)
+
+
+def extra_attributes(attributes: Dict[str, Any]) -> Tuple[Optional[Dict[str, Any]], int]:
+    """The JSON-safe non-standard attributes, within MAX_EXTRA_BYTES, and their size."""
+    extra: Dict[str, Any] = {}
+    size = 0
+    for key, value in attributes.items():
+        if key in STANDARD_ATTRIBUTES or type(key) is not str:
+            continue
+        kind = type(value)
+        if kind is str:
+            cost = len(value) + 2
+        elif value is None or kind is bool or (kind is int and MIN_INT <= value <= MAX_INT) \
+                or (kind is float and math.isfinite(value)):
+            cost = _SCALAR_SIZE
+        elif kind in (list, tuple, dict):
+            value = json_copy(value, MAX_EXTRA_DEPTH)
+            if value is None:
+                continue
+            cost = len(json.dumps(value))
+        else:
+            continue
+        cost += len(key) + 4
+        if size + cost > MAX_EXTRA_BYTES:
+            continue
+        extra[key] = value
+        size += cost
+    return (extra or None), size
+
+
+def json_copy(value: Any, depth: int) -> Any:
+    """A copy of a JSON container made of safe values only, or None when anything in it is not."""
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
+        return value
+    if kind is int:
+        return value if MIN_INT <= value <= MAX_INT else None
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if depth <= 0:
+        return None
+    if kind in (list, tuple):
+        items: List[Any] = []
+        for item in value:
+            copied = json_copy(item, depth - 1)
+            if copied is None and item is not None:
+                return None
+            items.append(copied)
+        return items
+    if kind is dict:
+        mapping: Dict[str, Any] = {}
+        for key, item in value.items():
+            copied = json_copy(item, depth - 1)
+            if type(key) is not str or (copied is None and item is not None):
+                return None
+            mapping[key] = copied
+        return mapping
+    return None
+
+
+def wire_array(fields: Fields) -> List[Any]:
+    """The protocol 1.2 record array of queued fields (trailing nulls are trimmed by the encoder)."""
+    module, stamp, nsecs, body, levelno, levelname, exception, stack, pid, thread, extra = fields
+    return [module, stamp * 1000000 + nsecs // 1000, body, levelno, levelname, exception, stack, pid, thread, extra]
+
+
+def from_wire_array(array: List[Any]) -> Fields:
+    """Queued fields back from a record array (read from the spool); nsecs keeps microseconds."""
+    padded = list(array) + [None] * (10 - len(array))
+    time_us = padded[1]
+    return tuple([padded[0], time_us // 1000000, time_us % 1000000 * 1000, padded[2]] + padded[3:])  # type: ignore
+
+
+def spool_bytes(fields: Fields) -> bytes:
+    """What the spool keeps of a record: its record array as UTF-8 JSON, enough to encode it either way."""
+    array = wire_array(fields)
+    while len(array) > 3 and array[-1] is None:
+        array.pop()
+    return json.dumps(array, separators=(',', ':'), ensure_ascii=False).encode('utf-8', 'replace')
+
+
+def from_spool(data: bytes) -> Optional[Fields]:
+    """The fields of a spooled record, or None when it is not one (a spool of another version)."""
+    try:
+        array = json.loads(data.decode('utf-8'))
+    except ValueError:
+        return None
+    if type(array) is not list or not 3 <= len(array) <= 10 or type(array[0]) is not str \
+            or type(array[1]) is not int or type(array[2]) is not str:
+        return None
+    return from_wire_array(array)
