@@ -39,7 +39,7 @@ class Limits(NamedTuple):
 
 def batch_limits(caps: Optional[Dict[str, Any]]) -> Optional[Limits]:
     """The limits a capabilities ACK allows, or None when the server takes no batches."""
-    if not caps or caps.get('batch') != 1:
+    if not caps or type(caps.get('batch')) is not int or caps['batch'] != 1:
         return None
     size, records = caps.get('max_message_size'), caps.get('max_batch_records')
     if type(size) is not int or type(records) is not int or size < MIN_SERVER_MESSAGE_SIZE or records < 1:
