@@ -1,0 +1,154 @@
+"""Protocol 1.2 batch frames to queued lines (docs/protocol-1.2.md).
+
+A batch holds records of one app from one host, so the work a version 1
+frame does per record is done here once per batch: one decode (msgspec where
+it is installed, see loghogd.batchdecode), one route per module, one MAC
+check per secret. Lines are queued in the batch's order and are the same as
+version 1 lines of the same records. Each record is still counted once,
+accepted, rejected under a reason, or dropped as a duplicate; a batch that
+cannot be decoded at all counts as one rejection, since its records cannot
+be counted.
+"""
+
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
+
+from loghog.batch import CAPS_FIELD, CAPS_REQUEST, MAX_RECORDS, Batch, mac_matches, split_mac
+from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, FrameError, inflate
+from loghogd.acks import CLIENT_ID
+from loghogd.batchdecode import DECODER_NAME, decode
+from loghogd.stats import peer_text
+
+Route = tuple
+"""The processor's (facility, log file, host text, facility name) of a record."""
+
+
+class Refusal(NamedTuple):
+    """Why records are not written: the counter's reason, what to report, the app to count it under."""
+
+    reason: str
+    detail: str
+    app_id: Optional[str] = None
+
+
+class BatchIntake:
+    """The processor's path for FLAG_BATCH frames."""
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+        self.decoder_name = DECODER_NAME
+
+    def capabilities(self) -> Dict[str, int]:
+        """What the first ACK of a connection that asked with `caps` tells the client."""
+        return {'batch': 1, 'max_message_size': self.processor.max_message_size, 'max_batch_records': MAX_RECORDS}
+
+    def process(self, flags: int, payload: bytes, peer: str, now: float, prefix: str, ack_target: object) -> None:
+        """Queue a line for each good record of one batch frame; count every record once."""
+        processor = self.processor
+        processor.counters.batches_received += 1
+        try:
+            if flags & FLAG_ZLIB:
+                payload = inflate(payload, processor.max_message_size)
+            data, received_mac = split_mac(payload, flags)
+            batch, bad = decode(data)
+        except FrameError as error:
+            processor._reject(error.reason, str(error), peer)
+            return
+        client_id = None
+        if flags & FLAG_ACK_REQUEST and ack_target is not None:
+            client_id = batch.client_id
+            if client_id is None or not CLIENT_ID.match(client_id):
+                self._reject_all(batch, None, 'bad_ack_fields', 'batch asks for an ACK without a valid client_id',
+                                 peer)
+                return
+            processor.ack_targets[ack_target] = client_id
+        routes, refusal = self._routes(batch, data, received_mac)
+        if refusal is not None:
+            self._reject_all(batch, client_id, refusal.reason, refusal.detail, peer, refusal.app_id)
+            return
+        if bad:
+            self._report_bad(bad, peer)
+        self._queue(batch, routes, client_id, peer, now, prefix)
+
+    def _routes(self, batch: Batch, data: bytes, received_mac: Optional[bytes]
+                ) -> Tuple[Dict[str, Union[Route, Refusal]], Optional[Refusal]]:
+        """The route of each module in the batch, and a refusal of the whole batch when a MAC is wrong."""
+        processor = self.processor
+        app_id, hostname = batch.app_id, batch.hostname
+        routes: Dict[str, Union[Route, Refusal]] = {}
+        checked: Dict[object, bool] = {}
+        for record in batch.records:
+            if record is None or record.module in routes:
+                continue
+            route = processor.route(app_id, record.module, hostname)
+            if route is None:
+                routes[record.module] = Refusal('unknown_app', 'no facility for app %s' % peer_text(app_id))
+                continue
+            routes[record.module] = route
+            facility = route[0]
+            secret = facility.secret
+            if secret is None:
+                continue
+            matches = checked.get(secret)
+            if matches is None:
+                matches = checked[secret] = mac_matches(secret, data, received_mac)
+            if not matches:
+                what = 'a wrong' if received_mac is not None else 'no'
+                return routes, Refusal('bad_signature', 'batch for %s carries %s MAC' % (facility.name, what),
+                                        facility.app_id)
+        return routes, None
+
+    def _queue(self, batch: Batch, routes: Dict[str, Union[Route, Refusal]], client_id: Optional[str],
+               peer: str, now: float, prefix: str) -> None:
+        processor = self.processor
+        counters = processor.counters
+        accepted = counters.accepted_by_facility
+        dirty = processor.writer.dirty
+        acks = processor.acks
+        first_seq = batch.first_seq or 0
+        seq = 0
+        for index, record in enumerate(batch.records):
+            if client_id is not None:
+                seq = first_seq + index
+                if acks.is_duplicate(client_id, seq):
+                    counters.duplicates_dropped += 1
+                    continue
+            if record is None:  # rejected and reported by _report_bad
+                if client_id is not None:
+                    acks.note(client_id, seq, None)
+                continue
+            route = routes[record.module]
+            if type(route) is Refusal:
+                processor._reject(route.reason, route.detail, peer, route.app_id)
+                if client_id is not None:
+                    acks.note(client_id, seq, None)
+                continue
+            _facility, logfile, host_text, name = route
+            if not logfile.pending and not logfile.unwritten:
+                logfile.first_pending_at = now
+                dirty.append(logfile)
+            logfile.pending.append(prefix + host_text + record.body + '\n')
+            accepted[name] += 1
+            if client_id is not None:
+                acks.note(client_id, seq, logfile)
+                logfile.first_pending_at = 0.0
+
+    def _report_bad(self, bad: List[Tuple[int, str]], peer: str) -> None:
+        for index, detail in bad:
+            self.processor._reject('bad_record', 'batch record %d: %s' % (index, detail), peer)
+
+    def _reject_all(self, batch: Batch, client_id: Optional[str], reason: str, detail: str, peer: str,
+                    app_id: Optional[str] = None) -> None:
+        """Count every record of the batch under `reason` (reported once); with acks, each is handled."""
+        processor = self.processor
+        count = len(batch.records)
+        processor._reject(reason, '%s (%d records)' % (detail, count), peer, app_id, max(count, 1))
+        if client_id is not None and batch.first_seq is not None:
+            acks = processor.acks
+            for seq in range(batch.first_seq, batch.first_seq + count):
+                if not acks.is_duplicate(client_id, seq):
+                    acks.note(client_id, seq, None)
+
+
+def asks_for_caps(message: Dict[str, object]) -> bool:
+    """Whether a version 1 message asks for the server's capabilities (protocol 1.2)."""
+    return message.get(CAPS_FIELD) == CAPS_REQUEST
