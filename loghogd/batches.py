@@ -10,7 +10,7 @@ cannot be decoded at all counts as one rejection, since its records cannot
 be counted.
 """
 
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 from loghog.batch import CAPS_FIELD, CAPS_REQUEST, MAX_RECORDS, Batch, mac_matches, split_mac
 from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, FrameError, inflate
@@ -65,9 +65,7 @@ class BatchIntake:
         if refusal is not None:
             self._reject_all(batch, client_id, refusal.reason, refusal.detail, peer, refusal.app_id)
             return
-        if bad:
-            self._report_bad(bad, peer)
-        self._queue(batch, routes, client_id, peer, now, prefix)
+        self._queue(batch, routes, dict(bad), client_id, peer, now, prefix)
 
     def _routes(self, batch: Batch, data: bytes, received_mac: Optional[bytes]
                 ) -> Tuple[Dict[str, Union[Route, Refusal]], Optional[Refusal]]:
@@ -97,8 +95,8 @@ class BatchIntake:
                                         facility.app_id)
         return routes, None
 
-    def _queue(self, batch: Batch, routes: Dict[str, Union[Route, Refusal]], client_id: Optional[str],
-               peer: str, now: float, prefix: str) -> None:
+    def _queue(self, batch: Batch, routes: Dict[str, Union[Route, Refusal]], bad: Dict[int, str],
+               client_id: Optional[str], peer: str, now: float, prefix: str) -> None:
         processor = self.processor
         counters = processor.counters
         accepted = counters.accepted_by_facility
@@ -112,7 +110,8 @@ class BatchIntake:
                 if acks.is_duplicate(client_id, seq):
                     counters.duplicates_dropped += 1
                     continue
-            if record is None:  # rejected and reported by _report_bad
+            if record is None:
+                processor._reject('bad_record', 'batch record %d: %s' % (index, bad[index]), peer)
                 if client_id is not None:
                     acks.note(client_id, seq, None)
                 continue
@@ -131,10 +130,6 @@ class BatchIntake:
             if client_id is not None:
                 acks.note(client_id, seq, logfile)
                 logfile.first_pending_at = 0.0
-
-    def _report_bad(self, bad: List[Tuple[int, str]], peer: str) -> None:
-        for index, detail in bad:
-            self.processor._reject('bad_record', 'batch record %d: %s' % (index, detail), peer)
 
     def _reject_all(self, batch: Batch, client_id: Optional[str], reason: str, detail: str, peer: str,
                     app_id: Optional[str] = None) -> None:
