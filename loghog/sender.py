@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from loghog.batch import CAPS_REQUEST
 from loghog.batcher import BatchEncoder, Limits, batch_limits
@@ -91,6 +91,7 @@ class Sender:
         self._ack_wait_started: Optional[float] = None
         self._caps_asked = False  # this connection's first frame asked for the server's capabilities
         self._limits: Optional[Limits] = None  # set once the server said it takes batches
+        self._batch_servers: Set[Address] = set()  # servers that took batches before: wait for their answer
         self._holding_big = False
         self._big_in_flight = 0
         self._strikes: Dict[int, int] = {}
@@ -115,7 +116,7 @@ class Sender:
                     continue
                 elif self._switch_to_primary():
                     continue
-                if self.outbox.has_unsent() and self._primary is None:
+                if self.outbox.has_unsent() and self._primary is None and not self._awaiting_caps():
                     self._send_batch()
                 backoff.reset()
                 failing = False
@@ -163,6 +164,12 @@ class Sender:
         self._caps_asked = False
         self._limits = None
 
+    def _awaiting_caps(self) -> bool:
+        """Whether to send nothing but the asking record until the first ACK: after a reconnect to a
+        server that took batches, so that a backlog goes as batches, not as version 1 frames."""
+        return (self.acknowledged and self._caps_asked and not self._connection_acknowledged
+                and self.failover.current in self._batch_servers)
+
     def _report_drops(self, force: bool = False) -> None:
         """Once delivery works again (a connection; an ACK or a send, at most every DROP_REPORT_SECONDS
         while a slow server keeps the queue full): what the outage cost, if anything."""
@@ -192,7 +199,8 @@ class Sender:
     def _wait_for_work(self) -> bool:
         """Wait for records to send or, with records awaiting an ACK, for the server to answer."""
         if self.acknowledged and self.connection is not None and self.outbox.last_in_flight():
-            if self._holding_big or self._primary is not None or not self.outbox.has_unsent():
+            if self._holding_big or self._primary is not None or not self.outbox.has_unsent() \
+                    or self._awaiting_caps():
                 self.connection.wait_readable(ACK_POLL)
             return True
         if self.spool is not None:
@@ -244,6 +252,8 @@ class Sender:
         if acknowledged:
             if not self._connection_acknowledged:
                 self._limits = batch_limits(self.connection.caps)
+                if self._limits is not None:
+                    self._batch_servers.add(self.failover.current)
                 self._debug('%s takes %s' % (self._where(), 'batches (protocol 1.2)' if self._limits
                                              else 'version 1 frames with acknowledgements (protocol 1.1)'))
             self._confirm(acknowledged)
