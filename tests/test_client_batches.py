@@ -202,3 +202,22 @@ def test_whatever_a_record_holds_the_server_decodes_its_batch_and_the_spool_give
     back = from_spool(spool_bytes(fields))
     assert wire_array(back) == list(decoded)
     assert BatchEncoder('app', 'host').frames('c1', [(1, fields)], Limits(1024, 5))
+
+
+def test_a_version_1_record_over_a_11_server_s_max_message_size_is_dropped_after_two_tries(make_handler, capsys):
+    server = Capture(max_size=8192)
+    try:
+        handler = make_handler('shop', '127.0.0.1', server.port, flush_timeout=30.0)
+        logger = logger_for(handler)
+        logger.info('record 0 before')
+        logger.info('huge ' + 'x' * 20000)
+        for number in range(1, 6):
+            logger.info('record %d after', number)
+        handler.close()
+        bodies = [r['body'] for r in server.records()]
+        assert sorted(set(b for b in bodies if b.startswith('record'))) == ['record 0 before'] + [
+            'record %d after' % n for n in range(1, 6)]
+        assert (handler.oversized_total, handler.dropped_total, handler.queued) == (1, 1, 0)
+        assert 'max_message_size' in capsys.readouterr().err
+    finally:
+        server.close()

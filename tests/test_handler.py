@@ -66,8 +66,9 @@ class Capture:
 
     def __init__(self, udp: bool = False, listening: bool = True,
                  tls: Optional[ssl.SSLContext] = None, greeting: bytes = b'', acking: bool = True,
-                 caps: Optional[Dict[str, object]] = None) -> None:
+                 caps: Optional[Dict[str, object]] = None, max_size: int = 1024 * 1024) -> None:
         self.udp = udp
+        self.max_size = max_size  # a bigger frame closes the connection, as loghogd's max_message_size does
         self.caps = caps  # answer a connection asking for capabilities with these (a protocol 1.2 server)
         self.tls = tls
         self.greeting = greeting
@@ -107,7 +108,7 @@ class Capture:
             if self.tls is not None:
                 conn = self.tls.wrap_socket(conn, server_side=True)
             self.peers.append(conn)
-            decoder = StreamDecoder(allowed_flags=BATCH_CLIENT_FLAGS)
+            decoder = StreamDecoder(self.max_size, BATCH_CLIENT_FLAGS)
             answered = False
             while True:
                 data = conn.recv(65536)
@@ -124,6 +125,8 @@ class Capture:
                     else:
                         conn.sendall(encode_ack(seq))
                     answered = True
+                if decoder.error is not None:
+                    break
         except (OSError, ssl.SSLError):
             pass
         finally:
