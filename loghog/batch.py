@@ -44,6 +44,8 @@ MAX_RECORDS = 10000
 MAX_DEPTH = 16
 MAX_INT = 2 ** 63 - 1
 MIN_INT = -2 ** 63
+MAX_TIME_US = 253402300799999999
+"""The last microsecond of 9999-12-31 UTC: a record's time must be a date a line can show (from 1970)."""
 RECORD_FIELDS = ('module', 'time_us', 'body', 'levelno', 'levelname', 'exception', 'stack', 'pid',
                  'thread', 'extra')
 MIN_RECORD_FIELDS = 3
@@ -199,6 +201,8 @@ def check_record(fields: Any) -> BatchRecord:
     module, time_us, body = fields[0], fields[1], fields[2]
     if type(module) is not str or type(time_us) is not int or type(body) is not str:
         raise ValueError('module, time_us and body must be string, int, string')
+    if not 0 <= time_us <= MAX_TIME_US:
+        raise ValueError('time_us is not from 1970 to 9999')
     for index in range(MIN_RECORD_FIELDS, len(fields)):
         value = fields[index]
         if value is not None and type(value) is not _OPTIONAL_TYPES[index - MIN_RECORD_FIELDS]:

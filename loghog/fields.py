@@ -6,6 +6,12 @@ JSON containers), and it is cheap: a plain record costs a few attribute
 reads. The sender thread turns it into a version-1 frame or a protocol 1.2
 batch record (`wire_array`).
 
+`body` is the formatted record without the exception and stack texts that
+a standard Formatter appends to it: those travel as their own fields, and
+`full_body` puts them back (a version 1 frame, the server's classic line).
+A formatter that puts them elsewhere keeps them in the body, and the
+fields are left empty, so the text a line shows never changes.
+
 `extra` is every attribute of the record that a standard LogRecord does not
 have (what `logger.info(..., extra={...})` adds) whose value is JSON: str,
 bool, None, an int in the signed 64-bit range, a finite float, or a list or
@@ -39,16 +45,14 @@ def record_fields(record: logging.LogRecord, body: str) -> Tuple[Fields, int]:
     module = record.name
     if type(module) is not str:
         module = str(module)
-    size = len(module) + len(body)
     attributes = record.__dict__
-    exception = attributes.get('exc_text') or None
     stack = attributes.get('stack_info') or None
-    if exception is not None:
-        exception = str(exception)
-        size += len(exception)
     if stack is not None:
-        stack = str(stack)
-        size += len(stack)
+        body, stack = _split_tail(body, str(stack))
+    exception = attributes.get('exc_text') or None
+    if exception is not None:
+        body, exception = _split_tail(body, str(exception))
+    size = len(module) + len(body) + len(exception or '') + len(stack or '')
     extra = None
     if len(attributes) > _PLAIN_SIZE:
         extra, extra_size = extra_attributes(attributes)
@@ -60,6 +64,23 @@ def record_fields(record: logging.LogRecord, body: str) -> Tuple[Fields, int]:
              levelno if type(levelno) is int and MIN_INT <= levelno <= MAX_INT else None,
              str(record.levelname), exception, stack,
              pid if type(pid) is int else None, thread if type(thread) is str else None, extra), size)
+
+
+def _split_tail(body: str, tail: str) -> Tuple[str, Optional[str]]:
+    """(body without "\n" + tail, tail) when the body ends with it, else (body, None)."""
+    if body.endswith(tail) and body[-len(tail) - 1:-len(tail)] == '\n':
+        return body[:-len(tail) - 1], tail
+    return body, None
+
+
+def full_body(fields: Fields) -> str:
+    """The formatted record as the handler's formatter made it: body, exception, stack."""
+    body, exception, stack = fields[3], fields[6], fields[7]
+    if exception is not None:
+        body = body + '\n' + exception
+    if stack is not None:
+        body = body + '\n' + stack
+    return body
 
 
 def extra_attributes(attributes: Dict[str, Any]) -> Tuple[Optional[Dict[str, Any]], int]:

@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 from loghog.batch import CAPS_REQUEST
 from loghog.batcher import BatchEncoder, Limits, batch_limits
 from loghog.encoder import RecordEncoder
-from loghog.fields import Fields, from_spool, spool_bytes
+from loghog.fields import Fields, from_spool, full_body, spool_bytes
 from loghog.outbox import Outbox
 from loghog.servers import Address, Failover, format_address
 from loghog.spool import Spool
@@ -233,7 +233,8 @@ class Sender:
 
     def _encode(self, seq: int, fields: Fields) -> bytes:
         """A version 1 frame; the first of an acknowledged connection asks for capabilities (protocol 1.2)."""
-        module, stamp, nsecs, body = fields[:4]
+        module, stamp, nsecs = fields[:3]
+        body = full_body(fields)
         if not self.acknowledged:
             return self.encoder.encode(module, stamp, nsecs, body)
         if self._caps_asked or self.batch_encoder is None:

@@ -4,19 +4,18 @@ A batch holds records of one app from one host, so the work a version 1
 frame does per record is done here once per batch: one decode (msgspec where
 it is installed, see loghogd.batchdecode), one route per module, one MAC
 check per secret. Lines are queued in the batch's order and are the same as
-version 1 lines of the same records. Each record is still counted once,
-accepted, rejected under a reason, or dropped as a duplicate; a batch that
-cannot be decoded at all counts as one rejection, since its records cannot
-be counted.
+version 1 lines of the same records. Each record goes through the checks a
+version 1 record does, in the same order, and is counted once: accepted,
+rejected under a reason, or dropped as a duplicate. A batch that cannot be
+decoded at all counts as one rejection, since its records cannot be counted.
 """
 
 from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 from loghog.batch import CAPS_FIELD, CAPS_REQUEST, MAX_RECORDS, Batch, mac_matches, split_mac
 from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, FrameError, inflate
-from loghogd.acks import CLIENT_ID
-from loghogd.batchdecode import DECODER_NAME, decode
-from loghogd.stats import peer_text
+from loghogd.ackmarks import CLIENT_ID, client_owner
+from loghogd.batchdecode import decode
 
 Route = tuple
 """The processor's (facility, log file, host text, facility name) of a record."""
@@ -35,7 +34,6 @@ class BatchIntake:
 
     def __init__(self, processor: Any) -> None:
         self.processor = processor
-        self.decoder_name = DECODER_NAME
 
     def capabilities(self) -> Dict[str, int]:
         """What the first ACK of a connection that asked with `caps` tells the client."""
@@ -53,19 +51,21 @@ class BatchIntake:
         except FrameError as error:
             processor._reject(error.reason, str(error), peer)
             return
-        client_id = None
-        if flags & FLAG_ACK_REQUEST and ack_target is not None:
-            client_id = batch.client_id
-            if client_id is None or not CLIENT_ID.match(client_id):
-                self._reject_all(batch, None, 'bad_ack_fields', 'batch asks for an ACK without a valid client_id',
-                                 peer)
+        acked = None
+        if flags & FLAG_ACK_REQUEST and ack_target is not None and processor.acks is not None:
+            acked = _Acked(processor.acks, ack_target, None)
+        if acked is not None:
+            if batch.client_id is None or not CLIENT_ID.match(batch.client_id):
+                self._reject_all(batch, None, Refusal('bad_ack_fields', 'batch asks for an ACK without a valid '
+                                                      'client_id'), peer)
                 return
-            processor.ack_targets[ack_target] = client_id
+            acked = acked._replace(client_id=batch.client_id)
+            processor.ack_targets[ack_target] = batch.client_id
         routes, refusal = self._routes(batch, data, received_mac)
         if refusal is not None:
-            self._reject_all(batch, client_id, refusal.reason, refusal.detail, peer, refusal.app_id)
+            self._reject_all(batch, acked, refusal, peer)
             return
-        self._queue(batch, routes, dict(bad), client_id, peer, now, prefix)
+        self._queue(batch, routes, dict(bad), acked, received_mac is not None, peer, now, prefix)
 
     def _routes(self, batch: Batch, data: bytes, received_mac: Optional[bytes]
                 ) -> Tuple[Dict[str, Union[Route, Refusal]], Optional[Refusal]]:
@@ -78,8 +78,8 @@ class BatchIntake:
             if record is None or record.module in routes:
                 continue
             route = processor.route(app_id, record.module, hostname)
-            if route is None:
-                routes[record.module] = Refusal('unknown_app', 'no facility for app %s' % peer_text(app_id))
+            if type(route) is not tuple:
+                routes[record.module] = Refusal(route.reason, str(route), route.app_id)
                 continue
             routes[record.module] = route
             facility = route[0]
@@ -92,56 +92,69 @@ class BatchIntake:
             if not matches:
                 what = 'a wrong' if received_mac is not None else 'no'
                 return routes, Refusal('bad_signature', 'batch for %s carries %s MAC' % (facility.name, what),
-                                        facility.app_id)
+                                       facility.app_id)
         return routes, None
 
     def _queue(self, batch: Batch, routes: Dict[str, Union[Route, Refusal]], bad: Dict[int, str],
-               client_id: Optional[str], peer: str, now: float, prefix: str) -> None:
+               acked: Optional['_Acked'], signed: bool, peer: str, now: float, prefix: str) -> None:
         processor = self.processor
         counters = processor.counters
         accepted = counters.accepted_by_facility
         dirty = processor.writer.dirty
-        acks = processor.acks
         first_seq = batch.first_seq or 0
-        seq = 0
+        owners: Dict[str, str] = {}
         for index, record in enumerate(batch.records):
-            if client_id is not None:
-                seq = first_seq + index
-                if acks.is_duplicate(client_id, seq):
-                    counters.duplicates_dropped += 1
-                    continue
             if record is None:
-                processor._reject('bad_record', 'batch record %d: %s' % (index, bad[index]), peer)
-                if client_id is not None:
-                    acks.note(client_id, seq, None)
+                refusal = Refusal('bad_record', 'batch record %d: %s' % (index, bad[index]))
+            else:
+                route = routes[record.module]
+                refusal = route if type(route) is Refusal else None
+            if refusal is None:
+                facility, logfile, host_text, name = route
+                if signed and facility.secret is None:
+                    processor._note_unused_signature(facility, peer)
+                if acked is not None:
+                    seq = first_seq + index
+                    owner = owners.get(name)
+                    if owner is None:
+                        owner = owners[name] = client_owner(batch.app_id, facility.secret)
+                    if not acked.journal.may_use(acked.client_id, owner):
+                        refusal = Refusal('client_id_taken', 'client id %s belongs to another application or '
+                                          'secret' % acked.client_id, batch.app_id)
+                    elif acked.journal.is_duplicate(acked.client_id, seq):
+                        counters.duplicates_dropped += 1
+                        continue
+            if refusal is not None:
+                processor._reject(refusal.reason, refusal.detail, peer, refusal.app_id)
+                if acked is not None:
+                    acked.journal.note_rejected(acked.target, acked.client_id, first_seq + index)
                 continue
-            route = routes[record.module]
-            if type(route) is Refusal:
-                processor._reject(route.reason, route.detail, peer, route.app_id)
-                if client_id is not None:
-                    acks.note(client_id, seq, None)
-                continue
-            _facility, logfile, host_text, name = route
             if not logfile.pending and not logfile.unwritten:
                 logfile.first_pending_at = now
                 dirty.append(logfile)
             logfile.pending.append(prefix + host_text + record.body + '\n')
             accepted[name] += 1
-            if client_id is not None:
-                acks.note(client_id, seq, logfile)
+            if acked is not None:
+                evicted = acked.journal.note(acked.client_id, seq, logfile, owner)
+                if evicted:
+                    processor._evicted(peer, evicted)
                 logfile.first_pending_at = 0.0
 
-    def _reject_all(self, batch: Batch, client_id: Optional[str], reason: str, detail: str, peer: str,
-                    app_id: Optional[str] = None) -> None:
-        """Count every record of the batch under `reason` (reported once); with acks, each is handled."""
-        processor = self.processor
+    def _reject_all(self, batch: Batch, acked: Optional['_Acked'], refusal: Refusal, peer: str) -> None:
+        """Count every record of the batch under the refusal's reason (reported once); with acks, each is handled."""
         count = len(batch.records)
-        processor._reject(reason, '%s (%d records)' % (detail, count), peer, app_id, max(count, 1))
-        if client_id is not None and batch.first_seq is not None:
-            acks = processor.acks
-            for seq in range(batch.first_seq, batch.first_seq + count):
-                if not acks.is_duplicate(client_id, seq):
-                    acks.note(client_id, seq, None)
+        self.processor._reject(refusal.reason, '%s (%d records)' % (refusal.detail, count), peer, refusal.app_id,
+                               max(count, 1))
+        if acked is not None and count:
+            acked.journal.note_rejected(acked.target, acked.client_id, batch.first_seq + count - 1)
+
+
+class _Acked(NamedTuple):
+    """Where an acknowledged batch's records are noted: the journal, the connection, the client id."""
+
+    journal: Any
+    target: object
+    client_id: Optional[str]
 
 
 def asks_for_caps(message: Dict[str, object]) -> bool:

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from loghog.batch import FLAG_BATCH, FLAG_SIGNED, decode_batch, encode_batch, mac_matches, split_mac
 from loghog.batcher import CUT_MARK, BatchEncoder, Limits, batch_limits
-from loghog.fields import MAX_EXTRA_BYTES, STANDARD_ATTRIBUTES, from_spool, record_fields, spool_bytes, wire_array
+from loghog.fields import (MAX_EXTRA_BYTES, STANDARD_ATTRIBUTES, from_spool, from_wire_array, full_body,
+                           record_fields, spool_bytes, wire_array)
 from loghog.protocol import FLAG_ZLIB, decode_datagram, inflate
 from tests.support.daemon import wait_for
 from tests.test_handler import Capture, logger_for
@@ -60,7 +61,7 @@ def test_the_first_record_asks_and_the_rest_go_in_batches_with_their_structured_
     assert abs(order['time_us'] / 1e6 - records[1]['time_us'] / 1e6) < 60
     failed = records[-2]
     assert failed['exception'].startswith('Traceback') and failed['exception'].endswith('ValueError: card')
-    assert failed['body'].startswith('charge failed\nTraceback')  # the formatted record, as version 1 has it
+    assert failed['body'] == 'charge failed'  # the traceback the formatter appended is the exception field
     assert records[-1]['stack'].startswith('Stack (most recent call last)')
     assert handler.dropped_total == 0 and handler.oversized_total == 0
 
@@ -176,7 +177,8 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 
 
 @settings(max_examples=300, deadline=None)
-@given(message=st.text(), name=st.text(), extra=st.dictionaries(st.text().filter(lambda key: key.isidentifier() and key not in STANDARD_ATTRIBUTES),
+@given(message=st.text(), name=st.text(), extra=st.dictionaries(st.from_regex(r'[a-z][a-zA-Z0-9_]{0,10}', fullmatch=True).filter(
+                                      lambda key: key not in STANDARD_ATTRIBUTES),
                                                                  json_values, max_size=4),
        with_exception=st.booleans())
 def test_whatever_a_record_holds_the_server_decodes_its_batch_and_the_spool_gives_it_back(message, name, extra,
@@ -197,7 +199,7 @@ def test_whatever_a_record_holds_the_server_decodes_its_batch_and_the_spool_give
     batch, bad = decode_batch(data)
     assert bad == [] and mac_matches('k', data, mac)
     decoded = batch.records[0]
-    assert decoded.body == body.encode('utf-8', 'replace').decode('utf-8')
+    assert full_body(from_wire_array(list(decoded))) == body.encode('utf-8', 'replace').decode('utf-8')
     assert (decoded.exception is not None) == with_exception
     back = from_spool(spool_bytes(fields))
     assert wire_array(back) == list(decoded)
@@ -221,3 +223,29 @@ def test_a_version_1_record_over_a_11_server_s_max_message_size_is_dropped_after
         assert 'max_message_size' in capsys.readouterr().err
     finally:
         server.close()
+
+
+class TracebackFirst(logging.Formatter):
+    """A formatter that puts the traceback before the message."""
+
+    def format(self, record):
+        text = logging.Formatter.format(self, record)
+        if record.exc_text:
+            text = record.exc_text + ' | ' + text[:-len(record.exc_text) - 1]
+        return text
+
+
+@pytest.mark.parametrize('formatter', [logging.Formatter('%(levelname)s %(message)s'), TracebackFirst()])
+def test_exception_and_stack_travel_apart_only_when_the_formatter_appends_them(formatter):
+    try:
+        raise ValueError('card')
+    except ValueError:
+        record = logging.LogRecord('app', logging.ERROR, __file__, 1, 'charge\nfailed', None, sys.exc_info(),
+                                   sinfo='Stack (most recent call last):\n  here')
+    body = formatter.format(record)
+    fields, _ = record_fields(record, body)
+    assert full_body(fields) == body
+    if isinstance(formatter, TracebackFirst):
+        assert fields[6] is None and fields[3] == body
+    else:
+        assert fields[3] == 'ERROR charge\nfailed' and fields[6].startswith('Traceback') and fields[7].endswith('here')
