@@ -98,6 +98,15 @@ def _record_array(record: Sequence[Any]) -> List[Any]:
     return fields
 
 
+def record_text(body: str, exception: Optional[str] = None, stack: Optional[str] = None) -> str:
+    """A record's whole text, as a version 1 frame's body holds it: the body, then its exception and stack."""
+    if exception is not None:
+        body = body + '\n' + exception
+    if stack is not None:
+        body = body + '\n' + stack
+    return body
+
+
 def encode_batch_payload(app_id: str, hostname: str, client_id: Optional[str], first_seq: Optional[int],
                          records: Sequence[Sequence[Any]]) -> bytes:
     """The JSON of a batch as UTF-8, without MAC or compression; a lone surrogate becomes '?'."""

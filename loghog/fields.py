@@ -24,6 +24,8 @@ import logging
 import math
 from typing import Any, Dict, List, Optional, Tuple
 
+from loghog.batch import record_text
+
 MAX_EXTRA_BYTES = 4096
 MAX_EXTRA_DEPTH = 8
 MAX_INT = 2 ** 63 - 1
@@ -75,12 +77,7 @@ def _split_tail(body: str, tail: str) -> Tuple[str, Optional[str]]:
 
 def full_body(fields: Fields) -> str:
     """The formatted record as the handler's formatter made it: body, exception, stack."""
-    body, exception, stack = fields[3], fields[6], fields[7]
-    if exception is not None:
-        body = body + '\n' + exception
-    if stack is not None:
-        body = body + '\n' + stack
-    return body
+    return record_text(fields[3], fields[6], fields[7])
 
 
 def extra_attributes(attributes: Dict[str, Any]) -> Tuple[Optional[Dict[str, Any]], int]:

@@ -3,8 +3,10 @@
 A batch holds records of one app from one host, so the work a version 1
 frame does per record is done here once per batch: one decode (msgspec where
 it is installed, see loghogd.batchdecode), one route per module, one MAC
-check per secret. Lines are queued in the batch's order and are the same as
-version 1 lines of the same records. Each record goes through the checks a
+check per secret. Lines are queued in the batch's order; a classic line is
+the same as the version 1 line of the same record (its text is the body,
+exception and stack joined, loghog.batch.record_text), and the other formats
+get every structured field (loghogd.record.Record). Each record goes through the checks a
 version 1 record does, in the same order, and is counted once: accepted,
 rejected under a reason, or dropped as a duplicate. A batch that cannot be
 decoded at all counts as one rejection, since its records cannot be counted.
@@ -12,13 +14,15 @@ decoded at all counts as one rejection, since its records cannot be counted.
 
 from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
-from loghog.batch import CAPS_FIELD, CAPS_REQUEST, MAX_RECORDS, Batch, mac_matches, split_mac
+from loghog.batch import CAPS_FIELD, CAPS_REQUEST, MAX_RECORDS, Batch, mac_matches, record_text, split_mac
 from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, FrameError, inflate
 from loghogd.ackmarks import CLIENT_ID, client_owner
 from loghogd.batchdecode import decode
+from loghogd.formats import escape_controls
+from loghogd.record import Record
 
 Route = tuple
-"""The processor's (facility, log file, host text, facility name) of a record."""
+"""The processor's (facility, log file, host text, facility name, renderer or None for classic) of a record."""
 
 
 class Refusal(NamedTuple):
@@ -65,7 +69,8 @@ class BatchIntake:
         if refusal is not None:
             self._reject_all(batch, acked, refusal, peer)
             return
-        self._queue(batch, routes, dict(bad), acked, received_mac is not None, peer, now, prefix)
+        plain = 92 not in data and 127 not in data and data.isascii()  # then no text holds a control character
+        self._queue(batch, routes, dict(bad), acked, received_mac is not None, plain, peer, now, prefix)
 
     def _routes(self, batch: Batch, data: bytes, received_mac: Optional[bytes]
                 ) -> Tuple[Dict[str, Union[Route, Refusal]], Optional[Refusal]]:
@@ -96,7 +101,7 @@ class BatchIntake:
         return routes, None
 
     def _queue(self, batch: Batch, routes: Dict[str, Union[Route, Refusal]], bad: Dict[int, str],
-               acked: Optional['_Acked'], signed: bool, peer: str, now: float, prefix: str) -> None:
+               acked: Optional['_Acked'], signed: bool, plain: bool, peer: str, now: float, prefix: str) -> None:
         processor = self.processor
         counters = processor.counters
         accepted = counters.accepted_by_facility
@@ -110,7 +115,7 @@ class BatchIntake:
                 route = routes[record.module]
                 refusal = route if type(route) is Refusal else None
             if refusal is None:
-                facility, logfile, host_text, name = route
+                facility, logfile, host_text, name, render = route
                 if signed and facility.secret is None:
                     processor._note_unused_signature(facility, peer)
                 if acked is not None:
@@ -132,7 +137,12 @@ class BatchIntake:
             if not logfile.pending and not logfile.unwritten:
                 logfile.first_pending_at = now
                 dirty.append(logfile)
-            logfile.pending.append(prefix + host_text + record.body + '\n')
+            if render is not None:
+                logfile.pending.append(render(batch_record(batch, record, now, peer, acked, first_seq + index)))
+            elif plain and record.exception is None and record.stack is None:
+                logfile.pending.append(prefix + host_text + record.body + '\n')
+            else:
+                logfile.pending.append(prefix + host_text + escape_controls(record_text(record.body, record.exception, record.stack)) + '\n')
             accepted[name] += 1
             if acked is not None:
                 evicted = acked.journal.note(acked.client_id, seq, logfile, owner)
@@ -147,6 +157,14 @@ class BatchIntake:
                                max(count, 1))
         if acked is not None and count:
             acked.journal.note_rejected(acked.target, acked.client_id, batch.first_seq + count - 1)
+
+
+def batch_record(batch: Batch, record: Any, now: float, peer: str, acked: Optional['_Acked'], seq: int) -> Record:
+    """A batch record with every field it carries, for the formats other than classic."""
+    return Record(batch.app_id, record.module, batch.hostname, record.body, now, sent=record.time_us / 1e6,
+                  level=record.levelname, levelno=record.levelno, exception=record.exception, stack=record.stack,
+                  pid=record.pid, thread=record.thread, extra=record.extra, peer=peer,
+                  client_id=acked.client_id if acked is not None else None, seq=seq if acked is not None else None)
 
 
 class _Acked(NamedTuple):

@@ -18,9 +18,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loghog import batch as wire
-from loghog.batch import FLAG_BATCH, FLAG_SIGNED, decode_batch, mac, split_mac
+from loghog.batch import FLAG_BATCH, FLAG_SIGNED, decode_batch, mac, record_text, split_mac
 from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, FrameError, encode_message, inflate
 from loghogd import batches
+from loghogd.facilities import load_facilities
+from tests.support.daemon import facilities_conf
 from tests.test_fuzz import (APP_IDS, MAX_MESSAGE_SIZE, Harness, bodies, fuzz_settings, hostnames, json_values,
                              names, splice_junk)
 
@@ -177,16 +179,44 @@ def encodable(text: str) -> bool:
 
 @fuzz_settings(100)
 @given(records=st.lists(st.tuples(names.filter(encodable), st.integers(0, 2 ** 40), st.integers(0, 999999999),
-                                  bodies.filter(encodable)), min_size=1, max_size=5),
+                                  bodies.filter(encodable), st.none() | bodies.filter(encodable)),
+                        min_size=1, max_size=5),
        app_id=st.sampled_from(['app', 'perhost', 'signed']), hostname=hostnames.filter(encodable))
 def test_a_batch_writes_the_lines_its_records_write_as_version_1_frames(harness, records, app_id, hostname):
+    """A record's text is its body and exception joined, so the classic lines are the same."""
     secret = 'sekrit' if app_id == 'signed' else None
     process = harness.processor.process
-    process([(0, encode_message(app_id, module, stamp, nsecs, hostname, body, secret)[8:])
-             for module, stamp, nsecs, body in records], 'peer', time.time(), PREFIX)
+    process([(0, encode_message(app_id, module, stamp, nsecs, hostname, record_text(body, exception), secret)[8:])
+             for module, stamp, nsecs, body, exception in records], 'peer', time.time(), PREFIX)
     expected = pending_lines(harness)
     frame = wire.encode_batch(app_id, hostname, None, None,
-                              [[module, stamp * 1000000 + nsecs // 1000, body] for module, stamp, nsecs, body in records],
-                              secret)
+                              [[module, stamp * 1000000 + nsecs // 1000, body, None, None, exception]
+                               for module, stamp, nsecs, body, exception in records], secret)
     process([(FLAG_BATCH | FLAG_SIGNED if secret else FLAG_BATCH, frame[8:])], 'peer', time.time(), PREFIX)
     assert pending_lines(harness) == expected
+
+
+def test_the_json_format_gets_every_structured_field(tmp_path):
+    harness = BatchHarness(str(tmp_path))
+    harness.processor.set_facilities(load_facilities_text(tmp_path, facilities_conf({'app': {'format': 'json'}})))
+    frame = wire.encode_batch('app', 'web1', 'c1', 7, [
+        ['billing', 1767225601000000, 'charge failed', 40, 'ERROR', 'Traceback ...\nValueError: card', None, 4242,
+         'MainThread', {'order': 17, 'tags': ['vip']}]], 'other secret')
+    harness.process([(int.from_bytes(frame[4:8], 'big'), frame[8:])])
+    [line] = [line for path in harness.writer.open_files() for line in open(path.path, encoding='utf-8')]
+    fields = json.loads(line)
+    assert {key: fields[key] for key in ('host', 'app', 'module', 'level', 'message', 'exception', 'extra', 'pid',
+                                         'thread', 'client_id', 'seq')} == {
+        'host': 'web1', 'app': 'app', 'module': 'billing', 'level': 'ERROR', 'message': 'charge failed',
+        'exception': 'Traceback ...\nValueError: card', 'extra': {'order': 17, 'tags': ['vip']}, 'pid': 4242,
+        'thread': 'MainThread', 'client_id': 'c1', 'seq': 7}
+    assert fields['sent'].startswith('2026-01-01T') or fields['sent'].startswith('2025-12-31T')
+    assert harness.counters.signature_unused == 1
+    harness.close()
+
+
+def load_facilities_text(directory, text):
+    path = os.path.join(str(directory), 'json-facilities.conf')
+    with open(path, 'w', encoding='utf-8') as stream:
+        stream.write(text)
+    return load_facilities(path)
