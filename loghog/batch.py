@@ -110,7 +110,13 @@ def record_text(body: str, exception: Optional[str] = None, stack: Optional[str]
 def encode_batch_payload(app_id: str, hostname: str, client_id: Optional[str], first_seq: Optional[int],
                          records: Sequence[Sequence[Any]]) -> bytes:
     """The JSON of a batch as UTF-8, without MAC or compression; a lone surrogate becomes '?'."""
-    document = [BATCH_MARK, app_id, hostname, client_id, first_seq, [_record_array(r) for r in records]]
+    return encode_batch_arrays(app_id, hostname, client_id, first_seq, [_record_array(r) for r in records])
+
+
+def encode_batch_arrays(app_id: str, hostname: str, client_id: Optional[str], first_seq: Optional[int],
+                        arrays: List[List[Any]]) -> bytes:
+    """encode_batch_payload for record arrays whose trailing nulls are already left out."""
+    document = [BATCH_MARK, app_id, hostname, client_id, first_seq, arrays]
     text = json.dumps(document, separators=(',', ':'), allow_nan=False, ensure_ascii=False)
     return text.encode('utf-8', 'replace')
 

@@ -8,7 +8,7 @@ call for the whole batch, in the sender thread.
 
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from loghog.batch import MAC_SIZE, encode_batch_payload, seal_batch
+from loghog.batch import MAC_SIZE, encode_batch_arrays, seal_batch
 from loghog.fields import Fields, wire_array
 
 MAX_BATCH_RECORDS = 1000
@@ -84,14 +84,14 @@ class BatchEncoder:
         out.append((run[-1][0], seal_batch(payload, client_id is not None, self.secret, self.compress)))
 
     def _payload(self, client_id: Optional[str], first_seq: int, arrays: List[List[Any]]) -> bytes:
-        return encode_batch_payload(self.app_id, self.hostname, client_id,
-                                    first_seq if client_id is not None else None, arrays)
+        return encode_batch_arrays(self.app_id, self.hostname, client_id,
+                                   first_seq if client_id is not None else None, arrays)
 
     def _cut(self, client_id: Optional[str], seq: int, array: List[Any], size: int, max_payload: int) -> bytes:
         """A record alone over the limit keeps its module, time, level and the start of its body."""
         self.cut_total += 1
         mark = CUT_MARK % (size, max_payload)
-        module, time_us, body, levelno, levelname = array[:5]
+        module, time_us, body, levelno, levelname = (array + [None, None])[:5]
         head = [module[:CUT_NAME_LENGTH], time_us]
         level = [levelno, levelname[:CUT_NAME_LENGTH] if levelname else levelname]
         while True:

@@ -44,28 +44,33 @@ Fields = Tuple[str, int, int, str, Optional[int], Optional[str], Optional[str], 
 
 def record_fields(record: logging.LogRecord, body: str) -> Tuple[Fields, int]:
     """The fields of a formatted record, and about how many bytes they hold."""
-    module = record.name
+    attributes = record.__dict__
+    module = attributes['name']
     if type(module) is not str:
         module = str(module)
-    attributes = record.__dict__
-    stack = attributes.get('stack_info') or None
-    if stack is not None:
-        body, stack = _split_tail(body, str(stack))
-    exception = attributes.get('exc_text') or None
-    if exception is not None:
-        body, exception = _split_tail(body, str(exception))
-    size = len(module) + len(body) + len(exception or '') + len(stack or '')
-    extra = None
-    if len(attributes) > _PLAIN_SIZE:
+    exception = stack = extra = None
+    size = len(module) + len(body)
+    if attributes['exc_text'] or attributes['stack_info']:
+        body, exception, stack = _split_traceback(body, attributes)
+        size = len(module) + len(body) + len(exception or '') + len(stack or '')
+    if len(attributes) > _PLAIN_SIZE + ('asctime' in attributes):
         extra, extra_size = extra_attributes(attributes)
         size += extra_size
-    levelno = record.levelno
-    thread = record.threadName
-    pid = record.process
-    return ((module, int(record.created), int(record.msecs * 10**6), body,
+    levelno, pid, thread = attributes['levelno'], attributes['process'], attributes['threadName']
+    return ((module, int(attributes['created']), int(attributes['msecs'] * 1000000), body,
              levelno if type(levelno) is int and MIN_INT <= levelno <= MAX_INT else None,
-             str(record.levelname), exception, stack,
+             str(attributes['levelname']), exception, stack,
              pid if type(pid) is int else None, thread if type(thread) is str else None, extra), size)
+
+
+def _split_traceback(body: str, attributes: Dict[str, Any]) -> Tuple[str, Optional[str], Optional[str]]:
+    """(body, exception, stack): what the formatter appended, taken off the end of the body."""
+    exception = stack = None
+    if attributes['stack_info']:
+        body, stack = _split_tail(body, str(attributes['stack_info']))
+    if attributes['exc_text']:
+        body, exception = _split_tail(body, str(attributes['exc_text']))
+    return body, exception, stack
 
 
 def _split_tail(body: str, tail: str) -> Tuple[str, Optional[str]]:
@@ -139,9 +144,12 @@ def json_copy(value: Any, depth: int) -> Any:
 
 
 def wire_array(fields: Fields) -> List[Any]:
-    """The protocol 1.2 record array of queued fields (trailing nulls are trimmed by the encoder)."""
+    """The protocol 1.2 record array of queued fields, trailing nulls left out."""
     module, stamp, nsecs, body, levelno, levelname, exception, stack, pid, thread, extra = fields
-    return [module, stamp * 1000000 + nsecs // 1000, body, levelno, levelname, exception, stack, pid, thread, extra]
+    array = [module, stamp * 1000000 + nsecs // 1000, body, levelno, levelname, exception, stack, pid, thread, extra]
+    while array[-1] is None and len(array) > 3:
+        array.pop()
+    return array
 
 
 def from_wire_array(array: List[Any]) -> Fields:
@@ -153,10 +161,7 @@ def from_wire_array(array: List[Any]) -> Fields:
 
 def spool_bytes(fields: Fields) -> bytes:
     """What the spool keeps of a record: its record array as UTF-8 JSON, enough to encode it either way."""
-    array = wire_array(fields)
-    while len(array) > 3 and array[-1] is None:
-        array.pop()
-    return json.dumps(array, separators=(',', ':'), ensure_ascii=False).encode('utf-8', 'replace')
+    return json.dumps(wire_array(fields), separators=(',', ':'), ensure_ascii=False).encode('utf-8', 'replace')
 
 
 def from_spool(data: bytes) -> Optional[Fields]:

@@ -202,7 +202,7 @@ def test_whatever_a_record_holds_the_server_decodes_its_batch_and_the_spool_give
     assert full_body(from_wire_array(list(decoded))) == body.encode('utf-8', 'replace').decode('utf-8')
     assert (decoded.exception is not None) == with_exception
     back = from_spool(spool_bytes(fields))
-    assert wire_array(back) == list(decoded)
+    assert back == from_wire_array(list(decoded))
     assert BatchEncoder('app', 'host').frames('c1', [(1, fields)], Limits(1024, 5))
 
 
