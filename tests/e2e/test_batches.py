@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from loghog.batch import FLAG_CAPS, decode_caps_ack
+from loghog.batch import FLAG_CAPS, decode_caps_ack, encode_batch
 from loghog.protocol import FLAG_ACK, StreamDecoder, decode_ack
 from tests.e2e.test_client import LINE, free_port, on_port
 from tests.support.daemon import LOGHOGD, Loghogd, facilities_conf, frame, wait_for
@@ -137,3 +137,11 @@ def test_status_names_the_batch_decoder(daemon):
     as_json = json.loads(subprocess.run([LOGHOGD, '--status', '--json', '-c', daemon.config_path],
                                         capture_output=True, text=True, timeout=30, check=True).stdout)
     assert as_json['batch_decoder'].startswith(('msgspec', 'json'))
+
+
+def test_a_batch_over_udp_lands(daemon):
+    time_us = int(time.time() * 1e6)
+    daemon.send_udp(encode_batch('demo', 'web1', None, None, [('root', time_us, 'udp %d' % n) for n in range(20)]))
+    lines = daemon.wait_for_lines('demo/root.log', 20)
+    assert [LINE.match(line).group('body') for line in lines] == ['udp %d' % n for n in range(20)]
+    assert daemon.stats()['batches_received'] == 1
