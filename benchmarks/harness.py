@@ -26,11 +26,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks import ceiling, probe, pyspy, report
 from benchmarks.generator import SenderGroup, SenderSpec, TlsClient
-from benchmarks.loads import (ALL_SERVERS, COOKBOOK, IDLE, JSON, LOADS_BY_NAME, LOGHOGD, RSYSLOG, TCP, TLS, UDP,
-                              Load, select_loads)
+from benchmarks.loads import (ALL_SERVERS, BATCH_RECORDS, COOKBOOK, IDLE, JSON, LOADS_BY_NAME, LOGHOGD, RSYSLOG,
+                              TCP, TLS, UDP, Load, select_loads)
 from benchmarks.servers import (ROOT, Certificates, CookbookServer, LoghogdServer, RsyslogServer, Server,
                                 ServerError, find_rsyslogd, wait_until)
-from benchmarks.workload import WIRE_LOGHOG, RecordCache, loghog_records, split_ranges
+from benchmarks.workload import WIRE_LOGHOG, RecordCache, loghog_batches, loghog_records, split_ranges
+from loghogd.batchdecode import DECODER_NAME
 
 DEFAULT_RECORDS = 1000000
 DEFAULT_UDP_RECORDS = 150000
@@ -119,23 +120,35 @@ class Bench:
     def payloads(self, wire: str, load: Load, count: int) -> List[Sequence[bytes]]:
         """Each connection's records, built (or taken from the cache) before the server starts."""
         ranges = split_ranges(count, load.connections)
+        if load.batch and wire == WIRE_LOGHOG:
+            return self.batch_payloads(load, ranges)
         if load.ack:
             return self.ack_payloads(load, ranges)
         records = self.cache.records(wire, count, load.transport == UDP, load.compress, load.signed)
         return [records[part.start:part.stop] for part in ranges]
 
-    def sender_specs(self, server: Server, load: Load, payloads: List[Sequence[bytes]]) -> List[SenderSpec]:
+    def batch_payloads(self, load: Load, ranges: Sequence[range]) -> List[List[bytes]]:
+        """Each connection's records as batch frames (one client_id per connection with acks), built once."""
+        key = ('batch-' + load.name, tuple(ranges))
+        if key not in self._ack_payloads:
+            self._ack_payloads[key] = [loghog_batches(part.start, len(part), BATCH_RECORDS, load.compress,
+                                                      load.signed, 'bench%d' % index if load.ack else None)
+                                       for index, part in enumerate(ranges)]
+        return self._ack_payloads[key]
+
+    def sender_specs(self, server: Server, load: Load, payloads: List[Sequence[bytes]],
+                     counts: List[int]) -> List[SenderSpec]:
         datagram = load.transport == UDP
         tls = None
         if load.transport == TLS:
             certificates = self.certificates()
             tls = TlsClient(certificates.cacert, certificates.client_pem)
-        timeout = run_timeout(sum(len(part) for part in payloads))
+        timeout = run_timeout(sum(counts))
         rate = load.rate / load.connections if load.rate else None
         return [SenderSpec(address=server.address(load.transport), payload=part if datagram else b''.join(part),
-                           records=len(part), datagram=datagram, rate=rate, tls=tls, ack=load.ack,
+                           records=records, datagram=datagram, rate=rate, tls=tls, ack=load.ack,
                            timeout=timeout)
-                for part in payloads]
+                for part, records in zip(payloads, counts)]
 
     def ack_payloads(self, load: Load, ranges: Sequence[range]) -> List[List[bytes]]:
         """One client_id per connection with its own seq from 1, built once per load."""
@@ -152,7 +165,8 @@ class Bench:
         payloads = self.payloads(server.wire, load, count)
         last_seqs = [part.stop - 1 for part in split_ranges(count, load.connections) if len(part)]
         with server:
-            senders = SenderGroup(self.sender_specs(server, load, payloads))
+            counts = [len(part) for part in split_ranges(count, load.connections)]
+            senders = SenderGroup(self.sender_specs(server, load, payloads, counts))
             watcher = probe.OutputWatcher(server.output_path, count, last_seqs, load.line_format == JSON)
             try:
                 figures = self.measure(server, load, count, senders, watcher, profile)
@@ -422,7 +436,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         'records': args.records, 'udp_records': args.udp_records, 'cookbook_records': args.cookbook_records,
         'repetitions': args.repetitions, 'quick': args.quick, 'cpus': os.cpu_count(),
         'started': datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ'),
-        'python': sys.version.split()[0], 'loadavg_before': os.getloadavg()[0]}
+        'python': sys.version.split()[0], 'loadavg_before': os.getloadavg()[0], 'batch_decoder': DECODER_NAME}
     scratch = tempfile.mkdtemp(prefix='loghog-bench-')
     try:
         bench = Bench(args, scratch)

@@ -23,6 +23,8 @@ RFC3339 = 'rfc3339'
 JSON = 'json'
 
 UDP_RATE = 50000
+BATCH_RECORDS = 500
+BATCH_NOTE = 'protocol 1.2 batches of %d records pre-built by the generator (rsyslog: RFC 5424 lines)' % BATCH_RECORDS
 IDLE_CONNECTIONS = 1000
 
 
@@ -38,6 +40,7 @@ class Load:
     ack: bool = False
     sync: bool = False
     syslog: bool = False
+    batch: bool = False
     rate: Optional[int] = None
     line_format: str = CLASSIC
     default: bool = True
@@ -69,6 +72,11 @@ LOADS: Tuple[Load, ...] = (
          note='tcp-c1 with the facility at format = json'),
     Load('ack-sync-c1', TCP, 1, (LOGHOGD,), ack=True, sync=True,
          note='extension 1.1 with the facility at sync = yes'),
+    Load('batch-c1', TCP, 1, (LOGHOGD, RSYSLOG), batch=True, quick=True, note=BATCH_NOTE),
+    Load('batch-c16', TCP, 16, (LOGHOGD, RSYSLOG), batch=True, quick=True, note=BATCH_NOTE),
+    Load('batch-ack', TCP, 1, (LOGHOGD,), batch=True, ack=True, note='batches asking for ACKs, read back'),
+    Load('batch-signed', TCP, 1, (LOGHOGD,), batch=True, signed=True, note='batches with HMAC-SHA256'),
+    Load('batch-zlib', TCP, 1, (LOGHOGD,), batch=True, compress=True, note='batches compressed with zlib'),
 )
 
 LOADS_BY_NAME: Dict[str, Load] = {load.name: load for load in LOADS}

@@ -155,7 +155,8 @@ def notes(summary: Dict[str, Dict[str, Dict[str, Any]]], runs: List[Dict[str, An
     """The context a reader needs for the table: N, repetitions, skips and errors."""
     lines = ['records: %(records)s per TCP/TLS load, %(udp_records)s per UDP load, cookbook at most '
              '%(cookbook_records)s; median of %(repetitions)s repetition(s); servers interleaved' % meta,
-             '%(cpus)s CPUs, Python %(python)s, load average %(loadavg_before).1f before and '
+             '%(cpus)s CPUs, Python %(python)s, batches decoded with %(batch_decoder)s, '
+             'load average %(loadavg_before).1f before and '
              '%(loadavg_after).1f after the run (other work on the machine skews records/s, '
              'less so CPU s per 1M)' % meta]
     for load_name in summary:
@@ -185,14 +186,15 @@ def cost_notes(summary: Dict[str, Dict[str, Dict[str, Any]]]) -> List[str]:
                 load.transport == TLS or load.compress or load.signed or load.ack or load.line_format != CLASSIC):
             continue
         mine = by_server.get(LOGHOGD, {})
-        plain = summary.get('tcp-c%d' % load.connections, {}).get(LOGHOGD, {})
+        baseline = '%s-c%d' % ('batch' if load.batch else 'tcp', load.connections)
+        plain = summary.get(baseline, {}).get(LOGHOGD, {})
         if not all(isinstance(figures.get(key), (int, float)) for figures in (mine, plain) for key in CEILING_KEYS) \
                 or not all(plain[key] > 0 for key in CEILING_KEYS):
             continue
         lines.append('%s costs loghogd %+.2f CPU s per 1M records (%.2fx) and runs at %.2fx the records/s '
-                     'of tcp-c%d' % (load_name, mine['cpu_per_million'] - plain['cpu_per_million'],
-                                     mine['cpu_per_million'] / plain['cpu_per_million'],
-                                     mine['records_per_s'] / plain['records_per_s'], load.connections))
+                     'of %s' % (load_name, mine['cpu_per_million'] - plain['cpu_per_million'],
+                                mine['cpu_per_million'] / plain['cpu_per_million'],
+                                mine['records_per_s'] / plain['records_per_s'], baseline))
     return lines
 
 

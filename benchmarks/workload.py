@@ -13,6 +13,7 @@ import time
 from datetime import datetime, timezone
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from loghog.batch import encode_batch
 from loghog.protocol import encode_message
 
 APP_ID = 'bench'
@@ -57,6 +58,22 @@ def loghog_records(first: int, count: int, compress: bool = False, signed: bool 
         frames.append(encode_message(APP_ID, MODULE, stamp, nsecs, HOSTNAME, body(first + index),
                                      secret=secret, compress=compress, client_id=client_id,
                                      seq=ack_seq))
+    return frames
+
+
+def loghog_batches(first: int, count: int, per_batch: int, compress: bool = False, signed: bool = False,
+                   client_id: Optional[str] = None) -> List[bytes]:
+    """Protocol 1.2 batch frames of `per_batch` records, as our client sends them to a loghogd that takes them.
+
+    With `client_id` they ask for acknowledgement, seqs from 1 for this client.
+    """
+    time_us = int(time.time() * 1e6)
+    secret = SECRET if signed else None
+    frames = []
+    for start in range(0, count, per_batch):
+        records = [(MODULE, time_us, body(first + index)) for index in range(start, min(start + per_batch, count))]
+        frames.append(encode_batch(APP_ID, HOSTNAME, client_id, start + 1 if client_id is not None else None,
+                                   records, secret, compress))
     return frames
 
 

@@ -44,6 +44,8 @@ MAX_RECORDS = 10000
 MAX_DEPTH = 16
 MAX_INT = 2 ** 63 - 1
 MIN_INT = -2 ** 63
+MAX_TIME_US = 253402300799999999
+"""The last microsecond of 9999-12-31 UTC: a record's time must be a date a line can show (from 1970)."""
 RECORD_FIELDS = ('module', 'time_us', 'body', 'levelno', 'levelname', 'exception', 'stack', 'pid',
                  'thread', 'extra')
 MIN_RECORD_FIELDS = 3
@@ -96,11 +98,27 @@ def _record_array(record: Sequence[Any]) -> List[Any]:
     return fields
 
 
+def record_text(body: str, exception: Optional[str] = None, stack: Optional[str] = None) -> str:
+    """A record's whole text, as a version 1 frame's body holds it: the body, then its exception and stack."""
+    if exception is not None:
+        body = body + '\n' + exception
+    if stack is not None:
+        body = body + '\n' + stack
+    return body
+
+
 def encode_batch_payload(app_id: str, hostname: str, client_id: Optional[str], first_seq: Optional[int],
                          records: Sequence[Sequence[Any]]) -> bytes:
-    """The JSON of a batch, ASCII only, without MAC or compression."""
-    document = [BATCH_MARK, app_id, hostname, client_id, first_seq, [_record_array(r) for r in records]]
-    return json.dumps(document, separators=(',', ':'), allow_nan=False).encode('ascii')
+    """The JSON of a batch as UTF-8, without MAC or compression; a lone surrogate becomes '?'."""
+    return encode_batch_arrays(app_id, hostname, client_id, first_seq, [_record_array(r) for r in records])
+
+
+def encode_batch_arrays(app_id: str, hostname: str, client_id: Optional[str], first_seq: Optional[int],
+                        arrays: List[List[Any]]) -> bytes:
+    """encode_batch_payload for record arrays whose trailing nulls are already left out."""
+    document = [BATCH_MARK, app_id, hostname, client_id, first_seq, arrays]
+    text = json.dumps(document, separators=(',', ':'), allow_nan=False, ensure_ascii=False)
+    return text.encode('utf-8', 'replace')
 
 
 def encode_batch(app_id: str, hostname: str, client_id: Optional[str], first_seq: Optional[int],
@@ -198,6 +216,8 @@ def check_record(fields: Any) -> BatchRecord:
     module, time_us, body = fields[0], fields[1], fields[2]
     if type(module) is not str or type(time_us) is not int or type(body) is not str:
         raise ValueError('module, time_us and body must be string, int, string')
+    if not 0 <= time_us <= MAX_TIME_US:
+        raise ValueError('time_us is not from 1970 to 9999')
     for index in range(MIN_RECORD_FIELDS, len(fields)):
         value = fields[index]
         if value is not None and type(value) is not _OPTIONAL_TYPES[index - MIN_RECORD_FIELDS]:

@@ -31,13 +31,14 @@ class RecordEncoder:
             self._host = ', "hostname": %s, "body": ' % encode_basestring_ascii(hostname)
 
     def encode(self, module: str, stamp: int, nsecs: int, body: str, client_id: Optional[str] = None,
-               seq: Optional[int] = None) -> bytes:
-        """One frame; with `client_id` and `seq` it asks for an acknowledgement (protocol 1.1)."""
-        if not (self._templated and type(module) is str and type(body) is str
+               seq: Optional[int] = None, caps: Optional[str] = None) -> bytes:
+        """One frame; with `client_id` and `seq` it asks for an acknowledgement (protocol 1.1),
+        with `caps` also for the server's capabilities (protocol 1.2, once per connection)."""
+        if caps is not None or not (self._templated and type(module) is str and type(body) is str
                 and type(stamp) is int and type(nsecs) is int
                 and (client_id is None or (type(client_id) is str and type(seq) is int))):
             return encode_message(self.app_id, module, stamp, nsecs, self.hostname, body,
-                                  self.secret, self.compress, client_id, seq)
+                                  self.secret, self.compress, client_id, seq, caps)
         if client_id is None:
             payload = '%s%s, "stamp": %d, "nsecs": %d%s%s' % (
                 self._head, encode_basestring_ascii(module), stamp, nsecs, self._host, encode_basestring_ascii(body))

@@ -3,8 +3,10 @@
 A drop-in replacement for the loghog 0.7 handler: same arguments; by
 default it asks for acknowledgements (protocol 1.1) and falls back to 0.7's
 behaviour against a server that never gives one, and with
-acknowledged=False it sends 0.7's bytes exactly. The application thread only formats and encodes a record
-and queues it; one sender thread per handler owns the connection, so a slow
+acknowledged=False it sends 0.7's bytes exactly; a server that says it takes
+them (protocol 1.2) gets batches of structured records. The application
+thread only formats a record and queues its fields (loghog.fields); one
+sender thread per handler encodes them and owns the connection, so a slow
 or dead server costs the application nothing but, once the queue is full,
 its oldest records (counted, and reported on the next successful send).
 """
@@ -19,7 +21,9 @@ import time
 import weakref
 from typing import Any, Dict, Iterable, Optional, Union
 
+from loghog.batcher import BatchEncoder, Encoding
 from loghog.encoder import RecordEncoder
+from loghog.fields import record_fields
 from loghog.outbox import Outbox
 from loghog.replay import Replayer
 from loghog.sender import Route, Sender
@@ -105,6 +109,7 @@ class LoghogHandler(logging.Handler):
         self._wants_acks = bool(acknowledged and stream)
         self._route = Route(Failover(addresses, primary_retry_seconds), stream, tls, ack_fallback_seconds)
         self._encoder = RecordEncoder(app_name, self.hostname, self.secret, self.compression)
+        self._batch_encoder = BatchEncoder(app_name, self.hostname, self.secret, self.compression)
         self._reset_delivery()
         _live_handlers.add(self)
         if spool_dir is not None:
@@ -117,8 +122,9 @@ class LoghogHandler(logging.Handler):
 
     @property
     def oversized_total(self) -> int:
-        """Records dropped because the server refused their size (its max_message_size)."""
-        return self._sender.oversized_total + (self._replayer.oversized_total if self._replayer else 0)
+        """Records dropped because the server refused their size (its max_message_size), or cut to fit it."""
+        return (self._sender.oversized_total + self._batch_encoder.cut_total
+                + (self._replayer.oversized_total if self._replayer else 0))
 
     @property
     def queued(self) -> int:
@@ -151,11 +157,8 @@ class LoghogHandler(logging.Handler):
             if self._closed:
                 self._outbox.count_dropped()
                 return
-            module, body = record.name, self.format(record)
-            if type(module) is not str:
-                module = str(module)
-            self._outbox.push((module, int(record.created), int(record.msecs * 10**6), body),
-                              len(module) + len(body) + RECORD_OVERHEAD)
+            fields, size = record_fields(record, self.format(record))
+            self._outbox.push(fields, size + RECORD_OVERHEAD)
             if self._sender_done is None:
                 self._start_sender()
         except RecursionError:
@@ -232,9 +235,9 @@ class LoghogHandler(logging.Handler):
         """Fresh queue, no connection, no thread: at construction and in a forked child."""
         self._outbox = Outbox(self.max_buffer_bytes, self.max_buffer_size)
         sender = Sender(self._route, self._encoder, self._outbox, None, self._wants_acks, self._warn,
-                        self.print_debug)
+                        self.print_debug, self._batch_encoder)
         if self.spool_dir is not None:
-            sender.spool = Spool(self.spool_dir, sender.client_id, self.spool_max_bytes)
+            sender.spool = Spool(self.spool_dir, sender.client_id, self.spool_max_bytes, self.app_name, self.hostname)
             self._outbox.spool_backed = True  # records over the memory bound stay queued in the spool
         self._sender = sender
         self._sender_done: Optional[threading.Event] = None  # set when the sender thread has ended
@@ -260,7 +263,8 @@ class LoghogHandler(logging.Handler):
 
     def _start_replayer(self) -> None:
         """Look for the spools of processes that died, and send them (in this process's first record's time)."""
-        self._replayer = Replayer(self.spool_dir, self._sender.client_id, self._route, self._warn)
+        self._replayer = Replayer(self.spool_dir, self._sender.client_id, self._route, self._warn,
+                                  Encoding(self.app_name, self.hostname, self.secret, self.compression))
         self._replayer.start()
 
     def _start_sender(self) -> None:

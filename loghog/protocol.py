@@ -169,13 +169,15 @@ def signature_matches(secret: Union[str, bytes], app_id: str, module: str, stamp
 
 def encode_payload(app_id: str, module: str, stamp: int, nsecs: int, hostname: str, body: str,
                    secret: Union[str, bytes, None] = None, client_id: Optional[str] = None,
-                   seq: Optional[int] = None) -> bytes:
-    """The JSON payload with the 0.7 client's key order and separators."""
+                   seq: Optional[int] = None, caps: Optional[str] = None) -> bytes:
+    """The JSON payload with the 0.7 client's key order and separators; `caps` asks for capabilities (1.2)."""
     message = {'version': VERSION, 'app_id': app_id, 'module': module, 'stamp': stamp,
                'nsecs': nsecs, 'hostname': hostname, 'body': body}
     if client_id is not None:
         message['client_id'] = client_id
         message['seq'] = seq
+    if caps is not None:
+        message['caps'] = caps
     if secret is not None:
         message['signature'] = sign(secret, app_id, module, stamp, nsecs, body)
     return json.dumps(message).encode('utf-8')
@@ -183,9 +185,9 @@ def encode_payload(app_id: str, module: str, stamp: int, nsecs: int, hostname: s
 
 def encode_message(app_id: str, module: str, stamp: int, nsecs: int, hostname: str, body: str,
                    secret: Union[str, bytes, None] = None, compress: bool = False,
-                   client_id: Optional[str] = None, seq: Optional[int] = None) -> bytes:
+                   client_id: Optional[str] = None, seq: Optional[int] = None, caps: Optional[str] = None) -> bytes:
     """A whole frame for one record; ACK_REQUEST is set when `client_id` is given."""
-    payload = encode_payload(app_id, module, stamp, nsecs, hostname, body, secret, client_id, seq)
+    payload = encode_payload(app_id, module, stamp, nsecs, hostname, body, secret, client_id, seq, caps)
     flags = 0
     if compress:
         payload = zlib.compress(payload)

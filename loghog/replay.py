@@ -4,7 +4,10 @@ Each spool is sent over its own connection, because an ACK covers the
 client_id of the connection's records, and the records keep the dead
 process's client_id and seqs, so the server drops what had already arrived.
 A chunk is sent, its ACK awaited, then the next: spools are rare and this
-keeps the dead process's numbering simple to follow.
+keeps the dead process's numbering simple to follow. The spool holds the
+records' fields, so they go as batches to a server that takes them
+(protocol 1.2), else as version 1 frames, with this handler's secret and
+compression and the dead process's app and host name.
 """
 
 import _thread
@@ -13,20 +16,27 @@ import threading
 import time
 from typing import Callable, List, Optional, Tuple
 
+from loghog.batch import CAPS_REQUEST
+from loghog.batcher import MAX_BATCH_RECORDS, BatchEncoder, Encoding, Limits, batch_limits
+from loghog.encoder import RecordEncoder
+from loghog.fields import Fields, from_spool, full_body
 from loghog.sender import (ACK_POLL, CONNECT_TIMEOUT, MAX_BATCH_BYTES, OVERSIZED_STRIKES, SAFE_FRAME_BYTES,
                            SEND_TIMEOUT, Backoff, Route)
-from loghog.servers import Failover, format_address
+from loghog.servers import Address, Failover, format_address
 from loghog.spool import Orphan, claim_orphans, read_segment
 from loghog.transport import StreamConnection, connect_stream
 
 Frame = Tuple[int, bytes]
+Entry = Tuple[int, Fields]
 
 
 class Replayer:
     """Finds the spools of dead processes in `directory` and delivers them, one at a time."""
 
-    def __init__(self, directory: str, own_client_id: str, route: Route, warn: Callable[[str], None]) -> None:
+    def __init__(self, directory: str, own_client_id: str, route: Route, warn: Callable[[str], None],
+                 encoding: Encoding) -> None:
         self.directory = directory
+        self.encoding = encoding
         self.own_client_id = own_client_id
         self.route = route
         self.warn = warn
@@ -70,29 +80,30 @@ class Replayer:
     def _deliver(self, orphan: Orphan) -> bool:
         """Send every record of the orphan's segments until the server acknowledges it; False when stopped."""
         failover = Failover(self.route.failover.addresses, self.route.failover.primary_retry_seconds)
-        connection: Optional[StreamConnection] = None
+        link = _Link(orphan, self.encoding)
         acknowledged = orphan.acknowledged()
         backoff = Backoff()
         strikes = 0
         try:
             for path in orphan.segments():
-                frames = read_segment(path, acknowledged)
+                entries = [(seq, fields) for seq, fields in ((seq, from_spool(data))
+                                                             for seq, data in read_segment(path, acknowledged))
+                           if fields is not None]
                 position = 0
-                while position < len(frames):
+                while position < len(entries):
                     if self.stopping.is_set():
                         return False
-                    chunk = _chunk(frames, position)
+                    frames: List[Frame] = []
                     try:
-                        if connection is None:
-                            connection = connect_stream(failover.current, CONNECT_TIMEOUT, self.route.tls)
-                            connection.sock.settimeout(SEND_TIMEOUT)
-                        connection.send(chunk)
-                        _wait_for_ack(connection, chunk[-1][0], self.route.ack_timeout)
+                        if link.connection is None:
+                            link.connect(failover.current, self.route.tls)
+                        frames = link.frames(entries, position)
+                        link.connection.send(frames)
+                        _wait_for_ack(link.connection, frames[-1][0], self.route.ack_timeout)
+                        link.answered()
                     except (OSError, ValueError) as error:
-                        if connection is not None:
-                            connection.close()
-                        connection = None
-                        if len(chunk[0][1]) > SAFE_FRAME_BYTES:
+                        link.close()
+                        if frames and link.limits is None and len(frames[0][1]) > SAFE_FRAME_BYTES:
                             strikes += 1
                             if strikes >= OVERSIZED_STRIKES:
                                 self.oversized_total += 1
@@ -109,15 +120,55 @@ class Replayer:
                         continue
                     backoff.reset()
                     strikes = 0
-                    position += len(chunk)
-                    acknowledged = chunk[-1][0]
+                    acknowledged = frames[-1][0]
+                    while position < len(entries) and entries[position][0] <= acknowledged:
+                        position += 1
+                        self.delivered_total += 1
                     orphan.note_acknowledged(acknowledged)
-                    self.delivered_total += len(chunk)
                 _unlink(path)
         finally:
-            if connection is not None:
-                connection.close()
+            link.close()
         return True
+
+
+class _Link:
+    """One connection of a replay and what its server takes: the first record asks, as the sender's does."""
+
+    def __init__(self, orphan: Orphan, encoding: Encoding) -> None:
+        app_id, hostname = orphan.origin() or (encoding.app_id, encoding.hostname)
+        self.client_id = orphan.client_id
+        self.encoder = RecordEncoder(app_id, hostname, encoding.secret, encoding.compress)
+        self.batcher = BatchEncoder(app_id, hostname, encoding.secret, encoding.compress)
+        self.connection: Optional[StreamConnection] = None
+        self.asking = False
+        self.limits: Optional[Limits] = None
+
+    def connect(self, address: Address, tls: object) -> None:
+        self.connection = connect_stream(address, CONNECT_TIMEOUT, tls)
+        self.connection.sock.settimeout(SEND_TIMEOUT)
+        self.asking = True
+        self.limits = None
+
+    def frames(self, entries: List[Entry], position: int) -> List[Frame]:
+        """The next frames to send: the asking record alone, a run of batches, or version 1 frames."""
+        if self.asking:
+            seq, fields = entries[position]
+            return [(seq, self.encoder.encode(*fields[:3], full_body(fields), self.client_id, seq, CAPS_REQUEST))]
+        if self.limits is not None:
+            return self.batcher.frames(self.client_id, entries[position:position + self.limits.max_records],
+                                       self.limits)
+        return _chunk([(seq, self.encoder.encode(*fields[:3], full_body(fields), self.client_id, seq))
+                       for seq, fields in entries[position:position + MAX_BATCH_RECORDS]], 0)
+
+    def answered(self) -> None:
+        if self.asking:
+            self.asking = False
+            self.limits = batch_limits(self.connection.caps)
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+        self.connection = None
 
 
 def _chunk(frames: List[Frame], position: int) -> List[Frame]:

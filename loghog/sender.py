@@ -2,7 +2,8 @@
 
 Only this thread touches the network and the spool; the application thread
 only queues records in the outbox. Records are encoded here, from what the
-outbox holds, each time they are sent.
+outbox holds, each time they are sent: as protocol 1.2 batches on a
+connection whose server said it takes them, else as version 1 frames.
 """
 
 import random
@@ -10,9 +11,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
+from loghog.batch import CAPS_REQUEST
+from loghog.batcher import BatchEncoder, Limits, batch_limits
 from loghog.encoder import RecordEncoder
+from loghog.fields import Fields, from_spool, full_body, spool_bytes
 from loghog.outbox import Outbox
 from loghog.servers import Address, Failover, format_address
 from loghog.spool import Spool
@@ -31,8 +35,6 @@ SAFE_FRAME_BYTES = 8 + 8192  # every loghogd accepts a payload this big (its sma
 OVERSIZED_STRIKES = 2
 DROP_REPORT_SECONDS = 60.0
 
-Record = Tuple[str, int, int, str]
-"""(module, stamp, nsecs, body): what the outbox holds until the sender encodes it."""
 
 
 class Backoff:
@@ -65,10 +67,12 @@ class Sender:
     """One handler's delivery state, driven by its sender thread (run())."""
 
     def __init__(self, route: Route, encoder: RecordEncoder, outbox: Outbox, spool: Optional[Spool],
-                 acknowledged: bool, warn: Callable[[str], None], debug: bool) -> None:
+                 acknowledged: bool, warn: Callable[[str], None], debug: bool,
+                 batch_encoder: Optional[BatchEncoder] = None) -> None:
         self.route = route
         self.failover = route.failover
         self.encoder = encoder
+        self.batch_encoder = batch_encoder
         self.outbox = outbox
         self.spool = spool
         self.acknowledged = acknowledged
@@ -85,6 +89,9 @@ class Sender:
         self.last_error = ''
         self._connection_acknowledged = False
         self._ack_wait_started: Optional[float] = None
+        self._caps_asked = False  # this connection's first frame asked for the server's capabilities
+        self._limits: Optional[Limits] = None  # set once the server said it takes batches
+        self._batch_servers: Set[Address] = set()  # servers that took batches before: wait for their answer
         self._holding_big = False
         self._big_in_flight = 0
         self._strikes: Dict[int, int] = {}
@@ -109,7 +116,7 @@ class Sender:
                     continue
                 elif self._switch_to_primary():
                     continue
-                if self.outbox.has_unsent() and self._primary is None:
+                if self.outbox.has_unsent() and self._primary is None and not self._awaiting_caps():
                     self._send_batch()
                 backoff.reset()
                 failing = False
@@ -147,10 +154,21 @@ class Sender:
     def _open(self) -> None:
         self.connection = self._connect(self.failover.current, CONNECT_TIMEOUT)
         self.ever_connected = True
-        self._connection_acknowledged = False
-        self._ack_wait_started = None
+        self._new_connection()
         self._debug('connected to %s' % self._where())
         self._report_drops(force=True)
+
+    def _new_connection(self) -> None:
+        self._connection_acknowledged = False
+        self._ack_wait_started = None
+        self._caps_asked = False
+        self._limits = None
+
+    def _awaiting_caps(self) -> bool:
+        """Whether to send nothing but the asking record until the first ACK: after a reconnect to a
+        server that took batches, so that a backlog goes as batches, not as version 1 frames."""
+        return (self.acknowledged and self._caps_asked and not self._connection_acknowledged
+                and self.failover.current in self._batch_servers)
 
     def _report_drops(self, force: bool = False) -> None:
         """Once delivery works again (a connection; an ACK or a send, at most every DROP_REPORT_SECONDS
@@ -181,7 +199,8 @@ class Sender:
     def _wait_for_work(self) -> bool:
         """Wait for records to send or, with records awaiting an ACK, for the server to answer."""
         if self.acknowledged and self.connection is not None and self.outbox.last_in_flight():
-            if self._holding_big or self._primary is not None or not self.outbox.has_unsent():
+            if self._holding_big or self._primary is not None or not self.outbox.has_unsent() \
+                    or self._awaiting_caps():
                 self.connection.wait_readable(ACK_POLL)
             return True
         if self.spool is not None:
@@ -195,7 +214,7 @@ class Sender:
         entries = self.outbox.unspooled()
         if entries:
             try:
-                self.spool.append([(seq, self._encode(seq, record)) for seq, record in entries])
+                self.spool.append([(seq, spool_bytes(fields)) for seq, fields in entries])
             except OSError as error:
                 self.warn('cannot write the spool in %s (%s); sending without it' % (self.spool.directory, error))
                 self._stop_spooling()
@@ -212,11 +231,16 @@ class Sender:
             pass
         self.spool = None
 
-    def _encode(self, seq: int, record: Record) -> bytes:
-        module, stamp, nsecs, body = record
-        if self.acknowledged:
+    def _encode(self, seq: int, fields: Fields) -> bytes:
+        """A version 1 frame; the first of an acknowledged connection asks for capabilities (protocol 1.2)."""
+        module, stamp, nsecs = fields[:3]
+        body = full_body(fields)
+        if not self.acknowledged:
+            return self.encoder.encode(module, stamp, nsecs, body)
+        if self._caps_asked or self.batch_encoder is None:
             return self.encoder.encode(module, stamp, nsecs, body, self.client_id, seq)
-        return self.encoder.encode(module, stamp, nsecs, body)
+        self._caps_asked = True
+        return self.encoder.encode(module, stamp, nsecs, body, self.client_id, seq, CAPS_REQUEST)
 
     def _server_still_there(self) -> bool:
         """False when the server closed the connection; in acknowledged mode, apply its ACKs."""
@@ -227,6 +251,12 @@ class Sender:
         except ConnectionError:
             return False
         if acknowledged:
+            if not self._connection_acknowledged:
+                self._limits = batch_limits(self.connection.caps)
+                if self._limits is not None:
+                    self._batch_servers.add(self.failover.current)
+                self._debug('%s takes %s' % (self._where(), 'batches (protocol 1.2)' if self._limits
+                                             else 'version 1 frames with acknowledgements (protocol 1.1)'))
             self._confirm(acknowledged)
             self._connection_acknowledged = self.ever_acknowledged = True
             self._ack_wait_started = None
@@ -282,8 +312,7 @@ class Sender:
         self.outbox.rewind()
         self.connection, self._primary = connection, None
         self.failover.back_to_primary()
-        self._connection_acknowledged = False
-        self._ack_wait_started = None
+        self._new_connection()
         self._debug('back on %s' % self._where())
         return True
 
@@ -298,12 +327,15 @@ class Sender:
         acknowledged = self.acknowledged  # then only an ACK confirms a record
         if batch[0][1] is None:  # beyond the memory bound: only the spool has them
             on_disk = self.spool.read(batch[0][0], batch[-1][0])
-            frames = [(seq, on_disk[seq]) for seq, _ in batch if seq in on_disk]
-            if not frames:
+            batch = [(seq, fields) for seq, fields in ((seq, from_spool(on_disk[seq]))
+                                                       for seq, _ in batch if seq in on_disk) if fields is not None]
+            if not batch:
                 return
+        if acknowledged and self._limits is not None:
+            frames = self.batch_encoder.frames(self.client_id, batch, self._limits)
         else:
-            frames = [(seq, self._encode(seq, record)) for seq, record in batch]
-        if acknowledged:
+            frames = [(seq, self._encode(seq, fields)) for seq, fields in batch]
+        if acknowledged and self._limits is None:
             frames = self._hold_back_big(frames)
             if not frames:
                 return

@@ -2,8 +2,12 @@
 
 Layout in `spool_dir`, per handler (client_id): `<client_id>.lock`, held
 with flock() while the process lives and holding the highest acknowledged
-seq (8 bytes), and segments `<client_id>.<n>.spool`, each a run of records
-`seq (u64) | length (u32) | crc32 of all that precedes and the frame (u32) | frame`. A segment is deleted once
+seq (8 bytes) then the JSON object {"app_id": ..., "hostname": ...} the
+records are from, and segments `<client_id>.<n>.spool`, each a run of records
+`seq (u64) | length (u32) | crc32 of all that precedes and the data (u32) | data`,
+the data being the record's fields (loghog.fields.spool_bytes), so that
+whoever sends them encodes them for the server it finds (a version 1 frame
+or a protocol 1.2 batch). A segment is deleted once
 an ACK covers its last record; a torn or corrupt tail (the process died in
 a write) ends a segment. A process that can lock another client_id's lock
 file owns the spool of a process that died and sends it under that
@@ -13,6 +17,7 @@ Writes go to the page cache with no fsync except when a segment is full:
 the spool survives the application's death, not the machine's.
 """
 
+import json
 import os
 import re
 import struct
@@ -28,11 +33,13 @@ RECORD = struct.Struct('!QLL')
 HEAD = struct.Struct('!QL')
 ACKED = struct.Struct('!Q')
 SEGMENT_BYTES = 1024 * 1024
-MAX_SPOOLED_FRAME = 64 * 1024 * 1024
+MAX_SPOOLED_RECORD = 64 * 1024 * 1024
+MAX_ORIGIN = 64 * 1024
 SEGMENT_NAME = re.compile(r'([A-Za-z0-9_-]{1,64})\.(\d{1,12})\.spool\Z')
 LOCK_NAME = re.compile(r'([A-Za-z0-9_-]{1,64})\.lock\Z')
 
-Frame = Tuple[int, bytes]
+Item = Tuple[int, bytes]
+"""(seq, the record's data)."""
 
 
 def spool_supported() -> bool:
@@ -42,34 +49,35 @@ def spool_supported() -> bool:
 class Spool:
     """This handler's own spool: append before send, delete what is acknowledged, bounded in bytes."""
 
-    def __init__(self, directory: str, client_id: str, max_bytes: int) -> None:
+    def __init__(self, directory: str, client_id: str, max_bytes: int, app_id: str = '', hostname: str = '') -> None:
         self.directory = directory
         self.client_id = client_id
         self.max_bytes = max_bytes
+        self.origin = json.dumps({'app_id': app_id, 'hostname': hostname}).encode('utf-8', 'replace')
         self.unprotected_total = 0  # records whose segment went to keep the spool under max_bytes
         self.lost_upto = 0  # the last seq of the newest segment that went that way
-        self._cache: Tuple[int, int, Dict[int, bytes]] = (0, 0, {})  # (segment number, its bytes, its frames)
+        self._cache: Tuple[int, int, Dict[int, bytes]] = (0, 0, {})  # (segment number, its bytes, its items)
         self._lock_fd: Optional[int] = None
         self._segments: List[List] = []  # [number, last seq, bytes, records] of each segment, oldest first
         self._current: Optional[int] = None
         self._bytes = 0
 
-    def append(self, frames: List[Frame]) -> None:
-        """Write the frames at the end of the current segment, in one write()."""
-        if not frames:
+    def append(self, items: List[Item]) -> None:
+        """Write the items at the end of the current segment, in one write()."""
+        if not items:
             return
         if self._lock_fd is None:
             self._open_lock()
-        data = b''.join(_record(seq, frame) for seq, frame in frames)
+        data = b''.join(_record(seq, item) for seq, item in items)
         if self._current is None or self._segments[-1][2] >= SEGMENT_BYTES:
             self._start_segment()
         while self._bytes + len(data) > self.max_bytes and len(self._segments) > 1:
             self._drop_oldest_segment()
         os.write(self._current, data)
         segment = self._segments[-1]
-        segment[1] = frames[-1][0]
+        segment[1] = items[-1][0]
         segment[2] += len(data)
-        segment[3] += len(frames)
+        segment[3] += len(items)
         self._bytes += len(data)
 
     def confirm(self, last_seq: int) -> None:
@@ -81,7 +89,7 @@ class Spool:
             self._delete_segment(self._segments.pop(0))
 
     def read(self, first: int, last: int) -> Dict[int, bytes]:
-        """The frames of seqs `first` to `last` that the spool holds (records no longer in memory)."""
+        """The items of seqs `first` to `last` that the spool holds (records no longer in memory)."""
         found: Dict[int, bytes] = {}
         for number, last_seq, size, _ in self._segments:
             if last_seq < first:
@@ -89,8 +97,8 @@ class Spool:
             if self._cache[:2] != (number, size):
                 path = self._path('%s.%d.spool' % (self.client_id, number))
                 self._cache = (number, size, dict(read_segment(path, 0)))
-            frames = self._cache[2]
-            found.update((seq, frames[seq]) for seq in range(first, last + 1) if seq in frames)
+            items = self._cache[2]
+            found.update((seq, items[seq]) for seq in range(first, last + 1) if seq in items)
             if last_seq >= last:
                 break
         return found
@@ -128,6 +136,7 @@ class Spool:
         temporary = self._path('.%s.lock.new' % self.client_id)
         fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, ACKED.pack(0) + self.origin)
         os.rename(temporary, self._path('%s.lock' % self.client_id))
         self._lock_fd = fd
 
@@ -171,6 +180,17 @@ class Orphan:
         data = os.pread(self._lock_fd, ACKED.size, 0)
         return ACKED.unpack(data)[0] if len(data) == ACKED.size else 0
 
+    def origin(self) -> Optional[Tuple[str, str]]:
+        """(app_id, hostname) its records are from; None when the lock file does not say."""
+        try:
+            origin = json.loads(os.pread(self._lock_fd, MAX_ORIGIN, ACKED.size).decode('utf-8'))
+        except ValueError:
+            return None
+        if type(origin) is not dict or type(origin.get('app_id')) is not str \
+                or type(origin.get('hostname')) is not str:
+            return None
+        return origin['app_id'], origin['hostname']
+
     def segments(self) -> List[str]:
         """Paths of its segments, oldest first."""
         found = []
@@ -196,27 +216,27 @@ class Orphan:
             self._lock_fd = None
 
 
-def read_segment(path: str, after_seq: int) -> List[Frame]:
+def read_segment(path: str, after_seq: int) -> List[Item]:
     """The whole records of a segment with a seq above `after_seq`; a torn or corrupt tail ends it."""
     try:
         with open(path, 'rb') as stream:
             data = stream.read()
     except FileNotFoundError:
         return []
-    frames: List[Frame] = []
+    items: List[Item] = []
     pos = 0
     while pos + RECORD.size <= len(data):
         seq, length, crc = RECORD.unpack_from(data, pos)
         end = pos + RECORD.size + length
-        if length > MAX_SPOOLED_FRAME or end > len(data):
+        if length > MAX_SPOOLED_RECORD or end > len(data):
             break
-        frame = data[pos + RECORD.size:end]
-        if zlib.crc32(frame, zlib.crc32(HEAD.pack(seq, length))) != crc:
+        item = data[pos + RECORD.size:end]
+        if zlib.crc32(item, zlib.crc32(HEAD.pack(seq, length))) != crc:
             break
         if seq > after_seq:
-            frames.append((seq, frame))
+            items.append((seq, item))
         pos = end
-    return frames
+    return items
 
 
 def claim_orphans(directory: str, own_client_id: str) -> Iterator[Orphan]:
@@ -242,9 +262,9 @@ def claim_orphans(directory: str, own_client_id: str) -> Iterator[Orphan]:
         yield Orphan(directory, client_id, fd)
 
 
-def _record(seq: int, frame: bytes) -> bytes:
-    head = HEAD.pack(seq, len(frame))
-    return RECORD.pack(seq, len(frame), zlib.crc32(frame, zlib.crc32(head))) + frame
+def _record(seq: int, item: bytes) -> bytes:
+    head = HEAD.pack(seq, len(item))
+    return RECORD.pack(seq, len(item), zlib.crc32(item, zlib.crc32(head))) + item
 
 
 def _listdir(directory: str) -> List[str]:

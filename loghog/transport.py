@@ -12,10 +12,13 @@ import socket
 import ssl
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
+from loghog.batch import FLAG_CAPS, decode_caps_ack
 from loghog.outbox import Entry
-from loghog.protocol import ACK_PAYLOAD, FLAG_ACK, MAX_UDP_PAYLOAD, StreamDecoder, decode_ack
+from loghog.protocol import FLAG_ACK, MAX_UDP_PAYLOAD, StreamDecoder, decode_ack
 
 Address = Tuple[str, int]
+MAX_ACK_FRAME = 4096
+"""The largest frame a server sends: an ACK, or an ACK with its capabilities (protocol 1.2)."""
 
 
 def readable(sock: socket.socket, timeout: float) -> bool:
@@ -59,11 +62,17 @@ def make_tls_context(ssl_info: Dict[str, Any]) -> ssl.SSLContext:
 
 
 class StreamConnection:
-    """Frames back to back on one TCP (or TLS) connection."""
+    """Frames back to back on one TCP (or TLS) connection.
+
+    `answered` turns true with the server's first ACK; `caps` holds the
+    capabilities that ACK carried (protocol 1.2), or stays None.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._acks = StreamDecoder(max_size=ACK_PAYLOAD.size, allowed_flags=FLAG_ACK)
+        self.answered = False
+        self.caps: Optional[Dict[str, Any]] = None
+        self._acks = StreamDecoder(max_size=MAX_ACK_FRAME, allowed_flags=FLAG_ACK | FLAG_CAPS)
 
     def peer_closed(self) -> bool:
         """True when the server has closed its end; a version-1 server sends nothing else."""
@@ -83,8 +92,15 @@ class StreamConnection:
         highest = 0
         data = self._read_available()
         while data:
-            for _, payload in self._acks.feed(data):
-                highest = max(highest, decode_ack(payload))
+            for flags, payload in self._acks.feed(data):
+                if flags & FLAG_CAPS:
+                    seq, caps = decode_caps_ack(payload)
+                    if not self.answered:
+                        self.caps = caps
+                else:
+                    seq = decode_ack(payload)
+                self.answered = True
+                highest = max(highest, seq)
             if self._acks.error is not None:
                 raise ConnectionError('server sent a frame that is not an ACK: %s' % self._acks.error)
             data = self._read_available()

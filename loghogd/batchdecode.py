@@ -10,7 +10,7 @@ by one, and a batch it decodes passes the same extra checks as the stdlib's.
 
 from typing import Annotated, Any, Dict, List, Optional, Tuple
 
-from loghog.batch import MAX_INT, MIN_INT, Batch, BatchError, check_header, check_json_value, decode_batch
+from loghog.batch import MAX_INT, MAX_TIME_US, MIN_INT, Batch, BatchError, check_header, check_json_value, decode_batch
 
 try:
     import msgspec
@@ -24,10 +24,11 @@ BadRecords = List[Tuple[int, str]]
 
 if msgspec is not None:
     Int64 = Annotated[int, msgspec.Meta(ge=MIN_INT, le=MAX_INT)]
+    TimeUs = Annotated[int, msgspec.Meta(ge=0, le=MAX_TIME_US)]
 
     class _Record(msgspec.Struct, array_like=True):
         module: str
-        time_us: Int64
+        time_us: TimeUs
         body: str
         levelno: Optional[Int64] = None
         levelname: Optional[str] = None

@@ -4,6 +4,7 @@ import logging
 import socket
 from typing import List, Tuple
 
+from loghog.batch import BATCH_CLIENT_FLAGS
 from loghog.protocol import Frame, FrameError, decode_datagram
 from loghogd.listeners import format_peer
 from loghogd.reporting import RateLimitedReporter
@@ -27,7 +28,7 @@ def receive_datagrams(sock: socket.socket, max_size: int, counters: Counters,
             break
         counters.bytes_received += len(data)
         try:
-            received.append((decode_datagram(data, max_size), address))
+            received.append((decode_datagram(data, max_size, BATCH_CLIENT_FLAGS), address))
         except FrameError as error:
             counters.reject(error.reason)
             reporter.report('frame:' + error.reason, logging.WARNING,

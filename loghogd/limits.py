@@ -30,7 +30,7 @@ class Connection:
     """
 
     __slots__ = ('sock', 'peer', 'host', 'decoder', 'tls', 'opened_at', 'buffered', 'held', 'held_bytes',
-                 'ack_client', 'ack_sent', 'ack_out', 'syslog_kind', 'sender')
+                 'ack_client', 'ack_sent', 'ack_out', 'ack_caps', 'syslog_kind', 'sender')
 
     def __init__(self, sock: socket.socket, peer: str, host: str, decoder: StreamDecoder, tls: bool,
                  now: float) -> None:
@@ -46,6 +46,7 @@ class Connection:
         self.ack_client = ''
         self.ack_sent = 0
         self.ack_out = b''
+        self.ack_caps = False  # its first ACK also says what the server takes (protocol 1.2)
         self.syslog_kind = ''
         self.sender = ''
 

@@ -6,11 +6,13 @@ counted under its reason and reported (rate-limited) with the peer address.
 
 import json
 import logging
-from typing import TYPE_CHECKING, Dict, Iterable, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, Optional, Set, Tuple, Union
 
+from loghog.batch import FLAG_BATCH
 from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, Frame, FrameError, inflate, signature_matches
 from loghogd.ackmarks import client_owner, parse_ack_fields
 from loghogd.acks import AckJournal
+from loghogd.batches import BatchIntake, asks_for_caps
 from loghogd.facilities import MAX_MODULE_LENGTH, ROOT, Facilities, Facility
 from loghogd.formats import Clock, Formatter, LineFormat, Render, classic_host, escape_controls
 from loghogd.record import Record, RecordRun, loghog_record
@@ -137,6 +139,8 @@ class Processor:
         self._told_signature_unused: Set[str] = set()
         self.ack_targets: Dict[object, str] = {}
         self.forwarder: Optional['Forwarder'] = None
+        self.caps_asked: Dict[object, None] = {}  # connections whose frame asked for capabilities (1.2)
+        self.batches = BatchIntake(self)
 
     def set_facilities(self, facilities: Facilities) -> None:
         """Take a reloaded facilities.conf into use for the next message."""
@@ -161,6 +165,9 @@ class Processor:
         queue = self.writer.queue
         acks = self.acks if ack_target is not None else None
         for flags, payload in frames:
+            if flags & FLAG_BATCH:
+                self.batches.process(flags, payload, peer, now, prefix, ack_target)
+                continue
             client_id = None
             try:
                 if flags & FLAG_ZLIB:
@@ -308,6 +315,17 @@ class Processor:
         self._reject(reason, detail, peer)
         self.acks.note(client_id, seq, None, client_id)
 
+    def route(self, app_id: str, module: str, hostname: str
+              ) -> Union[Tuple[Facility, LogFile, str, str, Optional[Render]], Rejected]:
+        """The (cached) route of a record, or why it has none."""
+        route = self._routes.get((app_id, module, hostname))
+        if route is not None:
+            return route
+        try:
+            return self._route(app_id, module, hostname)
+        except Rejected as rejected:
+            return rejected
+
     def _route(self, app_id: str, module: str, hostname: str
                ) -> Tuple[Facility, Optional[LogFile], str, str, Optional[Render]]:
         facility = self.facilities.lookup(app_id, lookup_module(module))
@@ -337,6 +355,8 @@ class Processor:
         if client_id is None:
             raise Rejected('bad_ack_fields', 'ACK_REQUEST frame without a valid client_id and seq')
         self.ack_targets[ack_target] = client_id
+        if asks_for_caps(message):
+            self.caps_asked[ack_target] = None
         return client_id, seq
 
     @staticmethod
@@ -357,6 +377,7 @@ class Processor:
 
     def forget_connection(self, connection: object) -> None:
         self.ack_targets.pop(connection, None)
+        self.caps_asked.pop(connection, None)
         if self.acks is not None:
             self.acks.forget_connection(connection)
 
@@ -374,7 +395,7 @@ class Processor:
             log.warning('%s signs its records (first from %s) but facilities.conf gives %s no secret:'
                         ' the signatures are not checked', facility.app_id, peer, facility.name)
 
-    def _reject(self, reason: str, detail: str, peer: str, app_id: Optional[str] = None) -> None:
-        self.counters.reject(reason, app_id)
+    def _reject(self, reason: str, detail: str, peer: str, app_id: Optional[str] = None, count: int = 1) -> None:
+        self.counters.reject(reason, app_id, count)
         self.reporter.report('reject:' + reason, logging.WARNING, 'rejected a message from %s (%s): %s',
                              peer, reason, detail)

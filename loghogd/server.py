@@ -16,6 +16,7 @@ import ssl
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Set
 
+from loghog.batch import BATCH_CLIENT_FLAGS
 from loghog.protocol import Frame, FrameError, StreamDecoder
 from loghogd.acksender import AckSender
 from loghogd.config import ServerConfig
@@ -62,7 +63,7 @@ class Server:
         self.mono = time.monotonic()
         self.prefix = self.clock.prefix(self.now)
         self.stopping = False
-        self.ack_sender = AckSender(counters)
+        self.ack_sender = AckSender(counters, processor.batches.capabilities())
         self.syslog = SyslogInput(processor, counters, reporter, config.max_message_size)
         self.syslog_tls_context: Optional[ssl.SSLContext] = None
 
@@ -122,7 +123,8 @@ class Server:
     def answer(self, result: PassResult) -> None:
         """Owe the ACKs a pass decided, close the connections that must resend, send what is owed."""
         if result.owed:
-            self.ack_sender.owe(result.owed)
+            self.ack_sender.owe(result.owed, self.processor.caps_asked)
+            self.processor.caps_asked.clear()
         if result.resend:
             self._disconnect_to_resend(result.resend)
         if self.ack_sender.owed:
@@ -182,7 +184,7 @@ class Server:
     def _add_connection(self, sock: socket.socket, peer: str, host: str, tls: bool, syslog: bool = False,
                         sender: str = '') -> None:
         prepare_accepted(sock)
-        decoder = self.syslog.new_framer() if syslog else StreamDecoder(self.config.max_message_size)
+        decoder = self.syslog.new_framer() if syslog else StreamDecoder(self.config.max_message_size, BATCH_CLIENT_FLAGS)
         if tls:
             context = self.syslog_tls_context if syslog else self.tls_context
             try:

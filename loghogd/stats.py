@@ -13,6 +13,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from loghogd import __version__
+from loghogd.batchdecode import DECODER_NAME
 
 MAX_REJECTED_APPS = 1000
 OTHER_REJECTED_APPS = '(other apps)'
@@ -51,14 +52,15 @@ class Counters:
         self.syslog_truncated_by_listener: Dict[str, int] = collections.Counter()
         self.ack_clients_evicted = 0
         self.signature_unused = 0
+        self.batches_received = 0
 
-    def reject(self, reason: str, app_id: Optional[str] = None) -> None:
-        """Count a rejection; app ids come from the network, so past MAX_REJECTED_APPS they share a row."""
-        self.rejected_by_reason[reason] += 1
+    def reject(self, reason: str, app_id: Optional[str] = None, count: int = 1) -> None:
+        """Count rejections; app ids come from the network, so past MAX_REJECTED_APPS they share a row."""
+        self.rejected_by_reason[reason] += count
         if app_id is not None:
             if app_id not in self.rejected_by_app and len(self.rejected_by_app) >= MAX_REJECTED_APPS:
                 app_id = OTHER_REJECTED_APPS
-            self.rejected_by_app[app_id] += 1
+            self.rejected_by_app[app_id] += count
 
     def snapshot(self) -> Dict[str, Any]:
         accepted = dict(self.accepted_by_facility)
@@ -103,6 +105,8 @@ class Counters:
             'syslog_truncated_by_listener': dict(self.syslog_truncated_by_listener),
             'ack_clients_evicted': self.ack_clients_evicted,
             'signature_unused': self.signature_unused,
+            'batches_received': self.batches_received,
+            'batch_decoder': DECODER_NAME,
         }
 
 
@@ -174,6 +178,7 @@ PROMETHEUS_METRICS = (
     ('consume_duplicates', 'consume_duplicates_total', 'counter',
      'Redelivered messages dropped because the journal had them on disk already.', None),
     ('consume_pending', 'consume_pending', 'gauge', 'Messages fetched and not yet acknowledged.', None),
+    ('batches_received', 'received_batches_total', 'counter', 'Protocol 1.2 batch frames read from clients.', None),
     ('started', 'start_time_seconds', 'gauge', 'When this loghogd started, in seconds since the epoch.', None),
 )
 PROMETHEUS_PREFIX = 'loghogd_'

@@ -52,6 +52,7 @@ STATUS_NUMBERS = (
     ('consume_redelivered', 'consumed: redelivered'),
     ('consume_duplicates', 'consumed: duplicates dropped'),
     ('consume_pending', 'consumed: pending'),
+    ('batches_received', 'batch frames received (protocol 1.2)'),
 )
 STATUS_WIDTH = 40
 # (snapshot key, label) of the by-key counts in --status, after the rejections
@@ -66,7 +67,8 @@ def format_status(snapshot: Dict[str, Any]) -> str:
     started = time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(snapshot.get('started', 0)))
     lines = ['loghogd %s, PID %s, up %s (since %s)' % (
         snapshot.get('version', '?'), snapshot.get('pid', '?'),
-        _duration(snapshot.get('uptime_seconds', 0)), started), '']
+        _duration(snapshot.get('uptime_seconds', 0)), started),
+        'protocol 1.2 batches decoded with %s' % snapshot.get('batch_decoder', '?'), '']
     _status_number(lines, 'messages accepted', snapshot.get('accepted', 0))
     _status_breakdown(lines, 'by application', snapshot.get('accepted_by_app', {}))
     _status_breakdown(lines, 'by facility', snapshot.get('accepted_by_facility', {}))

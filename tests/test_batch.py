@@ -153,7 +153,7 @@ def test_deep_nesting_and_invalid_utf8_are_rejected_alike():
     assert outcome(batch.decode_batch, invalid) == outcome(batchdecode.decode, invalid) == ('error', 'bad_json')
 
 
-@given(st.lists(st.tuples(texts, st.integers(min_value=0, max_value=2 ** 62), texts,
+@given(st.lists(st.tuples(texts, st.integers(min_value=0, max_value=batch.MAX_TIME_US), texts,
                           st.none() | st.integers(min_value=0, max_value=50), st.none() | texts), max_size=5),
        st.booleans(), st.booleans())
 def test_round_trip(records, signed, compressed):

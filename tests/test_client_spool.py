@@ -1,9 +1,9 @@
 """The client's server list, disk spool and byte-bounded queue, in this process (issue 19)."""
 
-import json
 import logging
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loghog.fields import from_spool
 from loghog.servers import format_address, parse_servers
 from loghog.spool import RECORD, SEGMENT_BYTES, Spool, claim_orphans, read_segment
 from tests.support.daemon import REPO, wait_for
@@ -247,8 +248,9 @@ def test_a_forked_child_does_not_keep_its_dead_parent_s_spool_locked(tmp_path):
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
         [orphan] = claim_orphans(spool_dir, 'test')  # the parent's, though the child that inherited it lives
-        assert [json.loads(frame[8:])['body'] for path in orphan.segments()
-                for _, frame in read_segment(path, 0)] == ['from the parent']
+        assert [from_spool(data)[3] for path in orphan.segments()
+                for _, data in read_segment(path, 0)] == ['from the parent']
+        assert orphan.origin() == ('demo', socket.gethostname())
         orphan.release()
     finally:
         parent.kill()

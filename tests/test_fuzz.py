@@ -85,7 +85,12 @@ class Harness:
         self.processor.process(frames, '127.0.0.1:1', now, '2026-01-01 00:00:00.000000 - ', self)
         self.frames_fed += len(frames)
         assert self.handled() - before == len(frames)
+        self.flush(now)
+
+    def flush(self, now: float) -> None:
+        """Write what the processor queued, as the server's loop pass does; every path stays in logdir."""
         self.loop_pass.finish(now, force=True)
+        self.processor.caps_asked.clear()
         for logfile in self.writer.open_files():
             assert not logfile.unwritten, logfile.path
             assert os.path.realpath(logfile.path).startswith(os.path.realpath(self.logdir) + os.sep)

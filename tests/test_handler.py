@@ -28,6 +28,8 @@ from hypothesis import strategies as st
 
 import loghog.sender
 from loghog import LoghogHandler
+from loghog.batch import (BATCH_CLIENT_FLAGS, FLAG_BATCH, RECORD_FIELDS, decode_batch, encode_caps_ack, mac_matches,
+                          split_mac)
 from loghog.encoder import RecordEncoder
 from loghog.outbox import Outbox
 from loghog.protocol import (
@@ -63,8 +65,11 @@ class Capture:
     """
 
     def __init__(self, udp: bool = False, listening: bool = True,
-                 tls: Optional[ssl.SSLContext] = None, greeting: bytes = b'', acking: bool = True) -> None:
+                 tls: Optional[ssl.SSLContext] = None, greeting: bytes = b'', acking: bool = True,
+                 caps: Optional[Dict[str, object]] = None, max_size: int = 1024 * 1024) -> None:
         self.udp = udp
+        self.max_size = max_size  # a bigger frame closes the connection, as loghogd's max_message_size does
+        self.caps = caps  # answer a connection asking for capabilities with these (a protocol 1.2 server)
         self.tls = tls
         self.greeting = greeting
         self.acking = acking
@@ -103,17 +108,25 @@ class Capture:
             if self.tls is not None:
                 conn = self.tls.wrap_socket(conn, server_side=True)
             self.peers.append(conn)
-            decoder = StreamDecoder()
+            decoder = StreamDecoder(self.max_size, BATCH_CLIENT_FLAGS)
+            answered = False
             while True:
                 data = conn.recv(65536)
                 if not data:
                     break
                 with self._lock:
                     buffer += data
-                seqs = [decode(encode_message_bytes(flags, payload))['seq'] for flags, payload in decoder.feed(data)
-                        if flags & FLAG_ACK_REQUEST]
-                if seqs and self.acking:
-                    conn.sendall(encode_ack(max(seqs)))
+                records = [record for flags, payload in decoder.feed(data) if flags & FLAG_ACK_REQUEST
+                           for record in decode(encode_message_bytes(flags, payload), True)]
+                if records and self.acking:
+                    seq = max(record['seq'] for record in records)
+                    if not answered and self.caps is not None and records[0].get('caps') == 'batch':
+                        conn.sendall(encode_caps_ack(seq, self.caps))
+                    else:
+                        conn.sendall(encode_ack(seq))
+                    answered = True
+                if decoder.error is not None:
+                    break
         except (OSError, ssl.SSLError):
             pass
         finally:
@@ -136,13 +149,13 @@ class Capture:
             chunks = [bytes(buffer) for buffer in self.connections]
         frames = []
         for chunk in chunks:
-            decoder = StreamDecoder()
+            decoder = StreamDecoder(allowed_flags=BATCH_CLIENT_FLAGS)
             for flags, payload in decoder.feed(chunk):
                 frames.append(encode_message_bytes(flags, payload))
         return frames
 
     def records(self) -> List[Dict[str, object]]:
-        return [decode(frame) for frame in self.frames()]
+        return [record for frame in self.frames() for record in decode(frame, True)]
 
     def bodies(self) -> List[str]:
         return [record['body'] for record in self.records()]
@@ -163,11 +176,19 @@ def encode_message_bytes(flags: int, payload: bytes) -> bytes:
     return len(payload).to_bytes(4, 'big') + flags.to_bytes(4, 'big') + payload
 
 
-def decode(frame: bytes) -> Dict[str, object]:
-    flags, payload = decode_datagram(frame)
+def decode(frame: bytes, batches: bool = False):
+    """A version 1 frame's JSON object; with `batches`, a list of records, a batch's as objects too."""
+    flags, payload = decode_datagram(frame, allowed_flags=BATCH_CLIENT_FLAGS)
     if flags & FLAG_ZLIB:
         payload = zlib.decompress(payload)
-    return json.loads(payload)
+    if not batches:
+        return json.loads(payload)
+    if not flags & FLAG_BATCH:
+        return [json.loads(payload)]
+    data, _ = split_mac(payload, flags)
+    app_id, hostname, client_id, first_seq, arrays = json.loads(data)[1:]
+    return [dict(zip(RECORD_FIELDS, array), app_id=app_id, hostname=hostname, client_id=client_id,
+                 seq=first_seq + index if first_seq else None, batch=True) for index, array in enumerate(arrays)]
 
 
 @pytest.fixture
@@ -676,7 +697,8 @@ def test_acknowledged_records_carry_client_id_and_seq_and_leave_the_queue_on_ack
         assert all(decode_datagram(frame)[0] == FLAG_ACK_REQUEST for frame in frames)
         assert frames[0] == encode_message('demo', logger.name, records[0]['stamp'], records[0]['nsecs'],
                                            handler.hostname, 'acked 0', 'sekrit', False,
-                                           records[0]['client_id'], 1)
+                                           records[0]['client_id'], 1, caps='batch')
+        assert not any('caps' in record for record in records[1:])  # a 1.1 server: version 1 frames go on
         assert handler.acknowledged and handler.dropped_total == 0
     finally:
         server.close()
@@ -865,7 +887,8 @@ def test_client_distribution_is_the_loghog_package_alone_with_no_dependencies(tm
         names = archive.namelist()
         metadata = archive.read(next(name for name in names if name.endswith('/METADATA'))).decode()
     assert sorted(name for name in names if '.dist-info/' not in name) == [
-        'loghog/__init__.py', 'loghog/batch.py', 'loghog/encoder.py', 'loghog/handler.py', 'loghog/outbox.py',
+        'loghog/__init__.py', 'loghog/batch.py', 'loghog/batcher.py', 'loghog/encoder.py', 'loghog/fields.py',
+        'loghog/handler.py', 'loghog/outbox.py',
         'loghog/protocol.py', 'loghog/replay.py', 'loghog/sender.py', 'loghog/servers.py', 'loghog/spool.py',
         'loghog/transport.py']
     assert 'Requires-Dist' not in metadata

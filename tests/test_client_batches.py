@@ -1,0 +1,251 @@
+"""The client's side of protocol 1.2: the fields emit() keeps, negotiation, and batches within a server's limits.
+
+The capture servers here (tests/test_handler.py) answer a connection that
+asks for capabilities with the ones a test gives, as loghogd does, and
+keep every byte, so each assertion is about what went on the wire.
+"""
+
+import logging
+import math
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from loghog.batch import FLAG_BATCH, FLAG_SIGNED, decode_batch, encode_batch, mac_matches, split_mac
+from loghog.batcher import CUT_MARK, BatchEncoder, Limits, batch_limits
+from loghog.fields import (MAX_EXTRA_BYTES, STANDARD_ATTRIBUTES, from_spool, from_wire_array, full_body,
+                           record_fields, spool_bytes, wire_array)
+from loghog.protocol import FLAG_ZLIB, decode_datagram, inflate
+from tests.support.daemon import wait_for
+from tests.test_handler import Capture, logger_for
+
+CAPS = {'batch': 1, 'max_message_size': 1048576, 'max_batch_records': 10000}
+
+
+@pytest.fixture
+def server12():
+    server = Capture(caps=CAPS)
+    yield server
+    server.close()
+
+
+def sent_flags(server: Capture):
+    return [decode_datagram(frame, allowed_flags=0xff)[0] for frame in server.frames()]
+
+
+def test_the_first_record_asks_and_the_rest_go_in_batches_with_their_structured_fields(server12, make_handler):
+    handler = make_handler('shop', '127.0.0.1', server12.port)
+    logger = logger_for(handler, 'shop.orders')
+    logger.info('first')
+    wait_for(lambda: handler.queued == 0, 10, 'the first acknowledgement')
+    for number in range(300):
+        logger.warning('order %d', number, extra={'order': number, 'tags': ['vip'], 'user': object()})
+    try:
+        raise ValueError('card')
+    except ValueError:
+        logger.exception('charge failed')
+    logger.info('with stack', stack_info=True)
+    wait_for(lambda: handler.queued == 0, 10, 'every record acknowledged')
+    records = server12.records()
+    assert [r['seq'] for r in records] == list(range(1, 304))
+    assert records[0]['caps'] == 'batch' and 'batch' not in records[0]
+    assert all(r.get('batch') for r in records[1:])
+    assert sent_flags(server12)[1] & FLAG_BATCH and len(sent_flags(server12)) < 100
+    order = records[1]
+    assert (order['module'], order['body'], order['levelno'], order['levelname']) == (
+        logger.name, 'order 0', logging.WARNING, 'WARNING')
+    assert order['extra'] == {'order': 0, 'tags': ['vip']}  # the object is not JSON: left out
+    assert order['thread'] == 'MainThread' and order['pid'] > 0
+    assert abs(order['time_us'] / 1e6 - records[1]['time_us'] / 1e6) < 60
+    failed = records[-2]
+    assert failed['exception'].startswith('Traceback') and failed['exception'].endswith('ValueError: card')
+    assert failed['body'] == 'charge failed'  # the traceback the formatter appended is the exception field
+    assert records[-1]['stack'].startswith('Stack (most recent call last)')
+    assert handler.dropped_total == 0 and handler.oversized_total == 0
+
+
+def test_signed_and_compressed_batches_carry_a_sha256_mac_of_the_whole_batch(make_handler):
+    server = Capture(caps=CAPS)
+    try:
+        handler = make_handler('shop', '127.0.0.1', server.port, secret='s3cret', compression=True)
+        logger = logger_for(handler)
+        for number in range(50):
+            logger.info('signed %d', number)
+            if number == 0:  # until the first ACK, records go as version 1 frames
+                wait_for(lambda: handler.queued == 0, 10, 'the first acknowledgement')
+        wait_for(lambda: handler.queued == 0, 10, 'every record acknowledged')
+        assert [r['body'] for r in server.records()] == ['signed %d' % n for n in range(50)]
+        batches = [frame for frame in server.frames() if decode_datagram(frame, allowed_flags=0xff)[0] & FLAG_BATCH]
+        assert batches
+        for frame in batches:
+            flags, payload = decode_datagram(frame, allowed_flags=0xff)
+            assert flags & FLAG_SIGNED and flags & FLAG_ZLIB
+            data, mac = split_mac(inflate(payload), flags)
+            assert mac_matches('s3cret', data, mac) and not mac_matches('other', data, mac)
+    finally:
+        server.close()
+
+
+def test_batches_keep_to_the_server_s_limits_and_a_record_too_big_alone_is_cut(make_handler):
+    server = Capture(caps={'batch': 1, 'max_message_size': 2048, 'max_batch_records': 5})
+    try:
+        handler = make_handler('shop', '127.0.0.1', server.port)
+        logger = logger_for(handler)
+        logger.info('asking')
+        wait_for(lambda: handler.queued == 0, 10, 'the first acknowledgement')
+        for number in range(40):
+            logger.info('%d %s', number, 'x' * (5000 if number == 20 else 100))
+        wait_for(lambda: handler.queued == 0, 10, 'every record acknowledged')
+        records = server.records()
+        assert [r['seq'] for r in records] == list(range(1, 42))
+        for frame in server.frames()[1:]:
+            flags, payload = decode_datagram(frame, allowed_flags=0xff)
+            assert flags & FLAG_BATCH and len(payload) <= 2048
+            assert len(decode_batch(payload)[0].records) <= 5
+        cut = records[21]['body']
+        assert cut.startswith('20 xxx') and cut.endswith(CUT_MARK % (cut_size(cut), 2048))
+        assert handler.oversized_total == 1 and handler.dropped_total == 0
+    finally:
+        server.close()
+
+
+def cut_size(body: str) -> int:
+    return int(body.rsplit('the record was ', 1)[1].split(' ')[0])
+
+
+@pytest.mark.parametrize('caps', [None, {'batch': 0}, {'batch': 1, 'max_message_size': 'big'}])
+def test_a_server_that_does_not_say_batch_gets_version_1_frames(make_handler, caps):
+    server = Capture(caps=caps)
+    try:
+        handler = make_handler('shop', '127.0.0.1', server.port)
+        logger = logger_for(handler)
+        for number in range(30):
+            logger.info('v1 %d', number)
+            if number == 0:
+                wait_for(lambda: handler.queued == 0, 10, 'the first acknowledgement')
+        wait_for(lambda: handler.queued == 0, 10, 'every record acknowledged')
+        assert not any(flags & FLAG_BATCH for flags in sent_flags(server))
+        assert [r['body'] for r in server.records()] == ['v1 %d' % n for n in range(30)]
+    finally:
+        server.close()
+
+
+def test_acknowledged_false_never_asks_even_a_12_server(server12, make_handler):
+    handler = make_handler('shop', '127.0.0.1', server12.port, acknowledged=False)
+    logger_for(handler).info('plain')
+    handler.close()
+    assert [r.get('caps') for r in server12.wait_for_records(1)] == [None] and sent_flags(server12) == [0]
+
+
+def test_server_limits_come_only_from_well_formed_capabilities():
+    assert batch_limits({'batch': 1, 'max_message_size': 8192, 'max_batch_records': 50000}) == Limits(8192, 1000)
+    for caps in (None, {}, {'batch': True, 'max_message_size': 8192, 'max_batch_records': 5},
+                 {'batch': 1, 'max_message_size': 100, 'max_batch_records': 5},
+                 {'batch': 1, 'max_message_size': 8192, 'max_batch_records': 0}):
+        assert batch_limits(caps) is None
+
+
+def make_record(message: str, extra=None, exc_info=None) -> logging.LogRecord:
+    record = logging.LogRecord('app.part', logging.ERROR, __file__, 1, message, None, exc_info)
+    for key, value in (extra or {}).items():
+        setattr(record, key, value)
+    return record
+
+
+def test_extra_keeps_json_values_and_leaves_out_the_rest():
+    extra = {'ok': 'yes', 'n': 3, 'f': 1.5, 'b': True, 'none': None, 'nested': {'a': [1, {'b': 'c'}]},
+             'nan': math.nan, 'big': 2 ** 70, 'obj': object(), 'deep': [[[[[[[[[[1]]]]]]]]]],
+             'bad_key': {1: 'x'}, 'tuple': (1, 2)}
+    fields, _ = record_fields(make_record('m', extra), 'm')
+    assert fields[10] == {'ok': 'yes', 'n': 3, 'f': 1.5, 'b': True, 'none': None, 'nested': {'a': [1, {'b': 'c'}]},
+                          'tuple': [1, 2]}
+    assert record_fields(make_record('plain'), 'plain')[0][10] is None
+
+
+def test_extra_is_bounded_in_size():
+    extra = {'k%03d' % number: 'v' * 100 for number in range(200)}
+    fields, size = record_fields(make_record('m', extra), 'm')
+    assert 0 < len(fields[10]) < 200 and size < MAX_EXTRA_BYTES + 100
+    assert sum(len(key) + len(value) + 6 for key, value in fields[10].items()) <= MAX_EXTRA_BYTES
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+                           max_leaves=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(message=st.text(), name=st.text(), extra=st.dictionaries(st.from_regex(r'[a-z][a-zA-Z0-9_]{0,10}', fullmatch=True).filter(
+                                      lambda key: key not in STANDARD_ATTRIBUTES),
+                                                                 json_values, max_size=4),
+       with_exception=st.booleans())
+def test_whatever_a_record_holds_the_server_decodes_its_batch_and_the_spool_gives_it_back(message, name, extra,
+                                                                                           with_exception):
+    exc_info = None
+    if with_exception:
+        try:
+            raise KeyError(message)
+        except KeyError:
+            exc_info = sys.exc_info()
+    record = make_record(message, extra, exc_info)
+    record.name = name
+    body = logging.Formatter().format(record)
+    fields, _ = record_fields(record, body)
+    frame = encode_batch('app', 'host', 'c1', 7, [wire_array(fields)], secret='k')
+    flags, payload = decode_datagram(frame, allowed_flags=0xff)
+    data, mac = split_mac(payload, flags)
+    batch, bad = decode_batch(data)
+    assert bad == [] and mac_matches('k', data, mac)
+    decoded = batch.records[0]
+    assert full_body(from_wire_array(list(decoded))) == body.encode('utf-8', 'replace').decode('utf-8')
+    assert (decoded.exception is not None) == with_exception
+    back = from_spool(spool_bytes(fields))
+    assert back == from_wire_array(list(decoded))
+    assert BatchEncoder('app', 'host').frames('c1', [(1, fields)], Limits(1024, 5))
+
+
+def test_a_version_1_record_over_a_11_server_s_max_message_size_is_dropped_after_two_tries(make_handler, capsys):
+    server = Capture(max_size=8192)
+    try:
+        handler = make_handler('shop', '127.0.0.1', server.port, flush_timeout=30.0)
+        logger = logger_for(handler)
+        logger.info('record 0 before')
+        logger.info('huge ' + 'x' * 20000)
+        for number in range(1, 6):
+            logger.info('record %d after', number)
+        handler.close()
+        bodies = [r['body'] for r in server.records()]
+        assert sorted(set(b for b in bodies if b.startswith('record'))) == ['record 0 before'] + [
+            'record %d after' % n for n in range(1, 6)]
+        assert (handler.oversized_total, handler.dropped_total, handler.queued) == (1, 1, 0)
+        assert 'max_message_size' in capsys.readouterr().err
+    finally:
+        server.close()
+
+
+class TracebackFirst(logging.Formatter):
+    """A formatter that puts the traceback before the message."""
+
+    def format(self, record):
+        text = logging.Formatter.format(self, record)
+        if record.exc_text:
+            text = record.exc_text + ' | ' + text[:-len(record.exc_text) - 1]
+        return text
+
+
+@pytest.mark.parametrize('formatter', [logging.Formatter('%(levelname)s %(message)s'), TracebackFirst()])
+def test_exception_and_stack_travel_apart_only_when_the_formatter_appends_them(formatter):
+    try:
+        raise ValueError('card')
+    except ValueError:
+        record = logging.LogRecord('app', logging.ERROR, __file__, 1, 'charge\nfailed', None, sys.exc_info(),
+                                   sinfo='Stack (most recent call last):\n  here')
+    body = formatter.format(record)
+    fields, _ = record_fields(record, body)
+    assert full_body(fields) == body
+    if isinstance(formatter, TracebackFirst):
+        assert fields[6] is None and fields[3] == body
+    else:
+        assert fields[3] == 'ERROR charge\nfailed' and fields[6].startswith('Traceback') and fields[7].endswith('here')
