@@ -148,7 +148,8 @@ del _name, _frames, _examples
 # the same lines as version 1 -------------------------------------------------------
 
 def pending_lines(harness):
-    lines = {logfile.path: list(logfile.pending) for logfile in harness.writer.dirty}
+    """The text queued for each file (a batch may queue many lines as one string)."""
+    lines = {logfile.path: ''.join(logfile.pending) for logfile in harness.writer.dirty}
     harness.flush(time.time())
     return lines
 
