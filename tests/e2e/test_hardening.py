@@ -796,7 +796,7 @@ def test_crashing_compressor_is_reported_and_the_backup_kept(tmp_path, failure):
         output = daemon.output()
         appdir = daemon.path('app')
         names = sorted(os.listdir(appdir))
-        plain = [name for name in names if re.fullmatch(r'root\.log\.[\d-]+', name)]
+        plain = [name for name in names if re.fullmatch(r'root\.log\.[\d-]+Z', name)]
         assert len(plain) == 1 and not any(name.endswith(('.xz', '.tmp')) for name in names), names
         with open(os.path.join(appdir, plain[0]), encoding='utf-8') as stream:
             assert bodies(stream.read().splitlines(keepends=True)) == ['to be rotated\n']
