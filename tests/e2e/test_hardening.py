@@ -216,7 +216,10 @@ def run_load(tmp_path, pki, batches: int, pause: float) -> None:
     """
     raise_open_files(4096)
     records = batches * 1000
-    one_address = {'server': {'max_connections_per_address': '1024'}}  # the whole crowd comes from 127.0.0.1
+    # the whole crowd comes from 127.0.0.1; the slow headers (one byte a second) and the idle
+    # connections must outlive the load, so the 60 s frame and idle deadlines are lifted
+    one_address = {'server': {'max_connections_per_address': '1024',
+                              'frame_timeout': '3600', 'idle_timeout': '3600'}}
     with Loghogd(tmp_path, FACILITIES, pki=pki, config=one_address) as daemon:
         port = daemon.ports['tcp']
         idle = [socket.create_connection(('127.0.0.1', port), timeout=5) for _ in range(100)]
