@@ -629,6 +629,7 @@ def test_acknowledged_records_dropped_past_the_memory_buffer_are_resent_and_writ
         os.unlink(filler)
         acknowledged = max(acks or [0])
         with daemon.connect_tcp() as sock:
+            sock.settimeout(120)  # sendall's timeout bounds the whole 80 MB, not each send
             sock.sendall(make(acknowledged + 1, records))
             wait_for(lambda: records in acks_within(sock, 0.5), 60, 'every record acknowledged after the resend')
         text = ''.join(daemon.read_lines('app/root.log'))
