@@ -399,6 +399,7 @@ def test_a_hard_open_file_limit_below_max_connections_serves_fewer_and_says_so(t
             sock.close()
 
 
+@pytest.mark.slow
 def test_10000_hosts_with_file_per_host_stay_within_the_open_file_cache(tmp_path):
     hosts = 10000
     with Loghogd(tmp_path, FACILITIES, open_files=1024) as daemon:
