@@ -196,6 +196,7 @@ def assert_exactly_once(outcome: Outcome) -> None:
     assert sorted(outcome.counts) == list(range(outcome.total))
 
 
+@pytest.mark.slow
 def test_50000_acknowledged_records_land_exactly_once_across_5_restarts_and_5_kills(tmp_path):
     outcome = run_under_chaos(tmp_path, acknowledged=True, total=50000, terms=5, kills=5, rate=5000)
     assert len(outcome.events) == 10
@@ -210,6 +211,7 @@ def test_the_default_handler_keeps_5000_records_a_second_exactly_once_across_3_k
     assert_exactly_once(outcome)
 
 
+@pytest.mark.slow
 def test_50000_plain_records_across_5_restarts_and_5_kills_report_what_version_1_loses(tmp_path):
     """No promise to check in version 1: the run reports what it lost and duplicated (printed)."""
     outcome = run_under_chaos(tmp_path, acknowledged=False, total=50000, terms=5, kills=5, rate=5000)

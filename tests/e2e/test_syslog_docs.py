@@ -10,7 +10,7 @@ import pytest
 
 from loghogd.config import ListenAddress, load_config
 from tests.support.daemon import REPO, Loghogd, bodies, wait_for
-from tests.support.peers import Nginx, Peer, Rsyslog
+from tests.support.peers import Nginx, Peer, Rsyslog, accepts
 from tests.support.pki import make_pki
 
 PAGE = os.path.join(REPO, 'docs', 'syslog.md')
@@ -101,7 +101,7 @@ class Gunicorn(Peer):
         return self.arguments
 
     def ready(self) -> bool:
-        return os.path.exists(self.socket_path)
+        return accepts(self.socket_path)
 
 
 def test_gunicorn_snippet(daemon, tmp_path):

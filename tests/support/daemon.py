@@ -259,8 +259,12 @@ class Loghogd:
         wait_for(lambda: text in self.output(), timeout, '%r in the daemon output' % text)
         return self.output()
 
-    def stats(self, timeout: float = 5.0) -> Dict[str, object]:
-        """The counters, once the daemon has refreshed its stats file after now."""
+    def stats(self, timeout: float = 30.0) -> Dict[str, object]:
+        """The counters, once the daemon has refreshed its stats file after now.
+
+        The file is rewritten every second, but one loop pass over thousands of
+        new host files takes several seconds on a loaded 2-core machine.
+        """
         path = os.path.join(self.rundir, 'loghogd.stats.json')
         since = time.time()
 

@@ -20,6 +20,16 @@ RSYSLOGD = '/usr/sbin/rsyslogd'
 NGINX = '/usr/sbin/nginx'
 
 
+def accepts(path: str) -> bool:
+    """Whether a stream UNIX socket at `path` takes a connection: the file appears at bind, before listen."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
+
+
 class Peer:
     """A foreground process started from a config file and stopped by its PID."""
 
@@ -127,7 +137,7 @@ http {
         return [NGINX, '-p', self.directory, '-c', self.config_path]
 
     def ready(self) -> bool:
-        return os.path.exists(self.socket_path)
+        return accepts(self.socket_path)
 
     def get(self, path: str) -> bytes:
         """One HTTP/1.0 request over the UNIX socket; the response as received."""
