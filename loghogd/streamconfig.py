@@ -21,24 +21,24 @@ class NatsConnection:
     """Where the NATS servers are and how to prove who we are."""
     servers: Tuple[str, ...]
     stream: str
-    credentials: Optional[str] = None
-    tls_ca: Optional[str] = None
-    tls_cert: Optional[str] = None
-    tls_key: Optional[str] = None
+    credentials: Optional[str]
+    tls_ca: Optional[str]
+    tls_cert: Optional[str]
+    tls_key: Optional[str]
 
 
 @dataclass(frozen=True)
 class ForwardConfig:
     connection: NatsConnection
-    subject_prefix: str = 'loghog'
-    max_queue_bytes: int = 1024 ** 3
+    subject_prefix: str
+    max_queue_bytes: int
 
 
 @dataclass(frozen=True)
 class ConsumeConfig:
     connection: NatsConnection
-    durable: str = 'loghogd'
-    subjects: Tuple[str, ...] = ()
+    durable: str
+    subjects: Tuple[str, ...]
 
 
 def parse_servers(raw: str) -> Tuple[str, ...]:
@@ -77,8 +77,8 @@ def parse_filters(raw: str) -> Tuple[str, ...]:
 def _connection(values: Any) -> NatsConnection:
     if not values.given('nats_servers'):
         raise values.error('nats_servers', 'required in this section')
-    connection = NatsConnection(servers=values['nats_servers'],
-                                **{key: values[key] for key in ('stream', 'credentials', 'tls_ca', 'tls_cert', 'tls_key')})
+    keys = ('nats_servers', 'stream', 'credentials', 'tls_ca', 'tls_cert', 'tls_key')
+    connection = NatsConnection(*(values[key] for key in keys))
     if (connection.tls_cert is None) != (connection.tls_key is None):
         key = 'tls_key' if connection.tls_key is None else 'tls_cert'
         raise values.error(key, 'tls_cert and tls_key go together')
