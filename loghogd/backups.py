@@ -9,10 +9,10 @@ else while loghogd runs is seen at the next start.
 """
 
 import os
-from typing import Collection, Dict, List, Optional, Set
+from typing import Callable, Collection, Dict, List, Optional, Set
 
 from loghogd.facilities import Facility
-from loghogd.names import log_path, parse_backup, split_host_file, stamp_time, stamps_in_time_order
+from loghogd.names import backup_path, log_path, parse_backup, split_host_file, stamp_time, stamps_in_time_order
 from loghogd.writer import FileKey, safe_hostname
 
 Listings = Dict[str, List[str]]
@@ -109,6 +109,24 @@ class BackupIndex:
             if not any(os.path.lexists(path) for path in self._files[os.path.normpath(live)][stamp]):
                 self.take(live, stamp)
         return self.stamps(live)
+
+    def paths(self, live: str, stamp: str) -> List[str]:
+        """The paths of one backup of `live`, left in the index."""
+        return sorted(self._files.get(os.path.normpath(live), {}).get(stamp, ()))
+
+    def beyond_total_size(self, live: str, stamps: List[str], cap: int,
+                          compressing: Callable[[str], bool]) -> List[str]:
+        """The oldest of `stamps` that must go so that `live` and its newer backups fit in `cap` bytes.
+
+        A backup still being compressed (`compressing(plain path)`) counts once compressed, at the size it keeps.
+        """
+        total = file_size(live)
+        for index in range(len(stamps) - 1, -1, -1):
+            if not compressing(backup_path(live, stamps[index])):
+                total += sum(file_size(path) for path in self.paths(live, stamps[index]))
+            if total > cap:
+                return stamps[:index + 1]
+        return []
 
     def take(self, live: str, stamp: str) -> List[str]:
         """Forget one backup of `live`; return its paths (for deletion)."""

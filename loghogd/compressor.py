@@ -1,6 +1,6 @@
 """Compression of rotated files in child processes the loop starts and reaps.
 
-The loop never waits for a compressor: a child (`xz`, `gzip` or `bzip2`)
+The loop never waits for a compressor: a child (`xz`, `zstd`, `gzip` or `bzip2`)
 reads the plain backup on its stdin and writes `<backup>.<ext>.tmp`; only
 when it exits 0 is that renamed to `<backup>.<ext>` and the plain backup
 removed. So a final name always holds a whole archive, and a kill at any
@@ -12,6 +12,7 @@ import collections
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -28,16 +29,19 @@ log = logging.getLogger('loghogd')
 
 MAX_RUNNING = 2
 STDERR_SHOWN = 500
+FALLBACK = 'gzip'
+QUIET = {'zstd': ['-q']}
+"""Options that keep a tool from writing progress to the stderr kept for error messages."""
 
 Done = Callable[[str], None]
 
 
 def choose_format(configured: str) -> str:
-    """The configured format, or gzip when xz is configured but not installed."""
-    if configured == 'xz' and shutil.which('xz') is None:
-        log.warning('xz is not on PATH (%s); compressing rotated logs with gzip instead',
-                    os.environ.get('PATH', ''))
-        return 'gzip'
+    """The configured format, or gzip when its tool is not installed (xz and zstd are optional packages)."""
+    if configured != FALLBACK and shutil.which(configured) is None:
+        log.warning('%s is not on PATH (%s); compressing rotated logs with %s instead',
+                    configured, os.environ.get('PATH', ''), FALLBACK)
+        return FALLBACK
     return configured
 
 
@@ -106,12 +110,14 @@ class Compressor:
         temp_path = archive_temp_path(job.plain, self.extension)
         source_fd = safefs.open_file(os.path.dirname(job.plain), job.plain, os.O_RDONLY)
         with open(source_fd, 'rb') as source:
-            job.output_fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+            job.output_fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+                                    0o600)
             job.errors = tempfile.TemporaryFile()
             try:
+                keep_permissions(source_fd, job.output_fd)
                 job.process = subprocess.Popen(
-                    [self.format, '-%d' % self.level, '-c'], stdin=source, stdout=job.output_fd,
-                    stderr=job.errors, close_fds=True, start_new_session=True)
+                    [self.format, '-%d' % self.level, '-c', *QUIET.get(self.format, [])], stdin=source,
+                    stdout=job.output_fd, stderr=job.errors, close_fds=True, start_new_session=True)
             except OSError:
                 self._discard_output(job)
                 raise
@@ -218,6 +224,14 @@ def recover(listings: Listings, compressor: Compressor, done: Done) -> Set[str]:
         log.info('start-up recovery: removed %d leftover compressor files, compressing %d backups',
                  len(removed), queued)
     return removed
+
+
+def keep_permissions(source_fd: int, target_fd: int) -> None:
+    """The archive gets the backup's mode and group (a facility's file_mode and file_group)."""
+    status = os.fstat(source_fd)
+    if status.st_gid != os.fstat(target_fd).st_gid:
+        os.fchown(target_fd, -1, status.st_gid)
+    os.fchmod(target_fd, stat.S_IMODE(status.st_mode))
 
 
 def unlink_quietly(path: str) -> None:

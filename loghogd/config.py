@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 from loghogd.formats import CLASSIC, OPTIONS, LineFormat
-from loghogd.ini import ConfigError, check_range, parse_seconds, read_ini  # noqa: F401 (re-exported)
+from loghogd.ini import ConfigError, IniFile, check_range, parse_seconds, read_ini  # noqa: F401 (re-exported)
 from loghogd.schema import LOGHOGD_CONF, Values, default, keys_of, sections
 from loghogd.streamconfig import ConsumeConfig, ForwardConfig, consume_config, forward_config
 from loghogd.values import COMPRESSOR_LEVELS
@@ -80,6 +80,13 @@ class ServerConfig:
     max_buffered_bytes_per_peer: int = _default('server', 'max_buffered_bytes_per_peer')
     max_inflated_bytes_per_second: int = _default('server', 'max_inflated_bytes_per_second')
     max_ack_clients: int = _default('server', 'max_ack_clients')
+    peer_rate_limit: Optional[float] = _default('server', 'peer_rate_limit')
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    """Post-rotate hooks (facilities.conf post_rotate): how many run at once."""
+    max_running: int = _default('hooks', 'max_running')
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,7 @@ class Config:
     line_format: LineFormat = CLASSIC
     forward: Optional[ForwardConfig] = None
     consume: Optional[ConsumeConfig] = None
+    hooks: HooksConfig = HooksConfig()
 
 
 def load_config(path: str) -> Config:
@@ -110,8 +118,25 @@ def load_config(path: str) -> Config:
     known = sections(LOGHOGD_CONF)
     for section in ini.parser.sections():
         if section not in known:
-            raise ini.error(section, '', 'unknown section (known sections: %s)' % ', '.join(known))
-        ini.check_keys(section, keys_of(LOGHOGD_CONF, section))
+            ini.errors.append(ini.error(section, '', 'unknown section (known sections: %s)' % ', '.join(known)))
+        else:
+            ini.check_keys(section, keys_of(LOGHOGD_CONF, section))
+    config = None
+    with ini.noting():
+        config = _build_config(ini)
+    ini.raise_errors()
+    return config
+
+
+def facilities_path(path: str) -> str:
+    """[main] facilities_config of a loghogd.conf that may not load, to check that file as well."""
+    try:
+        return Values(read_ini(path), LOGHOGD_CONF, 'main')['facilities_config']
+    except ConfigError:
+        return os.path.join(os.path.dirname(os.path.abspath(path)), 'facilities.conf')
+
+
+def _build_config(ini: IniFile) -> Config:
     main = _main_config(Values(ini, LOGHOGD_CONF, 'main'))
     return Config(
         path=ini.path,
@@ -123,6 +148,7 @@ def load_config(path: str) -> Config:
         line_format=_line_format(Values(ini, LOGHOGD_CONF, 'format')),
         forward=forward_config(Values(ini, LOGHOGD_CONF, 'forward')) if ini.parser.has_section('forward') else None,
         consume=consume_config(Values(ini, LOGHOGD_CONF, 'consume')) if ini.parser.has_section('consume') else None,
+        hooks=HooksConfig(max_running=Values(ini, LOGHOGD_CONF, 'hooks')['max_running']),
     )
 
 
@@ -206,6 +232,7 @@ def _server_config(values: Values) -> ServerConfig:
         max_buffered_bytes_per_peer=per_peer,
         max_inflated_bytes_per_second=values['max_inflated_bytes_per_second'],
         max_ack_clients=values['max_ack_clients'],
+        peer_rate_limit=values['peer_rate_limit'],
     )
 
 

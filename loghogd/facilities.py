@@ -37,6 +37,13 @@ class Facility:
     max_hosts: int = _default('max_hosts')
     write: bool = _default('write')
     forward: bool = _default('forward')
+    file_mode: Optional[int] = _default('file_mode')
+    dir_mode: Optional[int] = _default('dir_mode')
+    file_group: Optional[int] = _default('file_group')
+    post_rotate: Optional[Tuple[str, ...]] = _default('post_rotate')
+    post_rotate_timeout: float = _default('post_rotate_timeout')
+    rate_limit: Optional[float] = _default('rate_limit')
+    max_total_size: Optional[int] = _default('max_total_size')
     line_format: LineFormat = CLASSIC
 
     @property
@@ -90,24 +97,33 @@ def load_facilities(path: str, line_format: LineFormat = CLASSIC) -> Facilities:
     is loghogd.conf's [format]: what an app's root facility leaves unset.
     """
     ini = read_ini(path)
-    names = {section: _section_name(ini, section) for section in ini.parser.sections()}
+    names = {}
+    for section in ini.parser.sections():
+        with ini.noting():
+            names[section] = _section_name(ini, section)
     seen: Dict[Tuple[str, str], str] = {}
     for section, name in names.items():
         ini.check_keys(section, KEYS)
         if name in seen:
-            raise ini.error(section, '', 'the same facility as [%s]' % seen[name])
+            ini.errors.append(ini.error(section, '', 'the same facility as [%s]' % seen[name]))
         seen[name] = section
-    roots = {name[0]: _facility(ini, section, name, None, line_format)
-             for section, name in names.items() if name[1] == ROOT}
+    roots: Dict[str, Optional[Facility]] = {}
+    for section, name in names.items():
+        if name[1] == ROOT:
+            roots[name[0]] = None
+            with ini.noting():
+                roots[name[0]] = _facility(ini, section, name, None, line_format)
     facilities = {}
     for section, name in names.items():
         if name[1] == ROOT:
             facilities[name] = roots[name[0]]
         elif name[0] not in roots:
-            raise ini.error(section, '', 'submodule of %r, which has no root facility: add a [%s] section'
-                            % (name[0], name[0]))
-        else:
-            facilities[name] = _facility(ini, section, name, roots[name[0]], line_format)
+            ini.errors.append(ini.error(section, '', 'submodule of %r, which has no root facility: add a [%s] '
+                                        'section' % (name[0], name[0])))
+        elif roots[name[0]] is not None:
+            with ini.noting():
+                facilities[name] = _facility(ini, section, name, roots[name[0]], line_format)
+    ini.raise_errors()
     return Facilities(facilities)
 
 
@@ -146,6 +162,8 @@ def _facility(ini: IniFile, section: str, name: Tuple[str, str], root: Optional[
     for key in KEYS:
         if option(FACILITIES_CONF, FACILITY, key).required and not values.given(key):
             raise values.error(key, 'required for every facility')
+    if root is not None and values.given('dir_mode'):
+        raise values.error('dir_mode', "applies to the app's directory: set it in [%s]" % name[0])
     settings = {key: values[key] for key in SETTINGS}
     rotate = values['rotate']
     if rotate.size_only and settings['max_size'] is None:

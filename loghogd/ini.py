@@ -6,6 +6,7 @@ decorate error messages, which name file, line, section and key.
 """
 
 import configparser
+import difflib
 import os
 import re
 from typing import Callable, Dict, List, Optional, Tuple, TypeVar
@@ -32,6 +33,8 @@ class IniFile:
         self.path = path
         self.parser = parser
         self._lines = lines
+        self.errors: List[ConfigError] = []
+        """Mistakes noted while loading goes on to find the others (all_errors raises them together)."""
 
     @property
     def directory(self) -> str:
@@ -46,10 +49,22 @@ class IniFile:
         return ConfigError(_located(self.path, self.line(section, key) or self.line(section), section, key, message))
 
     def check_keys(self, section: str, known: List[str]) -> None:
-        """Unknown keys are typos that would silently do nothing: refuse them."""
+        """Unknown keys are typos that would silently do nothing: note each in `errors`."""
         for key in self.parser[section]:
             if key not in known:
-                raise self.error(section, key, 'unknown key (known keys: %s)' % ', '.join(known))
+                near = difflib.get_close_matches(key, known, n=1)
+                hint = 'did you mean %s? ' % near[0] if near else ''
+                self.errors.append(self.error(section, key, 'unknown key (%sknown keys: %s)'
+                                              % (hint, ', '.join(known))))
+
+    def noting(self) -> 'ErrorNote':
+        """A block whose ConfigError is noted in `errors`, so that loading goes on to find the others."""
+        return ErrorNote(self.errors)
+
+    def raise_errors(self) -> None:
+        """One ConfigError listing every mistake noted, one per line."""
+        if self.errors:
+            raise ConfigError('\n'.join(dict.fromkeys(str(error) for error in self.errors)))
 
     def convert(self, section: str, key: str, raw: str, converter: Callable[[str], T]) -> T:
         """converter(raw), its ValueError turned into a located ConfigError."""
@@ -57,6 +72,22 @@ class IniFile:
             return converter(raw)
         except ValueError as error:
             raise self.error(section, key, str(error)) from None
+
+
+class ErrorNote:
+    """Context manager of IniFile.noting."""
+
+    def __init__(self, errors: List[ConfigError]) -> None:
+        self.errors = errors
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, error: object, _traceback: object) -> bool:
+        if isinstance(error, ConfigError):
+            self.errors.append(error)
+            return True
+        return False
 
 
 def _located(path: str, line: Optional[int], section: str, key: str, message: str) -> str:

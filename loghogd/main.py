@@ -11,12 +11,13 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from loghogd import __version__, safefs
-from loghogd.config import Config, ConfigError, load_config
+from loghogd.config import Config, ConfigError, facilities_path, load_config
 from loghogd.daemon import (DaemonError, PidLock, StartupReport, drop_privileges, process_alive, read_pidfile,
                             resolve_user, run_detached, unreadable_hint)
 from loghogd.facilities import Facilities, load_facilities
 from loghogd.listeners import ServerError
 from loghogd.ownership import hand_over
+from loghogd.preflight import check_targets
 from loghogd.service import HANDLED_SIGNALS, Service, stats_path
 from loghogd.status import format_status
 from loghogd.streamlinks import check_facilities
@@ -42,7 +43,8 @@ def parse_arguments(argv: Optional[List[str]]) -> argparse.Namespace:
                         help='detach and run in the background (also [main] daemon = yes); exits 0 once '
                         'the daemon accepts records, else prints its start-up error and exits 1')
     parser.add_argument('--check-config', action='store_true',
-                        help='check loghogd.conf and facilities.conf, then exit 0 or 2')
+                        help='check loghogd.conf, facilities.conf and what they name (TLS files, directories, '
+                        'commands); list every problem, then exit 0 or 2')
     parser.add_argument('--status', action='store_true',
                         help="print the running daemon's counters (exit 3 if it is not running, 4 if "
                         "this user may not read them)")
@@ -243,19 +245,45 @@ def run_daemon(config: Config, facilities: Facilities) -> int:
     return run_detached(in_daemon, HANDLED_SIGNALS)
 
 
+def check_config(path: str) -> int:
+    """--check-config: both files, then what they point at; every problem listed, exit 2 if any."""
+    errors: List[str] = []
+    config = facilities = None
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        errors.extend(str(error).split('\n'))
+    try:
+        facilities = (load_facilities(config.main.facilities_config, config.line_format) if config
+                      else load_facilities(facilities_path(path)))
+    except ConfigError as error:
+        errors.extend(str(error).split('\n'))
+    warnings: List[str] = []
+    if config is not None and facilities is not None:
+        errors, warnings = check_targets(config, facilities)
+    for warning in warnings:
+        print('loghogd: warning: %s' % warning, file=sys.stderr)
+    for error in errors:
+        print('loghogd: %s' % error, file=sys.stderr)
+    if errors:
+        print('loghogd: %d problem%s found' % (len(errors), '' if len(errors) == 1 else 's'), file=sys.stderr)
+        return 2
+    print('loghogd: %s and %s are valid (%d facilities)'
+          % (config.path, config.main.facilities_config, len(facilities)))
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     arguments = parse_arguments(argv)
+    if arguments.check_config:
+        return check_config(arguments.config)
     try:
         config = load_config(arguments.config)
         facilities = load_facilities(config.main.facilities_config, config.line_format)
         check_facilities(config, facilities)
     except ConfigError as error:
-        print('loghogd: %s' % error, file=sys.stderr)
+        print('loghogd: %s' % str(error).replace('\n', '\nloghogd: '), file=sys.stderr)
         return 2
-    if arguments.check_config:
-        print('loghogd: %s and %s are valid (%d facilities)'
-              % (config.path, config.main.facilities_config, len(facilities)))
-        return 0
     if arguments.status:
         return print_status(config, arguments.json)
     if arguments.daemon or config.main.daemon:

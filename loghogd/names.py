@@ -21,12 +21,12 @@ from typing import Callable, Iterable, List, NamedTuple, Optional, Tuple
 
 LOG_SUFFIX = '.log'
 HOST_SEPARATOR = '@'
-ARCHIVE_EXTENSIONS = {'xz': '.xz', 'gzip': '.gz', 'bzip2': '.bz2'}
+ARCHIVE_EXTENSIONS = {'xz': '.xz', 'zstd': '.zst', 'gzip': '.gz', 'bzip2': '.bz2'}
 ARCHIVE_TEMP_SUFFIX = '.tmp'
 STAMP_FORMAT = '%Y-%m-%d-%H-%M-%S-%f'
 UTC_MARK = 'Z'
 STAMP_PATTERN = r'\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-\d{6}' + UTC_MARK + '?'
-_BACKUP = re.compile(r'(?P<live>.+\.log)\.(?P<stamp>' + STAMP_PATTERN + r')(?:(?P<extension>\.xz|\.gz|\.bz2)'
+_BACKUP = re.compile(r'(?P<live>.+\.log)\.(?P<stamp>' + STAMP_PATTERN + r')(?:(?P<extension>\.xz|\.zst|\.gz|\.bz2)'
                      r'(?P<temporary>' + re.escape(ARCHIVE_TEMP_SUFFIX) + r')?)?\Z', re.S)
 
 

@@ -36,6 +36,8 @@ class PassResult(NamedTuple):
     """Connection -> client id: each is owed an ACK for that client's records."""
     resend: Set[str]
     """Client ids whose acknowledged records the full memory buffer dropped: their connections close so they resend."""
+    held: Set[object]
+    """Connections whose acknowledged records went over a rate limit: they close so that their clients resend."""
 
 
 class LoopPass:
@@ -63,7 +65,7 @@ class LoopPass:
             dropped = set(acks.commit())
         else:
             self.writer.flush(now, force)
-        return PassResult(self.processor.take_ack_targets(), dropped)
+        return PassResult(self.processor.take_ack_targets(), dropped, self.processor.take_held_for_resend())
 
     def reload(self, facilities: Facilities, now: float) -> PassResult:
         """SIGHUP: what is queued is written under the facilities it came for, then the new ones apply."""

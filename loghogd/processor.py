@@ -4,6 +4,7 @@ Every frame ends either as a line queued for its file or as a rejection
 counted under its reason and reported (rate-limited) with the peer address.
 """
 
+import itertools
 import json
 import logging
 from typing import TYPE_CHECKING, Dict, Iterable, Optional, Set, Tuple, Union
@@ -15,6 +16,8 @@ from loghogd.acks import AckJournal
 from loghogd.batches import BatchIntake, asks_for_caps
 from loghogd.facilities import MAX_MODULE_LENGTH, ROOT, Facilities, Facility
 from loghogd.formats import Clock, Formatter, LineFormat, Render, classic_host, escape_controls
+from loghogd.listeners import peer_host
+from loghogd.ratelimit import RateLimits, peer_address
 from loghogd.record import Record, RecordRun, loghog_record
 from loghogd.reporting import RateLimitedReporter, peer_text
 from loghogd.stats import Counters
@@ -126,8 +129,12 @@ class Processor:
     """Turns the frames of a loop pass into queued lines for the writer."""
 
     def __init__(self, facilities: Facilities, writer: Writer, counters: Counters,
-                 reporter: RateLimitedReporter, max_message_size: int) -> None:
+                 reporter: RateLimitedReporter, max_message_size: int,
+                 peer_rate_limit: Optional[float] = None) -> None:
         self.writer = writer
+        self.peer_rate_limit = peer_rate_limit
+        self.rate_limits = RateLimits()
+        self.held_for_resend: Set[object] = set()
         self.counters = counters
         self.reporter = reporter
         self.max_message_size = max_message_size
@@ -164,6 +171,7 @@ class Processor:
         accepted = self.counters.accepted_by_facility
         queue = self.writer.queue
         acks = self.acks if ack_target is not None else None
+        peer_key = peer_host((peer_address(peer),)) if self.peer_rate_limit is not None else None
         for flags, payload in frames:
             if flags & FLAG_BATCH:
                 self.batches.process(flags, payload, peer, now, prefix, ack_target)
@@ -191,6 +199,11 @@ class Processor:
                     if acks.is_duplicate(client_id, seq):
                         self.counters.duplicates_dropped += 1
                         continue
+                if self._over_rate(facility, logfile, peer_key, now):
+                    if client_id is not None:
+                        self._hold_for_resend(ack_target, peer, facility)
+                        break
+                    raise Rejected('rate_limited', 'over the rate limit of %s' % facility.name, app_id)
             except Rejected as rejected:
                 self._reject(rejected.reason, str(rejected), peer, rejected.app_id)
                 if client_id is not None:
@@ -243,6 +256,7 @@ class Processor:
             self._routes.clear()
             self._routes_generation = self.writer.generation
         accepted = self.counters.accepted_by_facility
+        peer_key = peer_host((peer_address(peer),)) if self.peer_rate_limit is not None else None
         for app_id, module, host, bodies, records in runs:
             try:
                 route = self._routes.get((app_id, module, host))
@@ -256,6 +270,11 @@ class Processor:
                 for _body in bodies:
                     self._reject(rejected.reason, str(rejected), peer, rejected.app_id)
                 continue
+            if facility.rate_limit is not None or peer_key is not None:
+                kept = self._within_rate(facility, logfile, peer_key, now, len(bodies), peer)
+                if kept < len(bodies):
+                    bodies, every = bodies[:kept], records
+                    records = lambda every=every, kept=kept: itertools.islice(every(), kept)  # noqa: E731
             count = len(bodies)
             if facility.forward:
                 for record in records():
@@ -369,6 +388,40 @@ class Processor:
                                  message['nsecs'], message['body'], signature):
             raise Rejected('bad_signature', 'message for %s has a wrong signature' % facility.name,
                            facility.app_id)
+
+    def _over_rate(self, facility: Facility, logfile: Optional[LogFile], peer_key: Optional[str], now: float) -> bool:
+        """Whether a record goes over its facility's rate_limit (per file) or its peer's peer_rate_limit."""
+        limits = self.rate_limits
+        key = logfile.path if logfile is not None else facility.name  # a facility that only forwards has no file
+        if facility.rate_limit is not None and not limits.allow(key, facility.rate_limit, now):
+            return True
+        return peer_key is not None and not limits.allow(peer_key, self.peer_rate_limit, now)
+
+    def _within_rate(self, facility: Facility, logfile: Optional[LogFile], peer_key: Optional[str], now: float,
+                     count: int, peer: str) -> int:
+        """How many of a run's `count` records the rate limits let through; the rest are rejected as rate_limited."""
+        kept = sum(not self._over_rate(facility, logfile, peer_key, now) for _record in range(count))
+        for _record in range(count - kept):
+            self._reject('rate_limited', 'over the rate limit of %s' % facility.name, peer, facility.app_id)
+        return kept
+
+    def _hold_for_resend(self, connection: object, peer: str, facility: Facility) -> None:
+        """An acknowledged record over a rate limit: it and the rest of the batch stay unacknowledged.
+
+        The server closes the connection after the pass, and the client
+        resends from its first unacknowledged record when it reconnects:
+        it slows down instead of losing records.
+        """
+        self.counters.rate_limited_resends += 1
+        self.held_for_resend.add(connection)
+        self.reporter.report('rate_limited_resend', logging.WARNING, 'acknowledged records from %s for %s are over '
+                             'the rate limit: not acknowledged, closing the connection so that the client resends '
+                             'them', peer, facility.name)
+
+    def take_held_for_resend(self) -> Set[object]:
+        """The connections to close after this pass, so that their clients resend (over a rate limit)."""
+        held, self.held_for_resend = self.held_for_resend, set()
+        return held
 
     def take_ack_targets(self) -> Dict[object, str]:
         """The connections owed an ACK since the last call, each with its client id."""

@@ -11,8 +11,8 @@ duplicates no line:
 1. the new rotation time is recorded in the state file (fsync'd, atomic);
 2. `<file>` is renamed to `<file>.<time of the previous rotation>`;
 3. the writer opens a new `<file>`;
-4. retention deletes the backups beyond backup_count (and max_age);
-5. a compressor child compresses the backup (loghogd/compressor.py).
+4. a compressor child compresses it, then its post_rotate hook runs (compressor.py, hooks.py);
+5. retention deletes the backups beyond backup_count, max_age and max_total_size.
 
 Rotation never writes lines itself: lines already written stay in the
 backup, lines still queued go to the new file in the writer's next write.
@@ -45,6 +45,7 @@ from loghogd.backups import (BackupIndex, Listings, doomed_stamps, existing_keys
 from loghogd.compressor import Compressor, recover, unlink_quietly
 from loghogd.config import Config
 from loghogd.facilities import Facilities, Facility
+from loghogd.hooks import HookRequest, HookRunner
 from loghogd.names import archive_path, backup_path, free_backup_path, parse_backup
 from loghogd.schedule import RotationSchedule, RotationState, due_after, local_time, parse_rotate
 from loghogd.stats import Counters
@@ -70,6 +71,7 @@ class Tracked:
     max_age: Optional[float]
     key: Optional[FileKey]
     due: float = NEVER
+    max_total_size: Optional[int] = None
 
 
 @dataclass
@@ -94,6 +96,7 @@ class Rotator:
         self.internal_log = config.log
         self.state = RotationState.load(os.path.join(self.workdir, STATE_FILE))
         self.compressor = Compressor(config.compressor.format, config.compressor.level, counters)
+        self.hooks = HookRunner(counters, config.hooks.max_running, self._retain_for)
         self.backups = BackupIndex()
         self._tracked: Dict[str, Tracked] = {}
         self._planned: 'collections.OrderedDict[str, Planned]' = collections.OrderedDict()
@@ -155,7 +158,8 @@ class Rotator:
 
     def _track_key(self, path: str, key: FileKey, now: float) -> None:
         facility = key[0]
-        self._track(Tracked(path, facility.rotate, facility.backup_count, facility.max_age, key), now)
+        self._track(Tracked(path, facility.rotate, facility.backup_count, facility.max_age, key,
+                            max_total_size=facility.max_total_size), now)
 
     def _track(self, entry: Tracked, now: float) -> None:
         """Due time from the last rotation; a file never rotated starts its period now.
@@ -205,7 +209,7 @@ class Rotator:
         """Seconds the loop may sleep: until the next due rotation (or compressor poll); 0 while renames wait."""
         if self._planned:
             return 0.0
-        wait = min(self._next_due - now, self.compressor.next_wakeup())
+        wait = min(self._next_due - now, self.compressor.next_wakeup(), self.hooks.next_wakeup(time.monotonic()))
         if self._state_dirty:
             wait = min(wait, self._state_save_due - now)
         return max(0.0, wait)
@@ -215,11 +219,13 @@ class Rotator:
         if now >= self._next_due:
             self._rotate_due(now)
         self._rename_planned(now)
+        self.hooks.reap()
         self._save_state_if_dirty(now)
 
     def reap(self) -> None:
-        """SIGCHLD: finish exited compressors."""
+        """SIGCHLD: finish exited compressors and hooks."""
         self.compressor.reap()
+        self.hooks.reap()
 
     def rotate_all(self, now: float) -> None:
         """SIGUSR2 (a test and operator hook): rotate every file that holds lines, now."""
@@ -245,6 +251,7 @@ class Rotator:
     def stop(self, timeout: float = STOP_WAIT_SECONDS) -> None:
         """At exit: give running compressors `timeout` s; renames still waiting are undone in the state."""
         self.compressor.stop(timeout)
+        self.hooks.stop(timeout)
         if self._planned:
             log.info('stopping with %d rotations not yet done: those files rotate when next due', len(self._planned))
             for planned in self._planned.values():
@@ -334,9 +341,8 @@ class Rotator:
         entry.due = due_after(entry.schedule, self.state.last_rotation(entry.path))
         self._next_due = min(self._next_due, entry.due)
         log.info('rotated %s to %s: %s', entry.path, os.path.basename(backup), planned.reason)
+        self.compressor.submit(backup, self._compressed)
         self._retain(entry, now)
-        if os.path.exists(backup):
-            self.compressor.submit(backup, self._compressed)
 
     def _undo(self, planned: Planned, entry: Tracked, now: float, why: str) -> None:
         """The rename cannot happen now: the state forgets it, the file is tried again soon."""
@@ -346,8 +352,8 @@ class Rotator:
         entry.due = now + RETRY_SECONDS
         self._next_due = min(self._next_due, entry.due)
 
-    def _compressed(self, plain: str) -> None:
-        """A compression ended: the index learns the archive, retention may delete what it had to leave."""
+    def _compressed(self, plain: str, hook_done: bool = False) -> None:
+        """A compression (or a hook) ended: the index learns the archive, the hook runs, retention may delete."""
         backup = parse_backup(os.path.basename(plain))
         if backup is None:
             return
@@ -356,17 +362,23 @@ class Rotator:
         if not os.path.lexists(plain) and os.path.lexists(archive):
             self.backups.replace(live, backup.stamp, plain, archive)
         entry = self._tracked.get(live)
+        if entry is not None and entry.key is not None and not hook_done:
+            self.hooks.run_on_final(entry.key[0], entry.key[1], (archive, plain))
         if entry is not None:
             self._retain(entry, self.clock())
+
+    def _retain_for(self, hook: HookRequest) -> None:
+        """A hook ended: retention may now delete the backup it had to leave."""
+        self._compressed(hook.backup, hook_done=True)
 
     # retention ----------------------------------------------------------------
 
     def _retain(self, entry: Tracked, now: float) -> None:
-        """Delete backups beyond backup_count and older than max_age; one being compressed waits.
+        """Delete backups beyond backup_count, older than max_age or beyond max_total_size.
 
-        Not in an app directory that became a link: nothing outside logdir is deleted.
+        One being compressed or handed to a hook waits. Never in an app directory become a link.
         """
-        if len(self.backups.stamps(entry.path)) <= entry.backup_count and entry.max_age is None:
+        if len(self.backups.stamps(entry.path)) <= entry.backup_count and not (entry.max_age or entry.max_total_size):
             return
         try:
             if entry.key is not None:
@@ -375,14 +387,20 @@ class Rotator:
             return
         stamps = self.backups.existing_stamps(entry.path)
         last = self.state.last_rotation(entry.path)
-        for stamp in doomed_stamps(stamps, entry.backup_count, entry.max_age, last.timestamp() if last else now,
-                                   now):
-            if self.compressor.busy_with(backup_path(entry.path, stamp)):
+        doomed = doomed_stamps(stamps, entry.backup_count, entry.max_age, last.timestamp() if last else now, now)
+        kept = [stamp for stamp in stamps if stamp not in doomed]
+        too_big = [] if entry.max_total_size is None else self.backups.beyond_total_size(
+            entry.path, kept, entry.max_total_size, self.compressor.busy_with)
+        for stamp in sorted(set(doomed) | set(too_big)):
+            if self.compressor.busy_with(backup_path(entry.path, stamp)) or any(
+                    self.hooks.busy_with(path) for path in self.backups.paths(entry.path, stamp)):
                 continue
             for path in self.backups.take(entry.path, stamp):
                 unlink_quietly(path)
-            log.info('deleted backup %s.%s (backup_count %d%s)', os.path.basename(entry.path), stamp,
-                     entry.backup_count, '' if entry.max_age is None else ', max_age %.0f s' % entry.max_age)
+            self.counters.backups_deleted_total_size += stamp in too_big
+            log.info('deleted backup %s.%s (%s)', os.path.basename(entry.path), stamp,
+                     'max_total_size %d' % entry.max_total_size if stamp in too_big else
+                     'backup_count %d, max_age %s s' % (entry.backup_count, entry.max_age))
 
     def _save_state_if_dirty(self, now: float) -> None:
         if not self._state_dirty or now < self._state_save_due:

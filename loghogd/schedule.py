@@ -20,6 +20,7 @@ the work directory, replaced atomically, so that a daemon that was down at
 midnight still rotates a daily file when it starts.
 """
 
+import difflib
 import json
 import os
 import re
@@ -55,6 +56,7 @@ _CRON_FIELDS = (
         'sun mon tue wed thu fri sat'.split())}),
 )
 _CRON_ITEM = re.compile(r'^(?P<start>\*|[0-9]+|[a-z]{3})(?:-(?P<end>[0-9]+|[a-z]{3}))?(?:/(?P<step>[0-9]+))?$')
+_CRON_CHARACTERS = re.compile(r'[0-9*/,-]*')
 
 _SIZE = re.compile(r'^([0-9]+)\s*([kmg]?)$', re.IGNORECASE)
 _SIZE_UNITS = {'': 1, 'k': 1024, 'm': 1024 ** 2, 'g': 1024 ** 3}
@@ -119,6 +121,8 @@ def parse_rotate(value: str) -> RotationSchedule:
         raise ValueError('%r: @-forms are not supported; use hourly, daily, weekly, monthly, '
                          'yearly, size or five cron fields' % text)
     fields = text.split()
+    if len(fields) == 1 and not _CRON_CHARACTERS.fullmatch(lowered):
+        raise ValueError(_unknown_name(text))
     if len(fields) != 5:
         raise ValueError('%r: a cron expression has exactly 5 fields (minute hour day-of-month '
                          'month day-of-week), this has %d' % (text, len(fields)))
@@ -130,6 +134,14 @@ def parse_rotate(value: str) -> RotationSchedule:
     except Exception as error:  # croniter's error types differ between versions
         raise ValueError('%r: not a valid cron expression (%s)' % (text, error)) from None
     return RotationSchedule(spec)
+
+
+def _unknown_name(text: str) -> str:
+    """A word that is no schedule: the nearest name, if one is near ('dayly' -> daily)."""
+    names = sorted(set(NAMED) | {SIZE})
+    near = difflib.get_close_matches(text.lower(), names, n=1)
+    hint = 'did you mean %s' % near[0] if near else 'use %s, or five cron fields' % ', '.join(names)
+    return '%r: unknown schedule name, %s' % (text, hint)
 
 
 def _check_cron_field(text: str, name: str, low: int, high: int, names: Dict[str, int]) -> None:

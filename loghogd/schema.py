@@ -13,7 +13,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from loghog.protocol import DEFAULT_MAX_MESSAGE_SIZE
 from loghogd.formats import CLASSIC, FORMATS, MULTILINES, TIMES, TIMEZONES, parse_option
-from loghogd.ini import IniFile, parse_bool, parse_int, parse_port, parse_seconds, resolve_path
+from loghogd.hooks import parse_command
+from loghogd.ini import ConfigError, IniFile, parse_bool, parse_int, parse_port, parse_seconds, resolve_path
+from loghogd.permissions import DIR_MODE_NEEDED, FILE_MODE_NEEDED, parse_group, parse_mode
+from loghogd.ratelimit import parse_rate
 from loghogd.schedule import parse_age, parse_rotate, parse_size
 from loghogd.streamconfig import parse_filters, parse_name, parse_prefix, parse_servers
 from loghogd.values import (parse_addresses, parse_buffer_size, parse_client_cert, parse_compressor_format,
@@ -101,6 +104,7 @@ SECTIONS: Dict[Tuple[str, str], str] = {
     (LOGHOGD_CONF, 'log'): "loghogd's own messages (they also go to stderr in the foreground)",
     (LOGHOGD_CONF, 'compressor'): 'how rotated files are compressed',
     (LOGHOGD_CONF, 'server'): 'where loghogd listens',
+    (LOGHOGD_CONF, 'hooks'): 'the `post_rotate` commands of facilities.conf',
     (LOGHOGD_CONF, 'stats'): '',
     (LOGHOGD_CONF, 'format'): 'the line format of every facility that does not set its own (a facility\'s keys '
                               'of the same names override these; see [formats.md](formats.md) for each format\'s '
@@ -137,10 +141,11 @@ OPTIONS: Tuple[Option, ...] = (
           '`DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL` (any case)'),
 
     _conf('compressor', 'format', 'xz', parse_compressor_format,
-          '`xz`, `gzip` or `bzip2`; loghogd falls back to gzip when `xz` is not installed'),
+          '`xz`, `zstd`, `gzip` or `bzip2`; loghogd falls back to gzip when `xz` or `zstd` is not installed '
+          '(Debian packages `xz-utils`, `zstd`), and says so once at start-up'),
     _conf('compressor', 'level', '6', _at_least(0),
-          "xz 0-9, gzip and bzip2 1-9; 6 is each tool's usual default (xz `-9` needs ~670 MiB of memory per "
-          'compression)'),
+          "xz 0-9, zstd 1-19, gzip and bzip2 1-9; 6 is each tool's usual default (xz `-9` needs ~670 MiB of "
+          "memory per compression; zstd's own default is 3)"),
 
     _listen('server', 'listen_ipv4', 4, '127.0.0.1',
             'IPv4 addresses for plain TCP and UDP, comma separated; empty: none'),
@@ -202,6 +207,12 @@ OPTIONS: Tuple[Option, ...] = (
           'bytes one IP address may inflate from compressed frames per second (with a burst of one second\'s '
           "worth); over it, that client's TCP or TLS connections are read more slowly and its compressed UDP "
           'datagrams are dropped and counted (`inflate_rate`)'),
+    _conf('server', 'peer_rate_limit', '', _optional(parse_rate),
+          'records one IP address may send per second, across all applications, as `N/s` (burst: one second\'s '
+          'worth); over it records are not written: see [rate limits](operations.md#rate-limits). Empty: no limit'),
+
+    _conf('hooks', 'max_running', '4', lambda raw: parse_int(raw, 1, 256),
+          'hooks that run at once at most (1-256); more wait in order, at most 10000'),
 
     _path('stats', 'prometheus_textfile', '',
           "write counters to this file in Prometheus' text format (for node_exporter's textfile collector); "
@@ -253,6 +264,30 @@ OPTIONS: Tuple[Option, ...] = (
     _facility('forward', 'no', parse_bool,
               '`yes`: publish every accepted record to JetStream (needs a `[forward]` section); an acknowledged '
               'record is acknowledged to its client only once JetStream has it', inherited=True),
+    _facility('file_mode', '', _optional(lambda raw: parse_mode(raw, FILE_MODE_NEEDED)),
+              'octal mode of the log file and its backups (empty: `0640`); must hold `0600` (loghogd writes it). '
+              "Applied with fchmod, so loghogd's umask does not narrow it", inherited=True),
+    _facility('dir_mode', '', _optional(lambda raw: parse_mode(raw, DIR_MODE_NEEDED)),
+              "octal mode of the application's directory `<logdir>/<app>` (empty: `0750`); must hold `0700`; only "
+              "in the app's root section (one directory for all its facilities)", inherited=True),
+    _facility('file_group', '', parse_group,
+              "group (name or number; it must exist) of the log files, backups and the application's directory "
+              "(empty: the daemon's); the daemon's user must be a member of it (Debian: `adduser loghog "
+              'shop-devs`)', inherited=True),
+    _facility('post_rotate', '', parse_command,
+              "a command run on each finished (compressed) backup, with the backup's path as its last argument: "
+              'see [post-rotate hooks](operations.md#post-rotate-hooks). Split into words like a shell line; no '
+              'shell runs it', inherited=True),
+    _facility('post_rotate_timeout', '300', _seconds(1.0, MAX_TIMEOUT),
+              'seconds (1-86400) a `post_rotate` command may run; then it and what it started are killed',
+              inherited=True),
+    _facility('rate_limit', '', _optional(parse_rate),
+              'records per second this facility writes, as `N/s` (per sending host with `file_per_host`); burst: '
+              'one second\'s worth. See [rate limits](operations.md#rate-limits)', inherited=True),
+    _facility('max_total_size', '', _optional(parse_size),
+              'the live file and its backups together at most this size (per host with `file_per_host`); the '
+              'oldest backups are deleted first. With `backup_count` and `max_age`, the strictest wins',
+              inherited=True),
     *(_facility(key, None, lambda raw, key=key: parse_option(key, raw),
                 'as `%s` of `[format]`, for this facility; a change on reload applies to new lines and is logged'
                 % key, inherited=True, shown='`[format]` of loghogd.conf')
@@ -303,7 +338,12 @@ class Values:
     def __getitem__(self, key: str) -> Any:
         chosen = option(self.file, self.section, key)
         if self.given(key):
-            return self.ini.convert(self.name, key, self._given[key].strip(), lambda raw: self._parse(chosen, raw))
+            try:
+                return self.ini.convert(self.name, key, self._given[key].strip(), lambda raw: self._parse(chosen, raw))
+            except ConfigError as error:
+                if chosen.default is None:
+                    raise
+                self.ini.errors.append(error)  # the default stands in while loading finds the other mistakes
         if chosen.inherited and self.root is not None:
             return getattr(self.root, key)
         assert chosen.default is not None, '%s [%s] %s has no default' % (self.file, self.section, key)

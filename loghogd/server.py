@@ -127,6 +127,8 @@ class Server:
             self.processor.caps_asked.clear()
         if result.resend:
             self._disconnect_to_resend(result.resend)
+        for connection in result.held:
+            self._close(connection)
         if self.ack_sender.owed:
             self.ack_sender.send(self.loop_pass.acks)
 

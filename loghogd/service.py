@@ -54,7 +54,7 @@ class Service:
         self.reporter = RateLimitedReporter()
         self.writer = Writer(config.main.logdir, self.counters, self.reporter)
         self.processor = Processor(facilities, self.writer, self.counters, self.reporter,
-                                   config.server.max_message_size)
+                                   config.server.max_message_size, config.server.peer_rate_limit)
         self.loop_pass = LoopPass(self.processor, self.writer)
         tls_context = make_tls_context(config.server) if config.server.listen_ssl else None
         self.server = Server(config.server, self.loop_pass, self.counters, self.reporter, tls_context)

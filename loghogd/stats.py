@@ -53,6 +53,13 @@ class Counters:
         self.ack_clients_evicted = 0
         self.signature_unused = 0
         self.batches_received = 0
+        self.rate_limited_resends = 0
+        self.hooks_started = 0
+        self.hooks_succeeded = 0
+        self.hook_failures = 0
+        self.hook_timeouts = 0
+        self.hooks_dropped = 0
+        self.backups_deleted_total_size = 0
 
     def reject(self, reason: str, app_id: Optional[str] = None, count: int = 1) -> None:
         """Count rejections; app ids come from the network, so past MAX_REJECTED_APPS they share a row."""
@@ -107,6 +114,13 @@ class Counters:
             'signature_unused': self.signature_unused,
             'batches_received': self.batches_received,
             'batch_decoder': DECODER_NAME,
+            'rate_limited_resends': self.rate_limited_resends,
+            'hooks_started': self.hooks_started,
+            'hooks_succeeded': self.hooks_succeeded,
+            'hook_failures': self.hook_failures,
+            'hook_timeouts': self.hook_timeouts,
+            'hooks_dropped': self.hooks_dropped,
+            'backups_deleted_total_size': self.backups_deleted_total_size,
         }
 
 
@@ -179,6 +193,17 @@ PROMETHEUS_METRICS = (
      'Redelivered messages dropped because the journal had them on disk already.', None),
     ('consume_pending', 'consume_pending', 'gauge', 'Messages fetched and not yet acknowledged.', None),
     ('batches_received', 'received_batches_total', 'counter', 'Protocol 1.2 batch frames read from clients.', None),
+    ('rate_limited_resends', 'rate_limited_resends_total', 'counter',
+     'Connections closed unacknowledged because their acknowledged records went over a rate limit.', None),
+    ('hooks_started', 'hooks_started_total', 'counter', 'post_rotate commands started.', None),
+    ('hooks_succeeded', 'hooks_succeeded_total', 'counter', 'post_rotate commands that exited 0.', None),
+    ('hook_failures', 'hook_failures_total', 'counter',
+     'post_rotate commands that failed to start, exited non-zero or timed out.', None),
+    ('hook_timeouts', 'hook_timeouts_total', 'counter', 'post_rotate commands killed after post_rotate_timeout.',
+     None),
+    ('hooks_dropped', 'hooks_dropped_total', 'counter', 'post_rotate commands not run: too many waiting.', None),
+    ('backups_deleted_total_size', 'backups_deleted_total_size_total', 'counter',
+     'Backups deleted to keep a facility within max_total_size.', None),
     ('started', 'start_time_seconds', 'gauge', 'When this loghogd started, in seconds since the epoch.', None),
 )
 PROMETHEUS_PREFIX = 'loghogd_'

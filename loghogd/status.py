@@ -53,6 +53,13 @@ STATUS_NUMBERS = (
     ('consume_duplicates', 'consumed: duplicates dropped'),
     ('consume_pending', 'consumed: pending'),
     ('batches_received', 'batch frames received (protocol 1.2)'),
+    ('rate_limited_resends', 'closed to resend (rate limit)'),
+    ('hooks_started', 'post_rotate hooks started'),
+    ('hooks_succeeded', 'post_rotate hooks succeeded'),
+    ('hook_failures', 'post_rotate hooks failed'),
+    ('hook_timeouts', 'post_rotate hooks timed out'),
+    ('hooks_dropped', 'post_rotate hooks dropped (queue full)'),
+    ('backups_deleted_total_size', 'backups deleted (max_total_size)'),
 )
 STATUS_WIDTH = 40
 # (snapshot key, label) of the by-key counts in --status, after the rejections

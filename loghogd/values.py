@@ -16,7 +16,7 @@ from loghogd.schedule import parse_rotate, parse_size
 MIN_MAX_MESSAGE_SIZE = 8192
 MAX_MAX_MESSAGE_SIZE = 1024 ** 3
 MAX_UDP_RECEIVE_BUFFER = 1024 ** 3
-COMPRESSOR_LEVELS = {'xz': range(0, 10), 'gzip': range(1, 10), 'bzip2': range(1, 10)}
+COMPRESSOR_LEVELS = {'xz': range(0, 10), 'zstd': range(1, 20), 'gzip': range(1, 10), 'bzip2': range(1, 10)}
 LOG_LEVELS = {name: getattr(logging, name) for name in ('DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL')}
 HostPort = Tuple[str, Optional[int]]
 """A listen address as written: the port is None where the section's default port applies."""

@@ -5,10 +5,12 @@ so a burst costs one system call per file, not one per message. A file that
 cannot be written keeps its lines in a bounded buffer and retries; nothing
 is dropped silently.
 
-A file with a max_size costs one comparison per write: the size it had when
-opened plus what was written since, against what is about to be written.
-When that would pass max_size, `on_full` (the rotator, loghogd/rotation.py)
-rotates the file first, so the batch starts the new file.
+A file with a max_size costs one comparison per record: the size it had
+when opened plus what was written since, against the record about to be
+added. Before a record would pass max_size, what precedes it is written and
+`on_full` (the rotator, loghogd/rotation.py) rotates the file, so a file
+never passes max_size, except by a single record larger than max_size,
+which then is its file's only content.
 """
 
 import collections
@@ -18,7 +20,7 @@ import os
 import re
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
-from loghogd import safefs
+from loghogd import permissions, safefs
 from loghogd.facilities import Facility
 from loghogd.names import log_path
 from loghogd.reporting import RateLimitedReporter
@@ -79,12 +81,30 @@ class LogFile:
 
     def _open(self) -> int:
         """Open for appending, following no link below the log directory (loghogd/safefs.py)."""
-        fd = safefs.open_file(self.root or os.path.dirname(self.path), self.path,
-                              os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE, create_mode=DIR_MODE)
+        facility = self.facility
+        root = self.root or os.path.dirname(self.path)
+        fd = safefs.open_file(root, self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE, create_mode=DIR_MODE)
+        try:
+            if facility.file_mode is not None or facility.file_group is not None:
+                permissions.apply(fd, facility.file_mode, facility.file_group)
+            if facility.dir_mode is not None or facility.file_group is not None:
+                self._apply_directory_permissions(root)
+        except BaseException:
+            os.close(fd)
+            raise
         status = os.fstat(fd)
         self._fd, self.size, self._inode = fd, status.st_size, (status.st_dev, status.st_ino)
         self.torn = bool(self.size) and not self.partial and _last_byte(fd, self.size) != b'\n'
         return fd
+
+    def _apply_directory_permissions(self, root: str) -> None:
+        """The app's directory gets the facility's dir_mode and file_group (loghogd/permissions.py)."""
+        top, parts, _name = safefs.split_beneath(root, self.path)
+        dir_fd = safefs.open_directory(top, parts)
+        try:
+            permissions.apply(dir_fd, self.facility.dir_mode, self.facility.file_group)
+        finally:
+            os.close(dir_fd)
 
     def _end_torn_line(self) -> None:
         """A kill cut the file's last line short: end it, so the next line starts on its own."""
@@ -106,45 +126,76 @@ class LogFile:
             self.close()
 
     def stage(self) -> Tuple[int, int]:
-        """Encode the queued lines; return the file's size before and after they are written.
+        """Queue the pending lines for this file; return its size before and after they are written.
 
-        Acknowledged delivery journals these offsets before the write, so that
-        a crash in the middle of it can be told apart from a finished one.
+        With max_size, the records that do not fit are split off first:
+        what fills the file is written and the file rotated, as often as
+        needed, so that only the part for the file now open is left.
+        Acknowledged delivery journals these offsets before the write, so
+        that a crash in the middle of it can be told apart from a finished one.
         """
         if self._fd is None:
             self._open()
-        if self.pending:
+        if self.max_size and self.on_full is not None:
+            self._write_full_parts()
+        elif self.pending:
             self.unwritten += encode_lines(self.pending)
             self.pending = []
-        self._make_room(len(self.unwritten))
         self._end_torn_line()
         return self.size, self.size + len(self.unwritten)
 
-    def _make_room(self, incoming: int) -> None:
-        """Rotate first when `incoming` bytes would take the file past max_size.
+    def _write_full_parts(self) -> None:
+        """Before a record would take the file past max_size, write what precedes it and rotate.
 
-        Not after a partial write, whose line must end in this file; and
-        never an empty file, so one batch larger than max_size still lands.
+        Records are never split: one larger than max_size goes alone into a
+        file of its own. Bytes left by a failed write count as one record;
+        after a partial write they must end in this file.
         """
-        if (self.max_size and self.size and self.size + incoming > self.max_size
-                and not self.partial and self.on_full is not None):
-            self.on_full(self)
-            if self._fd is None:
-                self._open()
+        records = self.pending
+        leftover = [self.unwritten] if self.unwritten else []
+        parts = leftover + [line.encode('utf-8', 'backslashreplace') for line in records]
+        self.pending, self.unwritten = [], b''
+        chunk: List[bytes] = []
+        chunk_size = 0
+        for index, record in enumerate(parts):
+            if (self.size + chunk_size + len(record) > self.max_size and (self.size or chunk_size)
+                    and not (self.partial and index == 0)):
+                if chunk:
+                    self._write_part(b''.join(chunk), records[index - len(leftover):])
+                self.on_full(self)
+                if self._fd is None:
+                    self._open()
+                chunk, chunk_size = [], 0
+            chunk.append(record)
+            chunk_size += len(record)
+        self.unwritten = b''.join(chunk)
+
+    def _write_part(self, data: bytes, records_after: List[str]) -> None:
+        """Write a part that fills the file; on failure keep it and the records after it queued."""
+        self.unwritten = data
+        self._end_torn_line()
+        data, self.unwritten = self.unwritten, b''
+        try:
+            self._write(data)
+        except OSError:
+            self.pending = records_after
+            raise
 
     def write_pending(self) -> int:
-        """Write what is queued in one go; return the bytes written.
+        """Write what is queued, rotating at max_size on the way; return the bytes of the last write.
 
-        Raises OSError with the unwritten bytes kept for the next try.
+        Raises OSError with the unwritten bytes kept (and counted as held) for the next try.
         """
-        data = self.unwritten + encode_lines(self.pending)
-        self.pending = []
-        self.unwritten = data
-        if self._fd is None:
-            self._open()
-        self._make_room(len(data))
-        self._end_torn_line()
-        data = self.unwritten
+        try:
+            self.stage()
+        except OSError:
+            self.unwritten += encode_lines(self.pending)
+            self.pending = []
+            raise
+        data, self.unwritten = self.unwritten, b''
+        return self._write(data)
+
+    def _write(self, data: bytes) -> int:
         fd = self._fd
         view = memoryview(data)
         written = 0

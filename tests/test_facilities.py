@@ -1,5 +1,6 @@
 """facilities.conf: sections to facilities, inheritance, safe names, lookup."""
 
+import shlex
 from pathlib import Path
 from typing import Optional
 
@@ -9,6 +10,9 @@ from hypothesis import strategies as st
 
 from loghogd.config import ConfigError
 from loghogd.facilities import ROOT, load_facilities
+from loghogd.hooks import parse_command
+from loghogd.permissions import FILE_MODE_NEEDED, parse_mode
+from loghogd.ratelimit import parse_rate
 from loghogd.schedule import parse_rotate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -165,6 +169,28 @@ ERRORS = {
     'long app id': ('[%s]\nrotate = daily\nbackup_count = 1\n' % ('a' * 129), 1, 'a' * 129, '', 'longer than 128'),
     'app id ending in .log': ('[loghogd.log]\nrotate = daily\nbackup_count = 1\n', 1, 'loghogd.log', '',
                               "daemon's own log"),
+    'misspelled schedule name': ('[app]\nrotate = dayly\nbackup_count = 1\n', 2, 'app', 'rotate',
+                                 'unknown schedule name, did you mean daily'),
+    'bad file_mode': ('[app]\nrotate = daily\nbackup_count = 1\nfile_mode = 0648\n', 4, 'app', 'file_mode',
+                      'octal mode'),
+    'file_mode loghogd cannot write': ('[app]\nrotate = daily\nbackup_count = 1\nfile_mode = 0444\n', 4, 'app',
+                                       'file_mode', 'loghogd needs'),
+    'setuid dir_mode': ('[app]\nrotate = daily\nbackup_count = 1\ndir_mode = 4750\n', 4, 'app', 'dir_mode',
+                        'permission bits only'),
+    'dir_mode in a submodule': ('[app]\nrotate = daily\nbackup_count = 1\n[app:web]\nrotate = daily\n'
+                                'backup_count = 1\ndir_mode = 0750\n', 7, 'app:web', 'dir_mode', "app's directory"),
+    'unknown group': ('[app]\nrotate = daily\nbackup_count = 1\nfile_group = no-such-group-here\n', 4, 'app',
+                      'file_group', "no group 'no-such-group-here'"),
+    'bad rate_limit': ('[app]\nrotate = daily\nbackup_count = 1\nrate_limit = 100\n', 4, 'app', 'rate_limit',
+                       'per second'),
+    'zero rate_limit': ('[app]\nrotate = daily\nbackup_count = 1\nrate_limit = 0/s\n', 4, 'app', 'rate_limit',
+                        'not a rate'),
+    'unclosed quote in post_rotate': ('[app]\nrotate = daily\nbackup_count = 1\npost_rotate = upload "x\n', 4,
+                                      'app', 'post_rotate', 'not a command line'),
+    'bad post_rotate_timeout': ('[app]\nrotate = daily\nbackup_count = 1\npost_rotate_timeout = 0\n', 4, 'app',
+                                'post_rotate_timeout', 'out of range'),
+    'bad max_total_size': ('[app]\nrotate = daily\nbackup_count = 1\nmax_total_size = lots\n', 4, 'app',
+                           'max_total_size', 'not a size'),
     'duplicate key': ('[app]\nrotate = daily\nrotate = hourly\n', 3, 'app', 'rotate', 'twice'),
     'duplicate section': ('[app]\nrotate = daily\nbackup_count = 1\n[app]\n', 4, 'app', '', 'twice'),
 }
@@ -179,6 +205,58 @@ def test_each_mistake_names_file_line_section_and_key(tmp_path: Path, name: str)
     assert message.startswith('%s, line %d, ' % (tmp_path / 'facilities.conf', line)), message
     assert ('[%s] %s:' % (section, key) if key else '[%s]:' % section) in message, message
     assert words in message, message
+
+
+def test_every_mistake_is_listed_not_only_the_first(tmp_path: Path) -> None:
+    text = ('[app]\nrotate = dayly\nbackup_count = 1\nfile_mode = 9\nsecrte = x\n'
+            '[other]\nrotate = daily\nrate_limit = fast\n[third:web]\nrotate = daily\nbackup_count = 1\n')
+    with pytest.raises(ConfigError) as raised:
+        load_facilities(write(tmp_path, text))
+    lines = str(raised.value).split('\n')
+    where = {tuple(line.split(': ')[0].split(', ')[1:]) for line in lines}
+    assert where == {('line 2', '[app] rotate'), ('line 4', '[app] file_mode'), ('line 5', '[app] secrte'),
+                     ('line 6', '[other] backup_count'), ('line 8', '[other] rate_limit'), ('line 9', '[third:web]')}
+    assert len(lines) == len(where)
+    assert 'did you mean daily' in str(raised.value) and 'did you mean secret' in str(raised.value)
+
+
+def test_operator_controls_are_typed_and_inherited(tmp_path: Path) -> None:
+    text = ('[shop]\nrotate = daily\nbackup_count = 1\nfile_mode = 0644\ndir_mode = 750\nfile_group = 0\n'
+            'post_rotate = /usr/bin/upload --to "a bucket"\npost_rotate_timeout = 30\nrate_limit = 200/s\n'
+            'max_total_size = 1G\n[shop:web]\nrotate = daily\nbackup_count = 1\nrate_limit = 5 / s\n')
+    root, web = load_facilities(write(tmp_path, text))
+    assert (root.file_mode, root.dir_mode, root.file_group) == (0o644, 0o750, 0)
+    assert root.post_rotate == ('/usr/bin/upload', '--to', 'a bucket') and root.post_rotate_timeout == 30.0
+    assert (root.rate_limit, root.max_total_size) == (200.0, 1024 ** 3)
+    assert (web.file_mode, web.dir_mode, web.post_rotate, web.max_total_size) == (
+        root.file_mode, root.dir_mode, root.post_rotate, root.max_total_size)
+    assert web.rate_limit == 5.0
+
+
+@given(mode=st.integers(0, 0o7777), leading_zero=st.booleans())
+def test_modes_are_permission_bits_with_what_loghogd_needs(mode: int, leading_zero: bool) -> None:
+    text = ('0' if leading_zero else '') + format(mode, '03o')
+    try:
+        parsed = parse_mode(text, FILE_MODE_NEEDED)
+    except ValueError:
+        assert mode > 0o777 or mode & 0o600 != 0o600
+    else:
+        assert parsed == mode and mode <= 0o777 and mode & 0o600 == 0o600
+
+
+@given(raw=st.text(max_size=12))
+def test_rates_are_whole_records_per_second_or_a_value_error(raw: str) -> None:
+    try:
+        rate = parse_rate(raw)
+    except ValueError:
+        return
+    assert rate >= 1 and rate == int(raw.split('/')[0])
+
+
+@given(words=st.lists(st.text(st.characters(blacklist_categories=('Cs',), blacklist_characters='\0'), min_size=1),
+                      min_size=1, max_size=4))
+def test_post_rotate_commands_keep_their_words_without_a_shell(words: list) -> None:
+    assert parse_command(' '.join(shlex.quote(word) for word in words)) == tuple(words)
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:

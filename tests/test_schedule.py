@@ -146,7 +146,10 @@ def test_naive_datetime_is_local_time() -> None:
     ('0 0 L * *', 'not a number'),
     ('0 0 * foo *', 'not a month name'),
     ('0 0 31 2 *', 'not a valid cron expression'),
-    ('fortnightly', 'exactly 5 fields'),
+    ('fortnightly', 'unknown schedule name, use annually'),
+    ('dayly', 'unknown schedule name, did you mean daily'),
+    ('Hourlly', 'did you mean hourly'),
+    ('0 0 1', 'exactly 5 fields'),
 ])
 def test_rejected_rotation_values_say_why(value: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):

@@ -20,13 +20,13 @@ from tests.support.daemon import Loghogd, bodies, frame, wait_for
 
 STAMP = r'\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-\d{6}Z?'
 OPENERS = {'': open, '.xz': lzma.open, '.gz': gzip.open, '.bz2': bz2.open}
-TOOLS = {'xz': '.xz', 'gzip': '.gz', 'bzip2': '.bz2'}
+TOOLS = {'xz': '.xz', 'zstd': '.zst', 'gzip': '.gz', 'bzip2': '.bz2'}
 
 
 def backups(daemon: Loghogd, relative: str) -> list:
     """Names of the backups of a live file, oldest first (plain, compressed or half-written)."""
     directory, base = os.path.split(daemon.path(relative))
-    pattern = re.compile(re.escape(base) + r'\.' + STAMP + r'(\.xz|\.gz|\.bz2)?(\.tmp)?\Z')
+    pattern = re.compile(re.escape(base) + r'\.' + STAMP + r'(\.xz|\.zst|\.gz|\.bz2)?(\.tmp)?\Z')
     try:
         return sorted(name for name in os.listdir(directory) if pattern.match(name))
     except FileNotFoundError:
@@ -159,20 +159,21 @@ def test_each_compressor_makes_a_file_its_tool_decompresses_to_the_lines(tmp_pat
     assert bodies(output.decode('utf-8').splitlines(keepends=True)) == sent
 
 
-def test_without_xz_on_path_gzip_is_used_and_said_once(tmp_path):
+@pytest.mark.parametrize('missing', ['xz', 'zstd'])
+def test_without_the_tool_on_path_gzip_is_used_and_said_once(tmp_path, missing):
     bin_dir = tmp_path / 'bin'
     bin_dir.mkdir()
     for tool in ('gzip', 'bzip2'):
         os.symlink(shutil.which(tool), str(bin_dir / tool))
     (tmp_path / 'daemon').mkdir()
     with Loghogd(tmp_path / 'daemon', '[app]\nrotate = daily\nbackup_count = 5\n',
-                 env={'PATH': str(bin_dir)}) as daemon:
+                 config={'compressor': {'format': missing}}, env={'PATH': str(bin_dir)}) as daemon:
         for number in range(2):
             send_and_wait(daemon, 'app', 'line %d' % number, 'app/root.log')
             force_rotation(daemon, 'app/root.log')
         names = settled_backups(daemon, 'app/root.log', '.gz', 2)
     assert [backup_bodies(daemon, 'app/root.log', name) for name in names] == [['line 0'], ['line 1']]
-    assert daemon.output().count('xz is not on PATH') == 1
+    assert daemon.output().count('%s is not on PATH' % missing) == 1
 
 
 def test_overdue_daily_file_rotates_at_start_up_and_an_empty_one_does_not(tmp_path):
