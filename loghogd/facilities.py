@@ -159,12 +159,14 @@ def check_name_part(part: str, what: str) -> None:
 def _facility(ini: IniFile, section: str, name: Tuple[str, str], root: Optional[Facility],
               line_format: LineFormat) -> Facility:
     values = Values(ini, FACILITIES_CONF, FACILITY, section, root)
-    for key in KEYS:
-        if option(FACILITIES_CONF, FACILITY, key).required and not values.given(key):
-            raise values.error(key, 'required for every facility')
+    missing = [values.error(key, 'required for every facility') for key in KEYS
+               if option(FACILITIES_CONF, FACILITY, key).required and not values.given(key)]
+    ini.errors.extend(missing)
     if root is not None and values.given('dir_mode'):
         raise values.error('dir_mode', "applies to the app's directory: set it in [%s]" % name[0])
     settings = {key: values[key] for key in SETTINGS}
+    if missing:
+        raise missing[0]  # noted already: the other keys are checked, the facility is not made
     rotate = values['rotate']
     if rotate.size_only and settings['max_size'] is None:
         raise values.error('rotate', "'size' needs max_size (bytes) in this section or the app's root")
