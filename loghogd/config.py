@@ -186,7 +186,7 @@ def _compressor_config(values: Values) -> CompressorConfig:
     try:
         check_range(level, levels[0], levels[-1])
     except ValueError as error:
-        raise values.error('level', str(error)) from None
+        values.ini.errors.append(values.error('level', str(error)))  # noted: [server] is still checked
     return CompressorConfig(format=compressor_format, level=level)
 
 
