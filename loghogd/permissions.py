@@ -11,6 +11,8 @@ import re
 import stat
 from typing import Optional
 
+from loghogd import safefs
+
 FILE_MODE_NEEDED = 0o600
 DIR_MODE_NEEDED = 0o700
 _OCTAL = re.compile(r'0?[0-7]{3}')
@@ -37,6 +39,16 @@ def parse_group(raw: str) -> Optional[int]:
     if raw.isdigit():
         return int(raw)
     raise ValueError('no group %r on this host' % raw)
+
+
+def apply_to_directory(root: str, path: str, mode: Optional[int], gid: Optional[int]) -> None:
+    """The directory of the file `path` below `root` (an app's) gets `mode` and `gid`, reached without links."""
+    top, parts, _name = safefs.split_beneath(root, path)
+    dir_fd = safefs.open_directory(top, parts)
+    try:
+        apply(dir_fd, mode, gid)
+    finally:
+        os.close(dir_fd)
 
 
 def apply(fd: int, mode: Optional[int], gid: Optional[int]) -> None:

@@ -88,7 +88,7 @@ class LogFile:
             if facility.file_mode is not None or facility.file_group is not None:
                 permissions.apply(fd, facility.file_mode, facility.file_group)
             if facility.dir_mode is not None or facility.file_group is not None:
-                self._apply_directory_permissions(root)
+                permissions.apply_to_directory(root, self.path, facility.dir_mode, facility.file_group)
         except BaseException:
             os.close(fd)
             raise
@@ -96,15 +96,6 @@ class LogFile:
         self._fd, self.size, self._inode = fd, status.st_size, (status.st_dev, status.st_ino)
         self.torn = bool(self.size) and not self.partial and _last_byte(fd, self.size) != b'\n'
         return fd
-
-    def _apply_directory_permissions(self, root: str) -> None:
-        """The app's directory gets the facility's dir_mode and file_group (loghogd/permissions.py)."""
-        top, parts, _name = safefs.split_beneath(root, self.path)
-        dir_fd = safefs.open_directory(top, parts)
-        try:
-            permissions.apply(dir_fd, self.facility.dir_mode, self.facility.file_group)
-        finally:
-            os.close(dir_fd)
 
     def _end_torn_line(self) -> None:
         """A kill cut the file's last line short: end it, so the next line starts on its own."""

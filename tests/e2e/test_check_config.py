@@ -28,7 +28,8 @@ def test_what_the_config_points_at_is_checked_and_every_problem_listed(tmp_path)
     problems = [line for line in checked.stderr.splitlines() if not line.endswith('found')]
     assert len(problems) == 6, checked.stderr
     expected = [('[server] pemfile', 'no such file'), ('[server] cacert', 'cannot be loaded'),
-                ('[main] user', 'no such user'), ('[main] workdir', 'is not a directory'), ('[app:root] post_rotate', '/nonexistent/upload: no such'),
+                ('[main] user', 'no such user'), ('[main] workdir', 'is not a directory'),
+                ('[app:root] post_rotate', '/nonexistent/upload: no such'),
                 ('[other:root] post_rotate', 'no-such-uploader-here is not on PATH')]
     for (where, what), line in zip(expected, problems):
         assert where in line and what in line, line
