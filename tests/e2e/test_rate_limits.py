@@ -114,3 +114,14 @@ def test_acknowledged_records_over_the_limit_are_resent_not_lost(tmp_path):
     assert [int(line.rsplit(' ', 1)[1]) for line in lines] == list(range(1, 5 * RATE + 1))
     assert connections > 1 and stats['rate_limited_resends'] == connections - 1
     assert stats['rejected'] == 0
+
+
+def test_syslog_records_count_against_the_limits_too(tmp_path):
+    config = {'server': {'listen_ipv4_syslog': '127.0.0.1:0'}}
+    with Loghogd(tmp_path, facilities_conf({'app': {'rate_limit': '%d/s' % RATE}}), config=config) as daemon:
+        with socket.create_connection(('127.0.0.1', daemon.ports['syslog-tcp'])) as sock:
+            sock.sendall(b''.join(b'<14>Dec  1 12:00:00 web1 app: line %d\n' % number for number in range(1000)))
+        stats = settled_stats(daemon, 1000)
+    accepted = stats['accepted_by_facility']['app:root']
+    assert RATE <= accepted < 500 and stats['rejected_by_reason'] == {'rate_limited': 1000 - accepted}
+    assert len(daemon.read_lines('app/root.log')) == accepted
