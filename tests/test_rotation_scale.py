@@ -165,11 +165,14 @@ class Idle:
     def next_flush(self):
         return 60.0
 
+    def pump(self, _now):
+        return False
+
 
 def test_a_chain_of_compressor_exits_cannot_hold_one_loop_pass():
     """Each SIGCHLD starts the next compressor, whose exit arrives while the pass handles the last one."""
     service = Service.__new__(Service)
-    service.server = service.rotator = service.reporter = Idle()
+    service.server = service.rotator = service.reporter = service.stream_links = Idle()
     service._stats_due = float('inf')
     handled = []
 
