@@ -59,7 +59,7 @@ MAX_STAMP = 2 ** 53
 
 def loghog_record(message: Dict[str, Any], host: str, received: float, peer: Optional[str] = None,
                   client_id: Optional[str] = None, seq: Optional[int] = None) -> Record:
-    """A checked loghog frame's fields (as processor.parse_message returns them) as a Record."""
+    """A checked loghog frame's fields (as messages.parse_message returns them) as a Record."""
     stamp, nsecs = message['stamp'], message['nsecs']
     sent = stamp + nsecs / 1e9 if -MAX_STAMP < stamp < MAX_STAMP and 0 <= nsecs < 10 ** 9 else None
     return Record(message['app_id'], message['module'], host, message['body'], received, sent=sent, peer=peer,

@@ -25,8 +25,9 @@ from loghog.protocol import (CLIENT_FLAGS, FLAG_ACK_REQUEST, FLAG_ZLIB, HEADER, 
 from tests.support.daemon import facilities_conf
 from loghogd.acks import JOURNAL_NAME, AckJournal
 from loghogd.facilities import MAX_MODULE_LENGTH, load_facilities
+from loghogd.messages import MAX_NSECS, MAX_STAMP, Rejected, parse_message
 from loghogd.pipeline import LoopPass
-from loghogd.processor import MAX_NSECS, MAX_STAMP, Processor, Rejected, lookup_module, parse_message
+from loghogd.processor import Processor, lookup_module
 from loghogd.reporting import RateLimitedReporter
 from loghogd.stats import Counters
 from loghogd import writer as writer_module
