@@ -23,8 +23,8 @@ from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, FrameError, encode_mess
 from loghogd import batches
 from loghogd.facilities import load_facilities
 from tests.support.daemon import facilities_conf
-from tests.test_fuzz import (APP_IDS, MAX_MESSAGE_SIZE, Harness, bodies, fuzz_settings, hostnames, json_values,
-                             names, splice_junk)
+from tests.test_fuzz import (APP_IDS, LONG_FACTOR, MAX_MESSAGE_SIZE, Harness, bodies, fuzz_settings, hostnames,
+                             json_values, names, splice_junk)
 
 PREFIX = '2026-01-01 00:00:00.000000 - '
 
@@ -133,14 +133,14 @@ def check_batches(harness, frames):
     harness.process(frames)
 
 
-CHECKS = [  # name, frames, examples in the quick suite (ten times that under -m slow)
+CHECKS = [  # name, frames, examples in the quick suite (LONG_FACTOR times that under -m slow)
     ('batches_count_every_record_once', st.lists(batch_frames(), min_size=1, max_size=4), 200),
     ('mangled_batches', st.lists(mangled_batches(), min_size=1, max_size=3), 100),
     ('random_batch_payloads', st.lists(random_batch_payloads, min_size=1, max_size=4), 100),
 ]
 for _name, _frames, _examples in CHECKS:
     globals()['test_fuzz_' + _name] = fuzz_settings(_examples)(given(frames=_frames)(check_batches))
-    globals()['test_fuzz_' + _name + '_long'] = pytest.mark.slow(fuzz_settings(10 * _examples)(
+    globals()['test_fuzz_' + _name + '_long'] = pytest.mark.slow(fuzz_settings(LONG_FACTOR * _examples)(
         given(frames=_frames)(check_batches)))
 del _name, _frames, _examples
 
