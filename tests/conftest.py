@@ -7,6 +7,8 @@ Tests that take tmp_path rewrite the file they load in every example, so
 one directory shared by all examples is intended.
 """
 
+import time
+
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -31,3 +33,13 @@ def make_handler():
     for handler in handlers:
         handler.flush_timeout = 0.0
         handler.close()
+
+
+@pytest.fixture
+def berlin_time(monkeypatch):
+    """Local time is Europe/Berlin (a zone with a DST fall-back) while the test runs."""
+    monkeypatch.setenv('TZ', 'Europe/Berlin')
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

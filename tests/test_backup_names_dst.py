@@ -1,8 +1,6 @@
 """Backup names across the Europe/Berlin fall-back: distinct, sorted in time order, old names kept."""
 
 import calendar
-import os
-import time
 from datetime import datetime
 
 import pytest
@@ -15,13 +13,7 @@ FALL_BACK = calendar.timegm((2026, 10, 25, 1, 0, 0))
 """03:00 CEST becomes 02:00 CET: the hour 02:00-03:00 happens twice."""
 
 
-@pytest.fixture(autouse=True)
-def berlin(monkeypatch):
-    monkeypatch.setenv('TZ', 'Europe/Berlin')
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = pytest.mark.usefixtures('berlin_time')
 
 
 def test_stamps_across_the_fall_back_are_distinct_and_sort_in_time_order():

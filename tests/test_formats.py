@@ -3,7 +3,6 @@
 import calendar
 import json
 import re
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -24,14 +23,7 @@ MESSAGE_07 = {'app_id': 'app', 'module': 'db.pool', 'stamp': FALL_BACK, 'nsecs':
               'hostname': 'web-1', 'body': 'connection lost\nretrying'}
 
 
-@pytest.fixture(autouse=True)
-def berlin(monkeypatch):
-    """Local time is Europe/Berlin for every test here."""
-    monkeypatch.setenv('TZ', 'Europe/Berlin')
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = pytest.mark.usefixtures('berlin_time')
 
 
 def render(record: Record, **options: str) -> str:
