@@ -30,12 +30,12 @@ def owner_app(owner: str) -> str:
     return owner.partition('\0')[0]
 
 
-def add_to_ranges(ranges: Ranges, seq: int) -> None:
-    """Append `seq` to ascending [first, last] runs, growing the last run when it follows on."""
-    if ranges and ranges[-1][1] + 1 == seq:
-        ranges[-1][1] = seq
+def add_to_ranges(ranges: Ranges, first: int, last: int) -> None:
+    """Append first..last to ascending [first, last] runs (all above them), growing the last run when it follows on."""
+    if ranges and ranges[-1][1] + 1 == first:
+        ranges[-1][1] = last
     else:
-        ranges.append([seq, seq])
+        ranges.append([first, last])
 
 
 class ClientMark:

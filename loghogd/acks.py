@@ -118,10 +118,14 @@ class AckJournal:
         """Some records of `client_id` are held or owed: its ACK is due once they are written."""
         return client_id in self._caps
 
-    def note(self, client_id: str, seq: int, logfile: Optional[LogFile], owner: str) -> int:
-        """`seq` was accepted and queued for `logfile` (None: handled without a file, e.g. forwarded).
+    def takes_fresh_run(self, client_id: str, first: int, owner: str) -> bool:
+        """Whether `client_id` may use seqs from `first` up and none is handled or owed: note(.., last) applies."""
+        mark = self.marks.get(client_id)
+        return mark is None or (first > mark.high and mark.owner in ('', owner) and client_id not in self._owed)
 
-        Returns how many client ids were evicted for it.
+    def note(self, client_id: str, seq: int, logfile: Optional[LogFile], owner: str, last: int = 0) -> int:
+        """`seq` (to `last`, after takes_fresh_run()) was accepted and queued for `logfile` (None: handled
+        without a file, e.g. forwarded). Returns how many client ids were evicted for it.
         """
         evicted = 0
         mark = self.marks.get(client_id)
@@ -135,7 +139,8 @@ class AckJournal:
                 self._bind(mark, owner)
             if next(reversed(self.marks)) != client_id:
                 self.marks[client_id] = self.marks.pop(client_id)
-        mark.add(seq)
+        last = max(seq, last)
+        mark.add(last)
         mark.seen = self.clock()
         owed = self._owed.get(client_id)
         if owed is not None and in_ranges(owed, seq):
@@ -143,7 +148,7 @@ class AckJournal:
             if not owed:
                 del self._owed[client_id]
         group = self._files.setdefault(logfile, {}) if logfile is not None else self._handled
-        add_to_ranges(group.setdefault(client_id, []), seq)
+        add_to_ranges(group.setdefault(client_id, []), seq, last)
         return evicted
 
     def hold(self, client_id: str, seq: int) -> None:

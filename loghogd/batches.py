@@ -19,6 +19,8 @@ from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, FrameError, inflate
 from loghogd.ackmarks import CLIENT_ID, client_owner
 from loghogd.batchdecode import decode
 from loghogd.formats import escape_controls
+from loghogd.listeners import peer_host
+from loghogd.ratelimit import peer_address
 from loghogd.record import Record
 
 Route = tuple
@@ -71,8 +73,8 @@ class BatchIntake:
             return
         plain = 92 not in data and 127 not in data and data.isascii()  # then no text holds a control character
         signed = received_mac is not None
-        if acked is None and not bad and len(routes) == 1 and self._queue_classic(batch, routes, signed, plain,
-                                                                                  now, prefix):
+        if not bad and len(routes) == 1 and self._queue_classic(batch, routes, acked, signed, plain, peer, now,
+                                                                prefix):
             return
         self._queue(batch, routes, dict(bad), acked, signed, plain, peer, now, prefix)
 
@@ -104,14 +106,22 @@ class BatchIntake:
                                        facility.app_id)
         return routes, None
 
-    def _queue_classic(self, batch: Batch, routes: Dict[str, Union[Route, Refusal]], signed: bool, plain: bool,
-                       now: float, prefix: str) -> bool:
-        """The common batch, all lines for one file in the classic format, in one list; False if it is not."""
+    def _queue_classic(self, batch: Batch, routes: Dict[str, Union[Route, Refusal]], acked: Optional['_Acked'],
+                       signed: bool, plain: bool, peer: str, now: float, prefix: str) -> bool:
+        """The common batch, all lines for one file in the classic format, in one list, and with acks
+        noted as one run of seqs; False if it is not."""
         [route] = routes.values()
         if (type(route) is Refusal or route[4] is not None or (signed and route[0].secret is None)
-                or route[0].forward or route[1] is None):
+                or route[0].forward or route[1] is None or route[0].rate_limit is not None
+                or self.processor.peer_rate_limit is not None):
             return False
-        _facility, logfile, host_text, name, _render = route
+        facility, logfile, host_text, name, _render = route
+        first = batch.first_seq
+        if acked is not None:
+            owner = client_owner(batch.app_id, facility.secret)
+            if type(first) is not int or first < 1 or not acked.journal.takes_fresh_run(acked.client_id, first,
+                                                                                         owner):
+                return False
         head = prefix + host_text
         if plain:
             lines = [head + (record.body if record.exception is None and record.stack is None
@@ -120,8 +130,14 @@ class BatchIntake:
         else:
             lines = [head + escape_controls(record_text(record.body, record.exception, record.stack)) + '\n'
                      for record in batch.records]
-        self.processor.writer.queue(logfile, ''.join(lines), now)
-        self.processor.counters.accepted_by_facility[name] += len(lines)
+        processor = self.processor
+        processor.writer.queue(logfile, ''.join(lines), now)
+        processor.counters.accepted_by_facility[name] += len(lines)
+        if acked is not None and lines:
+            evicted = acked.journal.note(acked.client_id, first, logfile, owner, first + len(lines) - 1)
+            if evicted:
+                processor._evicted(peer, evicted)
+            processor.writer.write_this_pass(logfile)
         return True
 
     def _queue(self, batch: Batch, routes: Dict[str, Union[Route, Refusal]], bad: Dict[int, str],
@@ -132,6 +148,7 @@ class BatchIntake:
         writer = processor.writer
         first_seq = batch.first_seq or 0
         owners: Dict[str, str] = {}
+        peer_key = peer_host((peer_address(peer),)) if processor.peer_rate_limit is not None else None
         for index, record in enumerate(batch.records):
             if record is None:
                 refusal = Refusal('bad_record', 'batch record %d: %s' % (index, bad[index]))
@@ -153,6 +170,11 @@ class BatchIntake:
                     elif acked.journal.is_duplicate(acked.client_id, seq):
                         counters.duplicates_dropped += 1
                         continue
+                if refusal is None and processor._over_rate(facility, logfile, peer_key, now):
+                    if acked is not None:
+                        processor._hold_for_resend(acked.target, peer, facility)
+                        break  # this record and the rest stay unacknowledged: the client resends them
+                    refusal = Refusal('rate_limited', 'over the rate limit of %s' % facility.name, batch.app_id)
             if refusal is not None:
                 processor._reject(refusal.reason, refusal.detail, peer, refusal.app_id)
                 if acked is not None:

@@ -1,6 +1,7 @@
 """The acknowledgement journal: what a crash at any point of a pass leaves behind."""
 
 import os
+import tempfile
 import time
 
 import pytest
@@ -146,7 +147,7 @@ def test_many_client_ids_with_high_seqs_cost_no_gaps(tmp_path):
 def test_ranges_cover_exactly_the_seqs(seqs):
     ranges = []
     for seq in seqs:
-        add_to_ranges(ranges, seq)
+        add_to_ranges(ranges, seq, seq)
     assert [seq for first, last in ranges for seq in range(first, last + 1)] == seqs
 
 
@@ -256,3 +257,24 @@ def test_a_full_table_evicts_only_ids_of_the_owner_that_holds_the_most(tmp_path)
     assert len(journal.marks) <= 100 and journal.owners[signed] == 10
     assert journal.status(5)['ack_clients_by_app'] == {'billing': 10, 'public': len(journal.marks) - 10}
     assert list(journal.status(5)['ack_high_water']) == ['flood-%d' % number for number in range(999, 994, -1)]
+
+
+@given(st.lists(st.integers(1, 20), min_size=1, max_size=6), st.integers(1, 50))
+def test_noting_a_fresh_run_at_once_is_noting_each_of_its_seqs(earlier, length):
+    """The batch path notes a run of seqs in one call where none is handled yet."""
+    with tempfile.TemporaryDirectory() as directory:
+        one, each = (AckJournal(os.path.join(directory, name)) for name in ('one', 'each'))
+        logfile = LogFile(os.path.join(directory, 'root.log'), FACILITY)
+        for journal in (one, each):
+            for seq in earlier:
+                journal.note('c', seq, logfile, 'app')
+        first = max(earlier) + 1
+        assert one.takes_fresh_run('c', first, 'app') and not one.takes_fresh_run('c', first - 1, 'app')
+        assert not one.takes_fresh_run('c', first, 'another app')
+        one.note('c', first, logfile, 'app', first + length - 1)
+        for seq in range(first, first + length):
+            each.note('c', seq, logfile, 'app')
+        assert one.marks['c'].high == each.marks['c'].high and one.marks['c'].gaps == each.marks['c'].gaps
+        assert one._files == each._files
+        assert [one.is_duplicate('c', seq) for seq in range(1, first + length + 2)] == \
+            [each.is_duplicate('c', seq) for seq in range(1, first + length + 2)]

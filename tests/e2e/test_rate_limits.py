@@ -4,9 +4,13 @@ The only number asserted beyond exact counts is the one the issue sets:
 what is written is within 10 % of the limit over the sender's time.
 """
 
+import logging
+import os
 import socket
 import time
 
+from loghog import LoghogHandler
+from loghog.batch import encode_batch
 from loghog.protocol import FLAG_ACK, StreamDecoder, decode_ack
 from tests.support.daemon import Loghogd, facilities_conf, frame, wait_for
 
@@ -125,3 +129,37 @@ def test_syslog_records_count_against_the_limits_too(tmp_path):
     accepted = stats['accepted_by_facility']['app:root']
     assert RATE <= accepted < 500 and stats['rejected_by_reason'] == {'rate_limited': 1000 - accepted}
     assert len(daemon.read_lines('app/root.log')) == accepted
+
+
+def test_batches_count_against_the_limits_record_by_record(tmp_path):
+    with Loghogd(tmp_path, facilities_conf({'app': {'rate_limit': '%d/s' % RATE}})) as daemon:
+        now_us = int(time.time() * 1e6)
+        batches = [encode_batch('app', 'web1', None, None, [('root', now_us, 'record %d' % number)
+                                                            for number in range(first, first + 10)])
+                   for first in range(0, int(5 * RATE * SECONDS), 10)]
+        seconds = send_paced(daemon, batches, 5 * RATE / 10)
+        stats = settled_stats(daemon, 10 * len(batches))
+    accepted = stats['accepted_by_facility']['app:root']
+    assert_near_limit(accepted, seconds)
+    assert stats['batches_received'] == len(batches)
+    assert stats['rejected_by_reason'] == {'rate_limited': 10 * len(batches) - accepted}
+    assert len(daemon.read_lines('app/root.log')) == accepted
+
+
+def test_the_batching_client_over_the_limit_is_slowed_down_and_loses_nothing(tmp_path):
+    with Loghogd(tmp_path, facilities_conf({'app': {'rate_limit': '%d/s' % RATE}})) as daemon:
+        handler = LoghogHandler('app', '127.0.0.1', daemon.ports['tcp'], flush_timeout=60.0)
+        logger = logging.getLogger('test_rate_limits.batching')
+        logger.handlers, logger.propagate, logger.level = [handler], False, logging.INFO
+        logger.info('record %d', 0)
+        wait_for(lambda: handler.queued == 0, 10, 'the first record acknowledged (the server takes batches)')
+        for number in range(1, 3 * RATE):
+            logger.info('record %d', number)
+        handler.close()
+        stats = daemon.stats()
+        [name] = os.listdir(daemon.path('app'))
+        lines = daemon.read_lines('app/' + name)
+    assert handler.dropped_total == 0
+    assert [int(line.rsplit(' ', 1)[1]) for line in lines] == list(range(3 * RATE))
+    assert stats['batches_received'] > 0 and stats['rate_limited_resends'] >= 1
+    assert stats['rejected'] == 0
