@@ -8,7 +8,7 @@ call for the whole batch, in the sender thread.
 
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from loghog.batch import MAC_SIZE, encode_batch_arrays, seal_batch
+from loghog.batch import MAC_SIZE, encode_batch_arrays, fast_json_encoder, seal_batch
 from loghog.fields import Fields, wire_array
 
 MAX_BATCH_RECORDS = 1000
@@ -57,13 +57,19 @@ class BatchEncoder:
         self.secret = secret
         self.compress = compress
         self.cut_total = 0  # records cut to fit the server's max_message_size
+        self._fast_json = fast_json_encoder()  # the arrays of queued fields hold only finite floats
 
     def frames(self, client_id: Optional[str], entries: Sequence[Entry], limits: Limits) -> List[Frame]:
         """One frame per run of consecutive seqs, split as the limits need; a record too big alone is cut."""
         frames: List[Frame] = []
+        step = limits.max_records
+        if entries and entries[-1][0] - entries[0][0] == len(entries) - 1:  # consecutive seqs: the usual case
+            for start in range(0, len(entries), step):
+                self._encode_run(client_id, entries[start:start + step], limits, frames)
+            return frames
         run: List[Entry] = []
         for entry in entries:
-            if run and (entry[0] != run[-1][0] + 1 or len(run) >= limits.max_records):
+            if run and (entry[0] != run[-1][0] + 1 or len(run) >= step):
                 self._encode_run(client_id, run, limits, frames)
                 run = []
             run.append(entry)
@@ -85,7 +91,7 @@ class BatchEncoder:
 
     def _payload(self, client_id: Optional[str], first_seq: int, arrays: List[List[Any]]) -> bytes:
         return encode_batch_arrays(self.app_id, self.hostname, client_id,
-                                   first_seq if client_id is not None else None, arrays)
+                                   first_seq if client_id is not None else None, arrays, self._fast_json)
 
     def _cut(self, client_id: Optional[str], seq: int, array: List[Any], size: int, max_payload: int) -> bytes:
         """A record alone over the limit keeps its module, time, level and the start of its body."""

@@ -107,6 +107,7 @@ class LoghogHandler(logging.Handler):
         self.pemfile = ssl_info['pemfile'] if ssl_info else None
         self.cacert = ssl_info['cacert'] if ssl_info else None
         self._wants_acks = bool(acknowledged and stream)
+        self._default_format = type(self).format is logging.Handler.format
         self._route = Route(Failover(addresses, primary_retry_seconds), stream, tls, ack_fallback_seconds)
         self._encoder = RecordEncoder(app_name, self.hostname, self.secret, self.compression)
         self._batch_encoder = BatchEncoder(app_name, self.hostname, self.secret, self.compression)
@@ -151,13 +152,27 @@ class LoghogHandler(logging.Handler):
         """The (host, port) the sender uses or tries now."""
         return self._route.failover.current
 
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Handler.handle without the handler's lock: emit() only queues, and the queue has a lock of its own."""
+        kept = self.filter(record)
+        if isinstance(kept, logging.LogRecord):  # Python 3.12 lets a filter return a changed record
+            record = kept
+        if kept:
+            self.emit(record)
+        return kept
+
     def emit(self, record: logging.LogRecord) -> None:
         """Format the record and queue its fields; encoding and the network are the sender thread's business."""
         try:
             if self._closed:
                 self._outbox.count_dropped()
                 return
-            fields, size = record_fields(record, self.format(record))
+            if self.formatter is None and self._default_format and not (
+                    record.exc_info or record.exc_text or record.stack_info):
+                text = record.message = record.getMessage()  # what the default Formatter makes of it
+            else:
+                text = self.format(record)
+            fields, size = record_fields(record, text)
             self._outbox.push(fields, size + RECORD_OVERHEAD)
             if self._sender_done is None:
                 self._start_sender()

@@ -13,12 +13,17 @@ covers, with no change here. Each record carries a sequence number so that
 both modes can say "everything up to seq N is done".
 """
 
+import bisect
 import itertools
+import operator
 import threading
 from collections import deque
 from typing import Any, Deque, List, Optional, Tuple
 
 MAX_DISK_GAPS = 1000
+MAX_TAKE = 4096
+"""Records take_unsent() hands out at most at once, however small."""
+_SIZE = operator.itemgetter(2)
 DISK_RECORD_GUESS = 256
 """Bytes a spooled record is taken to have, to size a batch read back from the spool."""
 
@@ -64,7 +69,15 @@ class Outbox:
     def push(self, item: Any, size: int) -> None:
         """Queue one record of about `size` bytes, dropping the oldest while the queue is over its bounds."""
         with self._lock:
-            ring = self._append(item, size)
+            entries = self._entries
+            if (self.max_records is not None and len(entries) >= self.max_records) \
+                    or self.bytes + size > self.max_bytes:
+                self._make_room(size)
+            entries.append((self._next_seq, item, size))
+            self.bytes += size
+            self._next_seq += 1
+            ring = self._sender_idle
+            self._sender_idle = False
         if ring:
             self._ring()
 
@@ -124,14 +137,12 @@ class Outbox:
             entries = self._entries
             if not entries:
                 return []
-            start = max(self._first_unsent - entries[0][0], 0)
-            batch: List[Entry] = []
-            size = 0
-            for seq, item, item_size in itertools.islice(entries, start, None):
-                if (batch and size + item_size > max_bytes) or (below is not None and seq >= below):
-                    break
-                batch.append((seq, item))
-                size += item_size
+            first = entries[0][0]  # then entries[i] has seq first + i: pushed in order, removed from the left
+            start = max(self._first_unsent - first, 0)
+            stop = min(len(entries), start + MAX_TAKE, len(entries) if below is None else max(below - first, start))
+            taken = list(itertools.islice(entries, start, stop))
+            count = bisect.bisect_right(list(itertools.accumulate(map(_SIZE, taken))), max_bytes)
+            batch = [(seq, item) for seq, item, _ in taken[:max(count, 1)]] if taken else []
             if batch:
                 self._first_unsent = batch[-1][0] + 1
             return batch
@@ -214,19 +225,13 @@ class Outbox:
         with self._lock:
             return bool(self._entries) and self._entries[-1][0] >= self._first_unspooled
 
-    def _append(self, item: Any, size: int) -> bool:
-        """Add under the lock; True when the sender is idle and must be woken."""
+    def _make_room(self, size: int) -> None:
+        """Evict the oldest records until one more of `size` bytes fits the bounds (push() holds the lock)."""
         entries = self._entries
         if self.max_records is not None and len(entries) >= self.max_records:
             self._evict_oldest()
         while entries and self.bytes + size > self.max_bytes:
             self._evict_oldest()
-        entries.append((self._next_seq, item, size))
-        self.bytes += size
-        self._next_seq += 1
-        ring = self._sender_idle
-        self._sender_idle = False
-        return ring
 
     def _evict_oldest(self) -> None:
         """Make room. A spooled record joins the disk range (past a gap of records dropped while the

@@ -5,6 +5,7 @@ asks for capabilities with the ones a test gives, as loghogd does, and
 keep every byte, so each assertion is about what went on the wire.
 """
 
+import json
 import logging
 import math
 import sys
@@ -13,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loghog.batch import FLAG_BATCH, FLAG_SIGNED, decode_batch, encode_batch, mac_matches, split_mac
+from loghog.batch import (FLAG_BATCH, FLAG_SIGNED, decode_batch, encode_batch, encode_batch_arrays, fast_json_encoder,
+                          mac_matches, split_mac)
 from loghog.batcher import CUT_MARK, BatchEncoder, Limits, batch_limits
 from loghog.fields import (MAX_EXTRA_BYTES, STANDARD_ATTRIBUTES, from_spool, from_wire_array, full_body,
                            record_fields, spool_bytes, wire_array)
@@ -204,6 +206,32 @@ def test_whatever_a_record_holds_the_server_decodes_its_batch_and_the_spool_give
     back = from_spool(spool_bytes(fields))
     assert back == from_wire_array(list(decoded))
     assert BatchEncoder('app', 'host').frames('c1', [(1, fields)], Limits(1024, 5))
+
+
+def holds_a_float(value) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        value = list(value.values())
+    return isinstance(value, (list, tuple)) and any(holds_a_float(item) for item in value)
+
+
+extras = st.dictionaries(st.from_regex(r'[a-z][a-zA-Z0-9_]{0,10}', fullmatch=True).filter(
+    lambda key: key not in STANDARD_ATTRIBUTES), json_values, max_size=4)
+
+
+@pytest.mark.skipif(fast_json_encoder() is None, reason='msgspec is not installed')
+@settings(max_examples=300, deadline=None)
+@given(records=st.lists(st.tuples(st.text(st.characters(exclude_categories=())), extras), min_size=1, max_size=5))
+def test_msgspec_encodes_a_batch_as_the_stdlib_does(records):
+    """The sender's msgspec path writes the stdlib's bytes; a float may be spelled otherwise, never valued."""
+    arrays = [wire_array(record_fields(make_record(body, extra), body)[0]) for body, extra in records]
+    fast = encode_batch_arrays('app', 'host', 'c1', 1, arrays, fast_json_encoder())
+    stdlib = encode_batch_arrays('app', 'host', 'c1', 1, arrays)
+    assert json.loads(fast) == json.loads(stdlib)
+    if not holds_a_float(arrays):
+        assert fast == stdlib
+    assert decode_batch(fast)[1] == decode_batch(stdlib)[1] == []
 
 
 def test_a_version_1_record_over_a_11_server_s_max_message_size_is_dropped_after_two_tries(make_handler, capsys):
