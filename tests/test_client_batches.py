@@ -277,3 +277,9 @@ def test_exception_and_stack_travel_apart_only_when_the_formatter_appends_them(f
         assert fields[6] is None and fields[3] == body
     else:
         assert fields[3] == 'ERROR charge\nfailed' and fields[6].startswith('Traceback') and fields[7].endswith('here')
+
+
+def test_a_lone_surrogate_leaves_the_msgspec_path_for_the_stdlib_s_question_mark():
+    arrays = [['m', 1, 'x\ud800y']]
+    assert encode_batch_arrays('app', 'host', None, None, arrays, fast_json_encoder()) == \
+        encode_batch_arrays('app', 'host', None, None, arrays) == b'["lh1.2","app","host",null,null,[["m",1,"x?y"]]]'
