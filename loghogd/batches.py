@@ -12,6 +12,7 @@ rejected under a reason, or dropped as a duplicate. A batch that cannot be
 decoded at all counts as one rejection, since its records cannot be counted.
 """
 
+import re
 from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 from loghog.batch import CAPS_FIELD, CAPS_REQUEST, MAX_RECORDS, Batch, mac_matches, record_text, split_mac
@@ -24,6 +25,9 @@ from loghogd.ratelimit import peer_address
 from loghogd.record import Record
 
 Route = tuple
+_ESCAPED_CONTROL = re.compile(rb'\\[bfru]')
+"""In a batch's JSON, the escapes that can stand for a control character other than LF and TAB
+(JSON has no raw ones): without them, in ASCII without DEL, no text needs escape_controls."""
 """The processor's (facility, log file, host text, facility name, renderer or None for classic) of a record."""
 
 
@@ -71,7 +75,7 @@ class BatchIntake:
         if refusal is not None:
             self._reject_all(batch, acked, refusal, peer)
             return
-        plain = 92 not in data and 127 not in data and data.isascii()  # then no text holds a control character
+        plain = data.isascii() and 127 not in data and _ESCAPED_CONTROL.search(data) is None
         signed = received_mac is not None
         if not bad and len(routes) == 1 and self._queue_classic(batch, routes, acked, signed, plain, peer, now,
                                                                 prefix):
@@ -85,14 +89,12 @@ class BatchIntake:
         app_id, hostname = batch.app_id, batch.hostname
         routes: Dict[str, Union[Route, Refusal]] = {}
         checked: Dict[object, bool] = {}
-        for record in batch.records:
-            if record is None or record.module in routes:
-                continue
-            route = processor.route(app_id, record.module, hostname)
+        for module in dict.fromkeys([record.module for record in batch.records if record is not None]):
+            route = processor.route(app_id, module, hostname)
             if type(route) is not tuple:
-                routes[record.module] = Refusal(route.reason, str(route), route.app_id)
+                routes[module] = Refusal(route.reason, str(route), route.app_id)
                 continue
-            routes[record.module] = route
+            routes[module] = route
             facility = route[0]
             secret = facility.secret
             if secret is None:
@@ -122,19 +124,18 @@ class BatchIntake:
             if type(first) is not int or first < 1 or not acked.journal.takes_fresh_run(acked.client_id, first,
                                                                                          owner):
                 return False
-        head = prefix + host_text
+        records = batch.records
         if plain:
-            lines = [head + (record.body if record.exception is None and record.stack is None
-                             else record_text(record.body, record.exception, record.stack)) + '\n'
-                     for record in batch.records]
+            texts = [record.body if record.exception is None and record.stack is None
+                     else record_text(record.body, record.exception, record.stack) for record in records]
         else:
-            lines = [head + escape_controls(record_text(record.body, record.exception, record.stack)) + '\n'
-                     for record in batch.records]
+            texts = [escape_controls(record_text(record.body, record.exception, record.stack)) for record in records]
+        head = prefix + host_text
         processor = self.processor
-        processor.writer.queue(logfile, ''.join(lines), now)
-        processor.counters.accepted_by_facility[name] += len(lines)
-        if acked is not None and lines:
-            evicted = acked.journal.note(acked.client_id, first, logfile, owner, first + len(lines) - 1)
+        processor.writer.queue(logfile, head + ('\n' + head).join(texts) + '\n', now)
+        processor.counters.accepted_by_facility[name] += len(texts)
+        if acked is not None:
+            evicted = acked.journal.note(acked.client_id, first, logfile, owner, first + len(texts) - 1)
             if evicted:
                 processor._evicted(peer, evicted)
             processor.writer.write_this_pass(logfile)
