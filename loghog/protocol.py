@@ -73,17 +73,13 @@ class StreamDecoder:
         """Return every frame completed by `data`, in order; maybe none."""
         if self.error is not None:
             return []
-        if self._pending:
-            self._pending += data
-            if len(self._pending) < self._need:
-                return []
-            data = bytes(self._pending)
-            self._pending = bytearray()
         frames: List[Frame] = []
+        pos = self._complete_pending(data, frames) if self._pending else 0
+        if pos < 0:
+            return frames
         unpack_from = HEADER.unpack_from
         max_size = self.max_size
         allowed = self.allowed_flags
-        pos = 0
         end = len(data)
         need = HEADER_SIZE
         try:
@@ -104,6 +100,37 @@ class StreamDecoder:
             self._pending += memoryview(data)[pos:]
         self._need = need
         return frames
+
+    def _complete_pending(self, data: bytes, frames: List[Frame]) -> int:
+        """Add to the held partial frame only what it lacks from `data`, so no byte is copied twice.
+
+        Returns where in `data` the next frame starts, the held one (when
+        whole) appended to `frames`, or -1 when `data` ended first.
+        """
+        pending = self._pending
+        view = memoryview(data)
+        pos = 0
+        if len(pending) < HEADER_SIZE:
+            pos = min(HEADER_SIZE - len(pending), len(data))
+            pending += view[:pos]
+            if len(pending) < HEADER_SIZE:
+                return -1
+            length, flags = HEADER.unpack_from(pending)
+            try:
+                _check_header(length, flags, self.max_size, self.allowed_flags)
+            except FrameError as error:
+                self.error = error
+                self._pending = bytearray()
+                return -1
+            self._need = HEADER_SIZE + length
+        take = min(self._need - len(pending), len(data) - pos)
+        pending += view[pos:pos + take]
+        if len(pending) < self._need:
+            return -1
+        frames.append((HEADER.unpack_from(pending)[1], bytes(memoryview(pending)[HEADER_SIZE:])))
+        self._pending = bytearray()
+        self._need = HEADER_SIZE
+        return pos + take
 
 
 def decode_datagram(data: bytes, max_size: int = DEFAULT_MAX_MESSAGE_SIZE,

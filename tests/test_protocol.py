@@ -49,6 +49,22 @@ def test_any_split_of_any_frame_sequence_decodes_to_the_same_frames(frames, cuts
     assert decoder.pending_bytes == 0
 
 
+@settings(max_examples=200)
+@given(frames=frames_strategy, cuts=st.lists(st.integers(min_value=0, max_value=10000), max_size=30),
+       bad_flags=st.booleans())
+def test_any_split_of_frames_then_a_bad_header_gives_the_frames_then_the_error(frames, cuts, bad_flags):
+    bad = HEADER.pack(8, 0x80000000) if bad_flags else HEADER.pack(0xFFFFFFFF, 0)
+    stream = b''.join(encode_frame(payload, flags) for flags, payload in frames) + bad + b'x' * 20
+    points = sorted({cut % (len(stream) + 1) for cut in cuts} | {0, len(stream)})
+    decoder = StreamDecoder()
+    decoded = []
+    for start, stop in zip(points, points[1:]):
+        decoded.extend(decoder.feed(stream[start:stop]))
+    assert decoded == frames
+    assert decoder.error.reason == ('reserved_flags' if bad_flags else 'oversized')
+    assert decoder.pending_bytes == 0
+
+
 def test_one_byte_at_a_time():
     frames = [(0, b'x' * 1000), (FLAG_ZLIB, b''), (0, b'{}')]
     stream = b''.join(encode_frame(p, f) for f, p in frames)
