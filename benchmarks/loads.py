@@ -26,6 +26,7 @@ UDP_RATE = 50000
 BATCH_RECORDS = 500
 BATCH_NOTE = 'protocol 1.2 batches of %d records pre-built by the generator (rsyslog: RFC 5424 lines)' % BATCH_RECORDS
 IDLE_CONNECTIONS = 1000
+STDLIB_NOTE = 'loghogd without msgspec, as on Debian 12: the json module decodes'
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Load:
     sync: bool = False
     syslog: bool = False
     batch: bool = False
+    stdlib: bool = False
     rate: Optional[int] = None
     line_format: str = CLASSIC
     default: bool = True
@@ -50,6 +52,7 @@ class Load:
 
 LOADS: Tuple[Load, ...] = (
     Load('tcp-c1', TCP, 1, ALL_SERVERS, quick=True),
+    Load('tcp-c1-stdlib', TCP, 1, (LOGHOGD,), stdlib=True, note=STDLIB_NOTE),
     Load('tcp-c4', TCP, 4, ALL_SERVERS),
     Load('tcp-c16', TCP, 16, ALL_SERVERS, quick=True),
     Load('tls-c1', TLS, 1, (LOGHOGD,), quick=True),
@@ -74,6 +77,7 @@ LOADS: Tuple[Load, ...] = (
          note='extension 1.1 with the facility at sync = yes'),
     Load('batch-c1', TCP, 1, (LOGHOGD, RSYSLOG), batch=True, quick=True, note=BATCH_NOTE),
     Load('batch-c16', TCP, 16, (LOGHOGD, RSYSLOG), batch=True, quick=True, note=BATCH_NOTE),
+    Load('batch-c1-stdlib', TCP, 1, (LOGHOGD,), batch=True, stdlib=True, note=STDLIB_NOTE),
     Load('batch-ack', TCP, 1, (LOGHOGD,), batch=True, ack=True, note='batches asking for ACKs, read back'),
     Load('batch-signed', TCP, 1, (LOGHOGD,), batch=True, signed=True, note='batches with HMAC-SHA256'),
     Load('batch-zlib', TCP, 1, (LOGHOGD,), batch=True, compress=True, note='batches compressed with zlib'),

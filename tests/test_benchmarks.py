@@ -24,7 +24,7 @@ def harness_run(tmp_path_factory):
     results_dir = str(tmp_path_factory.mktemp('results'))
     command = [sys.executable, '-m', 'benchmarks.harness', '--records', '2000', '--udp-records', '1000',
                '--cookbook-records', '500', '--repetitions', '1', '--loads',
-               'tcp-c1,tcp-c4,ack-c1,format-rfc3339-c1,format-json-c1,batch-c1,batch-ack',
+               'tcp-c1,tcp-c4,ack-c1,format-rfc3339-c1,format-json-c1,batch-c1,batch-ack,batch-c1-stdlib',
                '--servers', ','.join(SERVERS), '--no-install', '--results-dir', results_dir]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -66,7 +66,7 @@ def test_loghogd_gets_every_record_in_rfc3339_and_json_lines_and_the_cost_is_not
 
 def test_loghogd_gets_every_record_of_batches_and_the_ack_cost_is_noted(harness_run):
     stdout, results = harness_run
-    for load in ('batch-c1', 'batch-ack'):
+    for load in ('batch-c1', 'batch-ack', 'batch-c1-stdlib'):
         figures = results['summary'][load]['loghogd']
         assert figures['delivered_pct'] == 100.0 and figures['sequence_check'] == 'exact', (load, figures)
     assert 'batch-ack costs loghogd' in stdout and 'records/s of batch-c1' in stdout
