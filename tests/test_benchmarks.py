@@ -64,12 +64,10 @@ def test_loghogd_gets_every_record_in_rfc3339_and_json_lines_and_the_cost_is_not
         assert 'records/s of tcp-c1' in stdout
 
 
-def test_loghogd_gets_every_record_of_batches_and_the_ack_cost_is_noted(harness_run):
-    stdout, results = harness_run
+def test_loghogd_gets_every_record_of_batches_with_either_decoder(harness_run):
     for load in ('batch-c1', 'batch-ack', 'batch-c1-stdlib'):
-        figures = results['summary'][load]['loghogd']
+        figures = harness_run[1]['summary'][load]['loghogd']
         assert figures['delivered_pct'] == 100.0 and figures['sequence_check'] == 'exact', (load, figures)
-    assert 'batch-ack costs loghogd' in stdout and 'records/s of batch-c1' in stdout
 
 
 def test_app_e2e_logs_every_record_through_each_handler(tmp_path):
