@@ -20,8 +20,10 @@ whole payload, MAC included.
 
 import hashlib
 import hmac
+import itertools
 import json
 import math
+import re
 import struct
 import zlib
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -189,6 +191,8 @@ def _reject_constant(name: str) -> float:
 
 
 _decoder = json.JSONDecoder(parse_constant=_reject_constant)
+_SURROGATE_ESCAPE = re.compile(rb'\\u[dD][89a-fA-F]')
+"""How a lone surrogate gets into decoded JSON (UTF-8 itself cannot carry one)."""
 
 
 def _has_surrogate(text: str) -> bool:
@@ -235,10 +239,19 @@ def parse_json(data: bytes) -> Any:
 
 
 _OPTIONAL_TYPES = (int, str, str, str, int, str, dict)
+_GOOD_OPTIONAL_TYPES = frozenset(
+    kinds for count in range(len(_OPTIONAL_TYPES) + 1)
+    for kinds in itertools.product(*[(kind, type(None)) for kind in _OPTIONAL_TYPES[:count]]))
+"""Every tuple of the optional fields' types that a record may have: one set lookup checks them all."""
 
 
-def check_record(fields: Any) -> BatchRecord:
-    """A record array to a BatchRecord, or ValueError naming what is wrong."""
+def check_record(fields: Any, may_hold_surrogates: bool = True) -> BatchRecord:
+    """A record array to a BatchRecord, or ValueError naming what is wrong.
+
+    The walk over every value (check_json_value) is left out when it cannot
+    fail: no `extra`, both optional ints in range, and no lone surrogate
+    possible (`may_hold_surrogates` false: the JSON has no surrogate escape).
+    """
     if type(fields) is not list or not MIN_RECORD_FIELDS <= len(fields) <= len(RECORD_FIELDS):
         raise ValueError('a record must be an array of %d to %d fields' % (MIN_RECORD_FIELDS, len(RECORD_FIELDS)))
     module, time_us, body = fields[0], fields[1], fields[2]
@@ -246,11 +259,16 @@ def check_record(fields: Any) -> BatchRecord:
         raise ValueError('module, time_us and body must be string, int, string')
     if not 0 <= time_us <= MAX_TIME_US:
         raise ValueError('time_us is not from 1970 to 9999')
-    for index in range(MIN_RECORD_FIELDS, len(fields)):
-        value = fields[index]
-        if value is not None and type(value) is not _OPTIONAL_TYPES[index - MIN_RECORD_FIELDS]:
-            raise ValueError('field %s has the wrong type %s' % (RECORD_FIELDS[index], type(value).__name__))
-    check_json_value(fields)
+    if tuple(map(type, fields[MIN_RECORD_FIELDS:])) not in _GOOD_OPTIONAL_TYPES:
+        for index in range(MIN_RECORD_FIELDS, len(fields)):
+            value = fields[index]
+            if value is not None and type(value) is not _OPTIONAL_TYPES[index - MIN_RECORD_FIELDS]:
+                raise ValueError('field %s has the wrong type %s' % (RECORD_FIELDS[index], type(value).__name__))
+    count = len(fields)
+    if (may_hold_surrogates or (count > 9 and fields[9] is not None)
+            or (count > 3 and fields[3] is not None and not MIN_INT <= fields[3] <= MAX_INT)
+            or (count > 7 and fields[7] is not None and not MIN_INT <= fields[7] <= MAX_INT)):
+        check_json_value(fields)
     return BatchRecord(*fields)
 
 
@@ -285,11 +303,12 @@ def decode_batch(data: bytes) -> Tuple[Batch, List[Tuple[int, str]]]:
     its index and what is wrong, so that one bad record costs only itself.
     """
     app_id, hostname, client_id, first_seq, raw_records = check_header(parse_json(data))
+    may_hold_surrogates = _SURROGATE_ESCAPE.search(data) is not None
     records: List[Optional[BatchRecord]] = []
     bad: List[Tuple[int, str]] = []
     for index, fields in enumerate(raw_records):
         try:
-            records.append(check_record(fields))
+            records.append(check_record(fields, may_hold_surrogates))
         except ValueError as error:
             bad.append((index, str(error)))
             records.append(None)

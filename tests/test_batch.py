@@ -84,6 +84,24 @@ def test_one_bad_record_costs_only_itself():
         assert [record and record.body for record in decoded.records] == ['ok', None, 'ok']
 
 
+@pytest.mark.parametrize('record, bad', [
+    (r'["m",1,"x\ud800"]', True),
+    (r'["m",1,"x\uDC00y"]', True),
+    (r'["m",1,"x\\ud800"]', False),  # an escaped backslash, then text: no surrogate
+    (r'["m",1,"x",9223372036854775808]', True),
+    (r'["m",1,"x",null,null,null,null,-9223372036854775809]', True),
+    (r'["m",1,"x",null,null,null,null,null,"\udbff"]', True),
+    (r'["m",1,"x",null,null,null,null,null,null,{"k":1e999}]', True),
+    (r'["m",1,"x",20,"INFO",null,null,1234,"MainThread",{"k":[1,{"a":"b"}]}]', False),
+])
+def test_values_only_a_walk_finds_are_bad_records_for_both_decoders(record, bad):
+    data = ('["lh1.2","a","h",null,null,[%s,["m",2,"fine"]]]' % record).encode()
+    for decode in (batch.decode_batch, batchdecode.decode):
+        decoded, bad_records = decode(data)
+        assert [index for index, _ in bad_records] == ([0] if bad else [])
+        assert decoded.records[1].body == 'fine'
+
+
 texts = st.text(max_size=12)
 json_leaves = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2 ** 70, max_value=2 ** 70),
                         st.floats(allow_nan=True, allow_infinity=True), texts)
