@@ -35,15 +35,20 @@ def test_signature_matches_the_captured_07_signature():
                                  CAPTURED_SIGNATURE)
 
 
-@settings(max_examples=300)
-@given(frames=frames_strategy, cuts=st.lists(st.integers(min_value=0, max_value=10000), max_size=30))
-def test_any_split_of_any_frame_sequence_decodes_to_the_same_frames(frames, cuts):
-    stream = b''.join(encode_frame(payload, flags) for flags, payload in frames)
+def feed_in_pieces(stream: bytes, cuts: list) -> tuple:
+    """(decoder, frames) after feeding `stream` cut at `cuts` (taken modulo its length)."""
     points = sorted({cut % (len(stream) + 1) for cut in cuts} | {0, len(stream)})
     decoder = StreamDecoder()
     decoded = []
     for start, stop in zip(points, points[1:]):
         decoded.extend(decoder.feed(stream[start:stop]))
+    return decoder, decoded
+
+
+@settings(max_examples=300)
+@given(frames=frames_strategy, cuts=st.lists(st.integers(min_value=0, max_value=10000), max_size=30))
+def test_any_split_of_any_frame_sequence_decodes_to_the_same_frames(frames, cuts):
+    decoder, decoded = feed_in_pieces(b''.join(encode_frame(payload, flags) for flags, payload in frames), cuts)
     assert decoded == frames
     assert decoder.error is None
     assert decoder.pending_bytes == 0
@@ -55,11 +60,7 @@ def test_any_split_of_any_frame_sequence_decodes_to_the_same_frames(frames, cuts
 def test_any_split_of_frames_then_a_bad_header_gives_the_frames_then_the_error(frames, cuts, bad_flags):
     bad = HEADER.pack(8, 0x80000000) if bad_flags else HEADER.pack(0xFFFFFFFF, 0)
     stream = b''.join(encode_frame(payload, flags) for flags, payload in frames) + bad + b'x' * 20
-    points = sorted({cut % (len(stream) + 1) for cut in cuts} | {0, len(stream)})
-    decoder = StreamDecoder()
-    decoded = []
-    for start, stop in zip(points, points[1:]):
-        decoded.extend(decoder.feed(stream[start:stop]))
+    decoder, decoded = feed_in_pieces(stream, cuts)
     assert decoded == frames
     assert decoder.error.reason == ('reserved_flags' if bad_flags else 'oversized')
     assert decoder.pending_bytes == 0
