@@ -1,17 +1,29 @@
 """Version 1 payloads: strict JSON to typed fields, or a rejection naming its counter.
 
 The processor calls parse_message once per version 1 frame; every other
-input raises Rejected for the same counters.
+input raises Rejected for the same counters. Where msgspec is installed it
+decodes the common payload, a flat object, about four times faster than
+the json module: that fast path only ever accepts. Whatever it cannot
+decode, or decodes to a message that fails a check, goes to the json path,
+which decides and names the rejection (tests/test_messages.py proves with
+hypothesis that both paths give the same outcome for any payload).
 """
 
 import json
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 from loghogd.reporting import peer_text
+
+try:
+    import msgspec
+except ImportError:  # Debian 12 has no python3-msgspec
+    msgspec = None
 
 
 MAX_NSECS = 999_999_999
 MAX_STAMP = 253_402_300_799  # 9999-12-31 23:59:59 UTC, the last second a date can show
+
+Parsed = Tuple[Dict[str, object], str, str, str]
 
 
 class Rejected(Exception):
@@ -29,18 +41,21 @@ _FIELD_TYPES = (('app_id', str), ('module', str), ('body', str), ('stamp', int),
                 ('version', int), ('hostname', str))
 
 
-def _decode_json(payload: bytes) -> object:
-    """json.loads for UTF-8 without its per-call overhead: the C scanner does the work."""
+def _not_json(error: Exception) -> Rejected:
+    return Rejected('bad_json', 'payload is not JSON: %s' % error)
+
+
+def _loads(text: str) -> object:
+    """json.loads, for what the scanner cannot start on: leading space, a UTF-8 BOM, or no JSON.
+
+    It takes the decoded text, not the payload's bytes: given bytes, json
+    would also take UTF-16 and UTF-32, whose ASCII-range bytes can carry
+    characters the processor's escaping check does not look for.
+    """
     try:
-        text = payload.decode('utf-8')
-        value, end = _scan_json(text, 0)
-    except StopIteration:
-        value, end = json.loads(payload), 0
+        return json.loads(text.removeprefix('\ufeff'))
     except (ValueError, RecursionError) as error:
-        raise Rejected('bad_json', 'payload is not JSON: %s' % error) from None
-    if end and end != len(text) and text[end:].strip(_JSON_SPACE):
-        raise Rejected('bad_json', 'payload has data after its JSON value')
-    return value
+        raise _not_json(error) from None
 
 
 def _bad_field(message: Dict[str, object]) -> Rejected:
@@ -59,12 +74,8 @@ def _bad_time(message: Dict[str, object]) -> Rejected:
     return Rejected('bad_field', 'field %r is %s, not from 0 to %d' % (name, peer_text(message[name]), high))
 
 
-def parse_message(payload: bytes) -> Tuple[Dict[str, object], str, str, str]:
-    """JSON payload to (message, app_id, module, hostname), every field of the right type."""
-    try:
-        message = _decode_json(payload)
-    except (ValueError, RecursionError) as error:
-        raise Rejected('bad_json', 'payload is not JSON: %s' % error) from None
+def _checked(message: object) -> Parsed:
+    """(message, app_id, module, hostname) of a decoded payload whose fields all have the right type."""
     if type(message) is not dict:
         raise Rejected('bad_json', 'payload is JSON %s, not an object' % type(message).__name__)
     get = message.get
@@ -78,3 +89,44 @@ def parse_message(payload: bytes) -> Tuple[Dict[str, object], str, str, str]:
     if not 0 <= get('nsecs') <= MAX_NSECS or not 0 <= get('stamp') <= MAX_STAMP:
         raise _bad_time(message)
     return message, app_id, module, hostname
+
+
+def parse_json(payload: bytes) -> Parsed:
+    """JSON payload to (message, app_id, module, hostname) with the json module: the reference for every payload.
+
+    It calls the C scanner without json.loads's per-call overhead.
+    """
+    try:
+        text = payload.decode('utf-8')
+        message, end = _scan_json(text, 0)
+    except StopIteration:
+        message, end = _loads(text), 0
+    except (ValueError, RecursionError) as error:
+        raise _not_json(error) from None
+    if end and end != len(text) and text[end:].strip(_JSON_SPACE):
+        raise Rejected('bad_json', 'payload has data after its JSON value')
+    return _checked(message)
+
+
+if msgspec is not None:
+    _decode_flat = msgspec.json.Decoder(Dict[str, Union[str, int, bool, None]]).decode
+    _DecodeError = msgspec.DecodeError
+
+    def parse_flat(payload: bytes) -> Optional[Parsed]:
+        """What parse_json returns, for a flat object msgspec decodes whose fields pass; else None.
+
+        msgspec rejects some payloads json takes (lone surrogate escapes,
+        NaN, 1e400, a BOM), and its limits on nesting and numbers may
+        differ: so it takes only objects of str, int, bool and null values,
+        checked in C while it parses, which is what clients send.
+        """
+        try:
+            return _checked(_decode_flat(payload))
+        except (_DecodeError, Rejected):
+            return None
+
+    def parse_message(payload: bytes) -> Parsed:
+        """JSON payload to (message, app_id, module, hostname), every field of the right type."""
+        return parse_flat(payload) or parse_json(payload)
+else:
+    parse_message = parse_json

@@ -5,6 +5,7 @@ measured (connections held, records lost, ...) is printed, so `pytest -s`
 shows the figures. The long variants are marked `slow`.
 """
 
+import json
 import os
 import random
 import re
@@ -17,7 +18,8 @@ import time
 
 import pytest
 
-from loghog.protocol import HEADER, SERVER_FLAGS, StreamDecoder, decode_ack, encode_message
+from loghog.protocol import (HEADER, SERVER_FLAGS, StreamDecoder, decode_ack, encode_frame, encode_message,
+                             encode_payload)
 from loghogd.listeners import RESERVED_DESCRIPTORS
 from tests.support.daemon import Loghogd, facilities_conf, frame, wait_for
 from tests.support.pki import make_pki
@@ -115,6 +117,21 @@ def test_injected_control_characters_are_data_and_the_internal_log_escapes_them(
     assert b'\x1b' not in internal and b'\r' not in internal
     [line] = [line for line in internal.splitlines() if b'no facility for app' in line]
     assert line.endswith(b'no facility for app evil\\napp\\x1b[2J\\r'), line
+
+
+def test_a_payload_in_utf16_or_utf32_is_bad_json_not_a_raw_bidi_override(tmp_path):
+    """The protocol's payload is UTF-8; in UTF-16 or UTF-32 a character like U+202E is two or four ASCII-range
+    bytes, and the classic line's cheap check for characters to escape looks for non-ASCII bytes."""
+    message = json.loads(encode_payload('app', 'root', 1, 0, 'h', '\u202eevil'))
+    with Loghogd(tmp_path, FACILITIES) as daemon:
+        with daemon.connect_tcp() as sock:
+            for encoding in ('utf-16-be', 'utf-32-be'):
+                sock.sendall(encode_frame(json.dumps(message, ensure_ascii=False).encode(encoding)))
+            sock.sendall(encode_frame(b' ' + json.dumps(message, ensure_ascii=False).encode('utf-16-le')))
+            sock.sendall(encode_frame(b'\xef\xbb\xbf' + json.dumps(message).encode('ascii')))
+        wait_for(lambda: daemon.stats()['rejected_by_reason'].get('bad_json') == 3, what='3 rejections')
+        lines = daemon.wait_for_lines('app/root.log', 1)
+    assert len(lines) == 1 and lines[0].endswith(' - h - \\u202eevil\n'), lines
 
 
 # load -------------------------------------------------------------------------------
