@@ -10,6 +10,7 @@ hypothesis that both paths give the same outcome for any payload).
 """
 
 import json
+import re
 from typing import Dict, Optional, Tuple, Union
 
 from loghogd.reporting import peer_text
@@ -24,6 +25,10 @@ MAX_NSECS = 999_999_999
 MAX_STAMP = 253_402_300_799  # 9999-12-31 23:59:59 UTC, the last second a date can show
 
 Parsed = Tuple[Dict[str, object], str, str, str]
+CONTROL_ESCAPE = re.compile(rb'\\[bfnrtu]')
+"""In a payload parse_message took, a string holds a control character only where the payload holds DEL
+(127), a non-ASCII byte or one of these escapes (strict JSON has no raw control, and the payload is UTF-8):
+an escaped quote, backslash or slash, common in log lines, makes none."""
 
 
 class Rejected(Exception):
@@ -82,11 +87,13 @@ def _checked(message: object) -> Parsed:
     app_id = get('app_id')
     module = get('module')
     hostname = get('hostname', '')
+    stamp = get('stamp')
+    nsecs = get('nsecs')
     if (type(app_id) is not str or type(module) is not str or type(hostname) is not str
-            or type(get('body')) is not str or type(get('stamp')) is not int
-            or type(get('nsecs')) is not int or type(get('version')) is not int):
+            or type(get('body')) is not str or type(stamp) is not int
+            or type(nsecs) is not int or type(get('version')) is not int):
         raise _bad_field(message)
-    if not 0 <= get('nsecs') <= MAX_NSECS or not 0 <= get('stamp') <= MAX_STAMP:
+    if not 0 <= nsecs <= MAX_NSECS or not 0 <= stamp <= MAX_STAMP:
         raise _bad_time(message)
     return message, app_id, module, hostname
 

@@ -16,7 +16,7 @@ from loghogd.batches import BatchIntake, asks_for_caps
 from loghogd.facilities import MAX_MODULE_LENGTH, ROOT, Facilities, Facility
 from loghogd.formats import Clock, Formatter, LineFormat, Render, classic_host, escape_controls
 from loghogd.listeners import peer_host
-from loghogd.messages import Rejected, parse_message
+from loghogd.messages import CONTROL_ESCAPE, Rejected, parse_message
 from loghogd.ratelimit import RateLimits, peer_address
 from loghogd.record import Record, RecordRun, loghog_record
 from loghogd.reporting import RateLimitedReporter, peer_text
@@ -31,6 +31,9 @@ log = logging.getLogger('loghogd')
 MAX_CACHED_ROUTES = 16384
 MAX_CACHED_KEY_LENGTH = 512
 _LOOKUP_LIMIT = MAX_MODULE_LENGTH + len(ROOT) + 1
+_control_escape = CONTROL_ESCAPE.search
+
+
 class ReceiveClock:
     """The server receive time as the classic line's prefix (formats.Clock caches per second)."""
 
@@ -129,7 +132,8 @@ class Processor:
                     if acks.is_duplicate(client_id, seq):
                         self.counters.duplicates_dropped += 1
                         continue
-                if self._over_rate(facility, logfile, peer_key, now):
+                if (facility.rate_limit is not None or peer_key is not None) and self._over_rate(
+                        facility, logfile, peer_key, now):
                     if client_id is not None:
                         self._hold_for_resend(ack_target, peer, facility)
                         break
@@ -158,8 +162,8 @@ class Processor:
                 continue
             if render is None:
                 body = message['body']
-                if 92 in payload or 127 in payload or not payload.isascii():
-                    body = escape_controls(body)  # strict JSON: a control needs a \ (92), DEL or non-ASCII
+                if 127 in payload or not payload.isascii() or 92 in payload and _control_escape(payload):
+                    body = escape_controls(body)  # else it has no control: see messages.CONTROL_ESCAPE
                 line = prefix + host_text + body + '\n'
             else:
                 line = render(loghog_record(message, hostname, now, peer, client_id,

@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 
 from loghog.protocol import encode_payload
 from loghogd import messages
-from loghogd.messages import MAX_NSECS, MAX_STAMP, Rejected, parse_flat, parse_json, parse_message
+from loghogd.formats import escape_controls
+from loghogd.messages import (CONTROL_ESCAPE, MAX_NSECS, MAX_STAMP, Rejected, parse_flat, parse_json,
+                              parse_message)
 from tests.test_batch import json_values, mutate, texts
 from tests.test_fuzz import HUGE_NUMBERS, good_messages, mistyped_messages, splice_junk, to_json
 
@@ -93,6 +95,23 @@ def test_objects_of_any_fields_and_values(message):
 @settings(max_examples=1000)
 def test_arbitrary_bytes(payload):
     assert_same_outcome(payload)
+
+
+@given(messages_any, st.booleans(), st.integers(min_value=0, max_value=400), st.sampled_from(INSERTS))
+@settings(max_examples=1000)
+def test_only_a_payload_with_del_non_ascii_or_a_control_escape_holds_text_to_escape(message, ensure_ascii, position,
+                                                                                    insert):
+    """The processor skips escape_controls on the other payloads' bodies: their lines must not change."""
+    for payload in (to_json(message, ensure_ascii), mutate(json.dumps(message), position, insert)):
+        try:
+            parsed = parse_message(payload)[0]
+        except Rejected:
+            continue
+        if 127 in payload or not payload.isascii() or CONTROL_ESCAPE.search(payload):
+            continue
+        for value in parsed.values():
+            if type(value) is str:
+                assert escape_controls(value) == value
 
 
 def good(**fields) -> dict:
