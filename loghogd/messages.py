@@ -2,8 +2,8 @@
 
 The processor calls parse_message once per version 1 frame; every other
 input raises Rejected for the same counters. Where msgspec is installed it
-decodes the common payload, a flat object, about four times faster than
-the json module: that fast path only ever accepts. Whatever it cannot
+decodes the common payload, a flat object, in half the json path's time
+(docs/benchmarks.md): that fast path only ever accepts. Whatever it cannot
 decode, or decodes to a message that fails a check, goes to the json path,
 which decides and names the rejection (tests/test_messages.py proves with
 hypothesis that both paths give the same outcome for any payload).
