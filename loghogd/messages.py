@@ -25,10 +25,11 @@ MAX_NSECS = 999_999_999
 MAX_STAMP = 253_402_300_799  # 9999-12-31 23:59:59 UTC, the last second a date can show
 
 Parsed = Tuple[Dict[str, object], str, str, str]
-CONTROL_ESCAPE = re.compile(rb'\\[bfnrtu]')
-"""In a payload parse_message took, a string holds a control character only where the payload holds DEL
-(127), a non-ASCII byte or one of these escapes (strict JSON has no raw control, and the payload is UTF-8):
-an escaped quote, backslash or slash, common in log lines, makes none."""
+CONTROL_ESCAPE = re.compile(rb'\\[bfru]')
+"""In a payload parse_message took, a string holds a character for escape_controls (a control but LF
+and TAB) only where the payload holds DEL (127), a non-ASCII byte or one of these escapes (strict JSON has
+no raw control, and the payload is UTF-8): an escaped quote, backslash or slash, common in log lines,
+makes none."""
 
 
 class Rejected(Exception):
