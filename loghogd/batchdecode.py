@@ -57,7 +57,7 @@ if msgspec is not None:
         """
         try:
             typed = _decode_typed(data)
-        except (_DecodeError, RecursionError):
+        except (_DecodeError, UnicodeDecodeError, RecursionError):  # 0.19 raises UnicodeDecodeError on bad UTF-8
             return None
         records = typed.records
         try:

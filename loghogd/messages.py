@@ -118,7 +118,7 @@ def parse_json(payload: bytes) -> Parsed:
 
 if msgspec is not None:
     _decode_flat = msgspec.json.Decoder(Dict[str, Union[str, int, bool, None]]).decode
-    _DecodeError = msgspec.DecodeError
+    _NOT_FLAT = (msgspec.DecodeError, UnicodeDecodeError, Rejected)  # 0.19 raises UnicodeDecodeError on bad UTF-8
 
     def parse_flat(payload: bytes) -> Optional[Parsed]:
         """What parse_json returns, for a flat object msgspec decodes whose fields pass; else None.
@@ -130,7 +130,7 @@ if msgspec is not None:
         """
         try:
             return _checked(_decode_flat(payload))
-        except (_DecodeError, Rejected):
+        except _NOT_FLAT:
             return None
 
     def parse_message(payload: bytes) -> Parsed:
