@@ -12,22 +12,18 @@ rejected under a reason, or dropped as a duplicate. A batch that cannot be
 decoded at all counts as one rejection, since its records cannot be counted.
 """
 
-import re
 from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 from loghog.batch import CAPS_FIELD, CAPS_REQUEST, MAX_RECORDS, Batch, mac_matches, record_text, split_mac
 from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, FrameError, inflate
 from loghogd.ackmarks import CLIENT_ID, client_owner
 from loghogd.batchdecode import decode
-from loghogd.formats import escape_controls
+from loghogd.formats import escape_controls, json_may_hold_controls
 from loghogd.listeners import peer_host
 from loghogd.ratelimit import peer_address
 from loghogd.record import Record
 
 Route = tuple
-_ESCAPED_CONTROL = re.compile(rb'\\[bfru]')
-"""In a batch's JSON, the escapes that can stand for a control character other than LF and TAB
-(JSON has no raw ones): without them, in ASCII without DEL, no text needs escape_controls."""
 """The processor's (facility, log file, host text, facility name, renderer or None for classic) of a record."""
 
 
@@ -75,7 +71,7 @@ class BatchIntake:
         if refusal is not None:
             self._reject_all(batch, acked, refusal, peer)
             return
-        plain = data.isascii() and 127 not in data and _ESCAPED_CONTROL.search(data) is None
+        plain = not json_may_hold_controls(data)
         signed = received_mac is not None
         if not bad and len(routes) == 1 and self._queue_classic(batch, routes, acked, signed, plain, peer, now,
                                                                 prefix):

@@ -31,6 +31,7 @@ _UNSAFE = re.compile('[%s]' % _UNSAFE_CHARS)
 _UNSAFE_IN_TOKEN = re.compile('[\t\n%s]' % _UNSAFE_CHARS)
 _SPACE = re.compile(r'\s')
 _C0_CONTROLS = re.compile(r'[\x00-\x1f\x7f]')
+_CONTROL_ESCAPE = re.compile(rb'\\[bfru]')
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,17 @@ def parse_option(name: str, raw: str) -> str:
 def _escape_char(match: 're.Match[str]') -> str:
     code = ord(match.group())
     return '\\x%02x' % code if code < 0x100 else '\\u%04x' % code
+
+
+def json_may_hold_controls(data: bytes) -> bool:
+    """Whether strings decoded from this strict UTF-8 JSON may hold a character escape_controls changes.
+
+    Strict JSON has no raw control character, so one can only come from DEL
+    (127), a non-ASCII byte or a \\b \\f \\r \\u escape; an escaped quote,
+    backslash or slash, common in log lines, cannot make one, nor LF or TAB,
+    which escape_controls keeps.
+    """
+    return 127 in data or not data.isascii() or (92 in data and _CONTROL_ESCAPE.search(data) is not None)
 
 
 def escape_controls(text: str) -> str:

@@ -10,7 +10,6 @@ hypothesis that both paths give the same outcome for any payload).
 """
 
 import json
-import re
 from typing import Dict, Optional, Tuple, Union
 
 from loghogd.reporting import peer_text
@@ -25,11 +24,6 @@ MAX_NSECS = 999_999_999
 MAX_STAMP = 253_402_300_799  # 9999-12-31 23:59:59 UTC, the last second a date can show
 
 Parsed = Tuple[Dict[str, object], str, str, str]
-CONTROL_ESCAPE = re.compile(rb'\\[bfru]')
-"""In a payload parse_message took, a string holds a character for escape_controls (a control but LF
-and TAB) only where the payload holds DEL (127), a non-ASCII byte or one of these escapes (strict JSON has
-no raw control, and the payload is UTF-8): an escaped quote, backslash or slash, common in log lines,
-makes none."""
 
 
 class Rejected(Exception):

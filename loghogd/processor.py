@@ -14,9 +14,9 @@ from loghogd.ackmarks import client_owner, parse_ack_fields
 from loghogd.acks import AckJournal
 from loghogd.batches import BatchIntake, asks_for_caps
 from loghogd.facilities import MAX_MODULE_LENGTH, ROOT, Facilities, Facility
-from loghogd.formats import Clock, Formatter, LineFormat, Render, classic_host, escape_controls
+from loghogd.formats import Clock, Formatter, LineFormat, Render, classic_host, escape_controls, json_may_hold_controls
 from loghogd.listeners import peer_host
-from loghogd.messages import CONTROL_ESCAPE, Rejected, parse_message
+from loghogd.messages import Rejected, parse_message
 from loghogd.ratelimit import RateLimits, peer_address
 from loghogd.record import Record, RecordRun, loghog_record
 from loghogd.reporting import RateLimitedReporter, peer_text
@@ -31,7 +31,6 @@ log = logging.getLogger('loghogd')
 MAX_CACHED_ROUTES = 16384
 MAX_CACHED_KEY_LENGTH = 512
 _LOOKUP_LIMIT = MAX_MODULE_LENGTH + len(ROOT) + 1
-_control_escape = CONTROL_ESCAPE.search
 
 
 class ReceiveClock:
@@ -162,8 +161,8 @@ class Processor:
                 continue
             if render is None:
                 body = message['body']
-                if 127 in payload or not payload.isascii() or 92 in payload and _control_escape(payload):
-                    body = escape_controls(body)  # else it has no control: see messages.CONTROL_ESCAPE
+                if json_may_hold_controls(payload):
+                    body = escape_controls(body)
                 line = prefix + host_text + body + '\n'
             else:
                 line = render(loghog_record(message, hostname, now, peer, client_id,
