@@ -42,7 +42,7 @@ from loghogd.ackmarks import (ClientMark, Ranges, add_range, add_to_ranges, in_r
                               remove_from_ranges)
 from loghogd.atomicfile import replace_file
 from loghogd.config import ServerConfig
-from loghogd.writer import LogFile
+from loghogd.logfile import LogFile
 
 log = logging.getLogger('loghogd')
 

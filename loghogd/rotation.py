@@ -46,11 +46,12 @@ from loghogd.compressor import Compressor, recover, unlink_quietly
 from loghogd.config import Config
 from loghogd.facilities import Facilities, Facility
 from loghogd.hooks import HookRequest, HookRunner
+from loghogd.logfile import FileKey, LogFile
 from loghogd.names import archive_path, backup_path, free_backup_path, parse_backup
 from loghogd.schedule import RotationSchedule, RotationState, due_after, local_time, parse_rotate
 from loghogd.stats import Counters
 from loghogd.wakeup import NEVER
-from loghogd.writer import FileKey, LogFile, Writer
+from loghogd.writer import Writer
 
 log = logging.getLogger('loghogd')
 
