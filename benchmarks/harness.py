@@ -26,25 +26,18 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks import ceiling, probe, pyspy, report
 from benchmarks.generator import SenderGroup, SenderSpec, TlsClient
-from benchmarks.loads import (ALL_SERVERS, BATCH_RECORDS, COOKBOOK, IDLE, JSON, LOADS_BY_NAME, LOGHOGD, RSYSLOG,
-                              TCP, TLS, UDP, Load, select_loads)
-from benchmarks.servers import (ROOT, Certificates, CookbookServer, LoghogdServer, RsyslogServer, Server,
-                                ServerError, find_rsyslogd, wait_until)
+from benchmarks.harness_options import parse_args
+from benchmarks.loads import BATCH_RECORDS, COOKBOOK, IDLE, JSON, LOADS_BY_NAME, LOGHOGD, RSYSLOG, TCP, TLS, UDP, Load
+from benchmarks.servers import (Certificates, CookbookServer, LoghogdServer, RsyslogServer, Server, ServerError,
+                                find_rsyslogd, wait_until)
 from benchmarks.workload import WIRE_LOGHOG, RecordCache, loghog_batches, loghog_records, split_ranges
 from loghogd.batchdecode import DECODER_NAME
 
-DEFAULT_RECORDS = 1000000
-DEFAULT_UDP_RECORDS = 150000
-DEFAULT_COOKBOOK_RECORDS = 100000
-QUICK_RECORDS = 200000
-QUICK_UDP_RECORDS = 50000
-QUICK_COOKBOOK_RECORDS = 20000
 TCP_IDLE_LIMIT = 20.0
 UDP_IDLE_LIMIT = 1.5
 IDLE_SETTLE_TIMEOUT = 3.0
 IDLE_BATCH = 50
 NOFILE_WANTED = 8192
-RESULTS_DIR = os.path.join(ROOT, 'benchmarks', 'results')
 
 
 def run_timeout(records: int) -> float:
@@ -351,83 +344,14 @@ def install_rsyslog() -> None:
                    timeout=600)
 
 
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog='benchmarks/run', description=__doc__.split('\n')[0])
-    parser.add_argument('--quick', action='store_true',
-                        help='small N, one repetition, fewer loads: under 2 minutes')
-    parser.add_argument('--records', type=int, help='records per TCP/TLS run (default %d)' % DEFAULT_RECORDS)
-    parser.add_argument('--udp-records', type=int, help='records per UDP run (default %d)' % DEFAULT_UDP_RECORDS)
-    parser.add_argument('--cookbook-records', type=int,
-                        help='at most this many records for the cookbook receiver (default %d), '
-                             'which runs at a few percent of the others' % DEFAULT_COOKBOOK_RECORDS)
-    parser.add_argument('--repetitions', type=int, help='repetitions per load and server (default 3)')
-    parser.add_argument('--loads', help='comma-separated load names '
-                                        '(see benchmarks/loads.py); default: all default loads')
-    parser.add_argument('--servers', default=','.join(ALL_SERVERS), help='comma-separated servers to run')
-    parser.add_argument('--loghogd', default=os.path.join(ROOT, '.venv', 'bin', 'loghogd'),
-                        help='the loghogd executable (default: .venv/bin/loghogd)')
-    parser.add_argument('--no-install', action='store_true', help='do not apt-get install rsyslog')
-    parser.add_argument('--no-ceiling', action='store_true', help='skip the pure-Python ceiling')
-    parser.add_argument('--profile', action='store_true',
-                        help='one extra loghogd run of --profile-load under py-spy (not in the medians)')
-    parser.add_argument('--profile-load', default='tcp-c1', help='the load to profile (default tcp-c1)')
-    parser.add_argument('--py-spy', default=os.path.join(ROOT, '.venv', 'bin', 'py-spy'))
-    parser.add_argument('--results-dir', default=RESULTS_DIR, help='where the JSON and Markdown go')
-    parser.add_argument('--silent', action='store_true', help='no progress lines on stderr')
-    args = parser.parse_args(argv)
-    quick = args.quick
-    defaults = {'records': QUICK_RECORDS if quick else DEFAULT_RECORDS,
-                'udp_records': QUICK_UDP_RECORDS if quick else DEFAULT_UDP_RECORDS,
-                'cookbook_records': QUICK_COOKBOOK_RECORDS if quick else DEFAULT_COOKBOOK_RECORDS,
-                'repetitions': 1 if quick else 3}
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    for key in defaults:
-        if getattr(args, key) < 1:
-            parser.error('--%s must be at least 1' % key.replace('_', '-'))
-    args.servers = [name.strip() for name in args.servers.split(',') if name.strip()]
-    unknown = [name for name in args.servers if name not in ALL_SERVERS]
-    if unknown:
-        parser.error('unknown server(s) %s; known: %s' % (', '.join(unknown), ', '.join(ALL_SERVERS)))
-    try:
-        args.load_list = select_loads(args.loads.split(',') if args.loads else None, quick)
-    except ValueError as error:
-        parser.error(str(error))
-    if args.profile_load not in LOADS_BY_NAME or LOADS_BY_NAME[args.profile_load].transport == IDLE:
-        parser.error('--profile-load must name a load with traffic')
-    if args.profile and not os.access(args.py_spy, os.X_OK):
-        parser.error('--profile needs py-spy (%s): .venv/bin/pip install py-spy' % args.py_spy)
-    return args
-
-
 def exit_on_sigterm(signum: int, frame: object) -> None:
     """SIGTERM unwinds like Ctrl-C, so every `finally` stops its servers and generators."""
     sys.exit(128 + signum)
 
 
-def publish(args: argparse.Namespace, bench: Bench, meta: Dict[str, Any]) -> None:
-    """Print the table with its notes (and the profile), and write them to the results directory."""
-    summary = report.summarize(bench.runs)
-    rows = report.table_rows(summary, report.summarize_ceiling(bench.ceiling_runs), bench.skipped)
-    notes = report.notes(summary, bench.runs, bench.skipped, meta)
-    text = report.render_text(rows) + '\n\n' + '\n'.join(notes)
-    markdown = report.render_markdown(rows) + '\n\n' + '\n'.join('- ' + line for line in notes)
-    if bench.profile is not None:
-        text += '\n\n' + pyspy.render(bench.profile)
-        markdown += '\n\n```\n' + pyspy.render(bench.profile) + '\n```'
-    document = {'meta': meta, 'ceiling': bench.ceiling_runs, 'summary': summary,
-                'runs': bench.runs, 'profile': bench.profile,
-                'skipped': ['%s/%s: %s' % (load, server, reason)
-                            for (load, server), reason in bench.skipped.items()]}
-    path = report.write_results(args.results_dir, meta['started'], document, text, markdown)
-    print(text)
-    print('\nresults: %s' % path)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """Exit status 1 when a run failed or a stream lost records, so scripts can trust a 0."""
-    args = parse_args(argv)
+    args = parse_args(argv, __doc__.split('\n')[0])
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     raise_file_limit()
     if RSYSLOG in args.servers and not args.no_install:
@@ -444,7 +368,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     meta['loadavg_after'] = os.getloadavg()[0]
-    publish(args, bench, meta)
+    report.publish(args.results_dir, bench.runs, bench.ceiling_runs, bench.skipped, bench.profile, meta)
     failed = any(run.get('error') for run in bench.runs) or report.stream_losses(bench.runs)
     return 1 if failed else 0
 

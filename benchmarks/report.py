@@ -1,7 +1,8 @@
 """One table for the whole run: each figure per server, and loghogd's ratios.
 
 Figures are medians over the repetitions; the sequence check comes from
-the one repetition that reads the whole output back.
+the one repetition that reads the whole output back. The table, its notes
+and the profile are printed and written to the results directory.
 """
 
 import json
@@ -9,6 +10,7 @@ import os
 import statistics
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from benchmarks import pyspy
 from benchmarks.loads import ALL_SERVERS, CLASSIC, COOKBOOK, IDLE, LOADS_BY_NAME, LOGHOGD, RSYSLOG, TCP, TLS, UDP
 
 Metric = Tuple[str, str, str]
@@ -224,3 +226,23 @@ def write_results(directory: str, stamp: str, document: Dict[str, Any], text: st
     with open(os.path.join(directory, 'bench-%s.txt' % stamp), 'w') as output:
         output.write(text + '\n')
     return json_path
+
+
+def publish(results_dir: str, runs: List[Dict[str, Any]], ceiling_runs: List[Dict[str, float]],
+            skipped: Dict[Tuple[str, str], str], profile: Optional[Dict[str, Any]], meta: Dict[str, Any]) -> None:
+    """Print the table with its notes (and the profile), and write them to the results directory."""
+    summary = summarize(runs)
+    rows = table_rows(summary, summarize_ceiling(ceiling_runs), skipped)
+    lines = notes(summary, runs, skipped, meta)
+    text = render_text(rows) + '\n\n' + '\n'.join(lines)
+    markdown = render_markdown(rows) + '\n\n' + '\n'.join('- ' + line for line in lines)
+    if profile is not None:
+        text += '\n\n' + pyspy.render(profile)
+        markdown += '\n\n```\n' + pyspy.render(profile) + '\n```'
+    document = {'meta': meta, 'ceiling': ceiling_runs, 'summary': summary,
+                'runs': runs, 'profile': profile,
+                'skipped': ['%s/%s: %s' % (load, server, reason)
+                            for (load, server), reason in skipped.items()]}
+    path = write_results(results_dir, meta['started'], document, text, markdown)
+    print(text)
+    print('\nresults: %s' % path)

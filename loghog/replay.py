@@ -20,9 +20,9 @@ from loghog.batch import CAPS_REQUEST
 from loghog.batcher import MAX_BATCH_RECORDS, BatchEncoder, Encoding, Limits, batch_limits
 from loghog.encoder import RecordEncoder
 from loghog.fields import Fields, from_spool, full_body
-from loghog.sender import (ACK_POLL, CONNECT_TIMEOUT, MAX_BATCH_BYTES, OVERSIZED_STRIKES, SAFE_FRAME_BYTES,
-                           SEND_TIMEOUT, Backoff, Route)
-from loghog.servers import Address, Failover, format_address
+from loghog.oversized import OVERSIZED_STRIKES, SAFE_FRAME_BYTES
+from loghog.sender import ACK_POLL, CONNECT_TIMEOUT, MAX_BATCH_BYTES, SEND_TIMEOUT, Route
+from loghog.servers import Address, Backoff, Failover, format_address
 from loghog.spool import Orphan, claim_orphans, read_segment
 from loghog.transport import StreamConnection, connect_stream
 

@@ -6,52 +6,30 @@ outbox holds, each time they are sent: as protocol 1.2 batches on a
 connection whose server said it takes them, else as version 1 frames.
 """
 
-import random
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Callable, Optional, Set, Tuple
 
 from loghog.batch import CAPS_REQUEST
 from loghog.batcher import BatchEncoder, Limits, batch_limits
 from loghog.encoder import RecordEncoder
 from loghog.fields import Fields, from_spool, full_body, spool_bytes
 from loghog.outbox import Outbox
-from loghog.servers import Address, Failover, format_address
+from loghog.oversized import SAFE_FRAME_BYTES, OversizedFrames
+from loghog.servers import Address, Backoff, Failover, format_address
 from loghog.spool import Spool
 from loghog.transport import Connection, SendError, connect_datagram, connect_stream
 
 CONNECT_TIMEOUT = 5.0
 PRIMARY_PROBE_TIMEOUT = 1.0
 SEND_TIMEOUT = 10.0
-BACKOFF_FIRST = 0.05
-BACKOFF_MAX = 5.0
 MAX_BATCH_BYTES = 256 * 1024
 IDLE_WAKEUP = 1.0
 ACK_POLL = 0.02
 SPOOL_POLL = 0.05
-SAFE_FRAME_BYTES = 8 + 8192  # every loghogd accepts a payload this big (its smallest max_message_size)
-OVERSIZED_STRIKES = 2
 DROP_REPORT_SECONDS = 60.0
-
-
-
-class Backoff:
-    """Exponential delays with jitter, so a fleet of clients does not reconnect in step."""
-
-    def __init__(self, first: float = BACKOFF_FIRST, maximum: float = BACKOFF_MAX) -> None:
-        self.first = first
-        self.maximum = maximum
-        self._next = first
-
-    def next_delay(self) -> float:
-        delay = random.uniform(self._next / 2, self._next)
-        self._next = min(self._next * 2, self.maximum)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.first
 
 
 @dataclass
@@ -92,9 +70,7 @@ class Sender:
         self._caps_asked = False  # this connection's first frame asked for the server's capabilities
         self._limits: Optional[Limits] = None  # set once the server said it takes batches
         self._batch_servers: Set[Address] = set()  # servers that took batches before: wait for their answer
-        self._holding_big = False
-        self._big_in_flight = 0
-        self._strikes: Dict[int, int] = {}
+        self.oversized = OversizedFrames(outbox)
         self._primary: Optional[Tuple[Connection, float]] = None  # the first server, back, while we drain
         self._drops_reported_at = -DROP_REPORT_SECONDS
 
@@ -199,7 +175,7 @@ class Sender:
     def _wait_for_work(self) -> bool:
         """Wait for records to send or, with records awaiting an ACK, for the server to answer."""
         if self.acknowledged and self.connection is not None and self.outbox.last_in_flight():
-            if self._holding_big or self._primary is not None or not self.outbox.has_unsent() \
+            if self.oversized.holding or self._primary is not None or not self.outbox.has_unsent() \
                     or self._awaiting_caps():
                 self.connection.wait_readable(ACK_POLL)
             return True
@@ -336,7 +312,7 @@ class Sender:
         else:
             frames = [(seq, self._encode(seq, fields)) for seq, fields in batch]
         if acknowledged and self._limits is None:
-            frames = self._hold_back_big(frames)
+            frames = self.oversized.hold_back(frames)
             if not frames:
                 return
         try:
@@ -349,45 +325,15 @@ class Sender:
             self._confirm(last_sent)
             self._report_drops()
 
-    def _hold_back_big(self, frames: List[Tuple[int, bytes]]) -> List[Tuple[int, bytes]]:
-        """A frame a server may refuse goes alone, once everything before it is acknowledged.
-
-        A server closes the connection on a frame over its max_message_size;
-        sent alone, such a frame is recognised by that and dropped after
-        OVERSIZED_STRIKES tries instead of being resent forever.
-        """
-        self._holding_big = False
-        for index, (seq, frame) in enumerate(frames):
-            if len(frame) > SAFE_FRAME_BYTES:
-                break
-        else:
-            return frames
-        if index:
-            self.outbox.take_back(seq)
-            return frames[:index]
-        if self.outbox.oldest_seq() < seq:
-            self.outbox.take_back(seq)
-            self._holding_big = True
-            return []
-        self.outbox.take_back(seq + 1)
-        self._big_in_flight = seq
-        return frames[:1]
-
     def _lost_connection(self) -> None:
         """Drop the connection; what it did not confirm is sent again, except a frame the server refuses."""
-        big = self._big_in_flight
-        self._big_in_flight = 0
-        self._holding_big = False
-        if big and self.outbox.oldest_seq() == big and self.connection is not None:
-            strikes = self._strikes.pop(big, 0) + 1
-            if strikes < OVERSIZED_STRIKES:
-                self._strikes[big] = strikes
-            else:
-                self._confirm(big)
-                self.outbox.count_dropped()
-                self.oversized_total += 1
-                self.warn('dropped a record of more than %d bytes: %s closed the connection each time it was sent'
-                          ' (over its max_message_size)' % (SAFE_FRAME_BYTES - 8, self._where()))
+        refused = self.oversized.refused(self.connection is not None)
+        if refused:
+            self._confirm(refused)
+            self.outbox.count_dropped()
+            self.oversized_total += 1
+            self.warn('dropped a record of more than %d bytes: %s closed the connection each time it was sent'
+                      ' (over its max_message_size)' % (SAFE_FRAME_BYTES - 8, self._where()))
         self._drop(self.connection)
         self.connection = None
         if self._primary is not None:

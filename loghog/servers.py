@@ -3,14 +3,18 @@
 The sender moves to the next server when the current one cannot be reached
 or leaves records unacknowledged, and tries the first again every
 `primary_retry_seconds` while it uses another, so a fleet returns to its
-main server once that is back.
+main server once that is back. Between rounds of the list it waits a
+jittered, growing delay (Backoff).
 """
 
+import random
 import time
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 Address = Tuple[str, int]
 ServerSpec = Union[str, Sequence[object]]
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 5.0
 
 
 def parse_servers(host: str, port: int, servers: Optional[Iterable[ServerSpec]] = None) -> List[Address]:
@@ -86,6 +90,23 @@ class Failover:
 
     def describe(self) -> str:
         return ', '.join(format_address(address) for address in self.addresses)
+
+
+class Backoff:
+    """Exponential delays with jitter, so a fleet of clients does not reconnect in step."""
+
+    def __init__(self, first: float = BACKOFF_FIRST, maximum: float = BACKOFF_MAX) -> None:
+        self.first = first
+        self.maximum = maximum
+        self._next = first
+
+    def next_delay(self) -> float:
+        delay = random.uniform(self._next / 2, self._next)
+        self._next = min(self._next * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first
 
 
 def format_address(address: Address) -> str:

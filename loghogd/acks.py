@@ -8,7 +8,8 @@ commit is checked against the files: a file that holds all its bytes is
 kept, one cut short is truncated back to where the pass began, and only the
 sequence numbers of complete files count as handled. A client resends what
 was not acknowledged, so each record is written exactly once whatever moment
-a kill -9 hits.
+a kill -9 hits. The journal's lines and their recovery are in
+loghogd/ackjournalfile.py.
 
 Only records that were accepted (written to a file) move a client's marks.
 A rejected record (bad signature, unknown app, a client id bound to
@@ -31,20 +32,14 @@ when they come back.
 
 import collections
 import itertools
-import json
-import logging
-import os
 import time
-from typing import Callable, Counter, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Counter, Dict, List, Optional, Tuple
 
-from loghogd import safefs
+from loghogd.ackjournalfile import JournalFile, recover_marks
 from loghogd.ackmarks import (ClientMark, Ranges, add_range, add_to_ranges, in_ranges, owner_app,
                               remove_from_ranges)
-from loghogd.atomicfile import replace_file
 from loghogd.config import ServerConfig
-from loghogd.writer import LogFile
-
-log = logging.getLogger('loghogd')
+from loghogd.logfile import LogFile
 
 IDLE_SECONDS = 7 * 86400
 EVICT_SHARE = 10
@@ -57,11 +52,9 @@ class AckJournal:
 
     def __init__(self, path: str, clock: Callable[[], float] = time.time, logdir: Optional[str] = None,
                  max_clients: int = ServerConfig.max_ack_clients) -> None:
-        self.path = path
-        self.logdir = logdir
         self.max_clients = max_clients
         self.clock = clock
-        self.marks: Dict[str, ClientMark] = {}
+        self.marks: Dict[str, ClientMark] = recover_marks(path, logdir)
         self.owners: Counter[str] = collections.Counter()
         self._files: Dict[LogFile, Dict[str, Ranges]] = {}
         self._drops_at_intent: Dict[LogFile, int] = {}
@@ -71,10 +64,8 @@ class AckJournal:
         self._streaming: Dict[str, Ranges] = {}
         self._caps: Dict[str, int] = {}
         self._intent_journaled = True
-        self._torn = False
-        self._fd: Optional[int] = None
-        self._size = 0
-        self._recover()
+        self._file = JournalFile(path)
+        self._compact()
 
     # what the processor asks -------------------------------------------------
 
@@ -233,8 +224,7 @@ class AckJournal:
         owners.update((client_id, self.marks[client_id].owner) for client_id in self._handled
                       if client_id in self.marks)
         record = {'time': self.clock(), 'files': files, 'handled': self._handled, 'owners': owners}
-        self._intent_journaled = self._append(
-            b'I ' + json.dumps(record, separators=(',', ':')).encode('ascii') + b'\n', sync)
+        self._intent_journaled = self._file.append_intent(record, sync)
 
     def commit(self) -> List[str]:
         """After the pass's write: the intent holds for every file written in full.
@@ -261,8 +251,7 @@ class AckJournal:
             else:
                 continue
             unwritten.append(logfile.path)
-        if journaled and not self._append(b'C ' + json.dumps(unwritten).encode('ascii') + b'\n' if unwritten
-                                          else b'C\n', sync):
+        if journaled and not self._file.append_commit(unwritten, sync):
             waiting = {logfile: ranges for logfile, ranges in self._files.items()
                        if not self._dropped_since_intent(logfile)}
         elif journaled:
@@ -270,7 +259,7 @@ class AckJournal:
         self._files = waiting
         if self._caps or waiting or dropped or self._handled or self._streaming:
             self._caps = self._acknowledgeable()
-        if self._size > COMPACT_BYTES and not self._caps:
+        if self._file.size > COMPACT_BYTES and not self._caps:
             self._compact()
         return dropped
 
@@ -287,115 +276,16 @@ class AckJournal:
         return {client_id: first - 1 for client_id, first in lowest.items()}
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._file.close()
 
-    # the journal file ----------------------------------------------------------
-
-    def _append(self, data: bytes, sync: bool) -> bool:
-        """Append one line; False when the disk refuses it (nothing is acknowledged until it takes one).
-
-        After a refused or short write the next line starts with a newline,
-        so that the torn one stands alone and recovery skips it.
-        """
-        line = b'\n' + data if self._torn else data
-        try:
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-            written = os.write(self._fd, line)
-            if sync and written == len(line):
-                os.fsync(self._fd)
-            reason = 'short write'
-        except OSError as error:
-            written, reason = 0, error.strerror or str(error)
-        self._size += written
-        if written < len(line):
-            if not self._torn:
-                log.error('cannot write the acknowledgement journal %s: %s; acknowledging nothing until it can',
-                          self.path, reason)
-            self._torn = True
-            return False
-        if self._torn:
-            log.info('the acknowledgement journal %s is writable again', self.path)
-            self._torn = False
-        return True
-
-    def _recover(self) -> None:
-        try:
-            with open(self.path, 'rb') as stream:
-                lines = stream.read().split(b'\n')
-        except FileNotFoundError:
-            lines = []
-        intent = None
-        for line in lines:
-            if line.startswith(b'S '):
-                self._load_snapshot(json.loads(line[2:]))
-            elif line.startswith(b'I '):
-                try:
-                    intent = json.loads(line[2:])
-                except ValueError:
-                    intent = None
-            elif line.startswith(b'C') and intent is not None:
-                try:
-                    unwritten = json.loads(line[2:]) if len(line) > 1 else []
-                except ValueError:
-                    continue
-                self._apply(intent, verify=False, unwritten=unwritten)
-                intent = None
-        if intent is not None:
-            self._apply(intent, verify=True)
-        self._compact()
-
-    def _load_snapshot(self, snapshot: Dict[str, list]) -> None:
-        """Each entry is [high, gaps, seen, owner]; journals before owners had no owner (bound on next use)."""
-        self.marks = {client_id: ClientMark(*entry[:4]) for client_id, entry in snapshot.items()}
-        self._count_owners()
-
-    def _count_owners(self) -> None:
-        self.owners = collections.Counter(mark.owner for mark in self.marks.values())
-
-    def _apply(self, intent: Dict[str, object], verify: bool, unwritten: Iterable[str] = ()) -> None:
-        seen = intent.get('time', 0.0)
-        owners = intent.get('owners', {})
-        written = [intent.get('handled', {})]
-        lost = []
-        for path, (before, after, ranges) in intent.get('files', {}).items():
-            if path in unwritten or (verify and not _complete_or_truncated(self.logdir, path, before, after)):
-                lost.append(ranges)
-            else:
-                written.append(ranges)
-        for group in written:
-            for client_id, ranges in group.items():
-                mark = self.marks.setdefault(client_id, ClientMark())
-                mark.owner = mark.owner or owners.get(client_id, '')
-                mark.seen = max(mark.seen, seen)
-                for first, last in ranges:
-                    mark.add(last)
-                    if mark.gaps:
-                        mark.gaps.difference_update(range(first, last + 1))
-        for group in lost:
-            for client_id, ranges in group.items():
-                mark = self.marks.setdefault(client_id, ClientMark())
-                mark.owner = mark.owner or owners.get(client_id, '')
-                mark.forget([seq for first, last in ranges for seq in range(first, last + 1)])
+    # forgetting clients --------------------------------------------------------
 
     def _compact(self) -> None:
         """Rewrite the journal as one snapshot, forgetting long-idle clients."""
         horizon = self.clock() - IDLE_SECONDS
         self.marks = {client_id: mark for client_id, mark in self.marks.items() if mark.seen >= horizon}
-        self._count_owners()
-        snapshot = {client_id: [mark.high, sorted(mark.gaps), mark.seen, mark.owner]
-                    for client_id, mark in self.marks.items()}
-        data = b'S ' + json.dumps(snapshot, separators=(',', ':')).encode('ascii') + b'\n'
-        try:
-            replace_file(self.path, data, durable=True)
-        except OSError as error:
-            log.error('cannot compact the acknowledgement journal %s: %s; it grows until it can', self.path, error)
-            return
-        self.close()
-        self._size = len(data)
-        self._torn = False
+        self.owners = collections.Counter(mark.owner for mark in self.marks.values())
+        self._file.write_snapshot(self.marks)
 
     def _evict(self) -> int:
         """Forget the least recently seen tenth of the ids of the owner that holds the most."""
@@ -407,33 +297,3 @@ class AckJournal:
         self.owners[owner] -= len(oldest)
         return len(oldest)
 
-
-def _complete_or_truncated(logdir: Optional[str], path: str, before: int, after: int) -> bool:
-    """True when a crash spared the whole write; else cut the partial one off.
-
-    The journal lies in a directory loghogd's user can write, so the path it
-    names is trusted only as a regular file below the log directory, reached
-    without following a link (loghogd/safefs.py).
-    """
-    root = logdir or os.path.dirname(path)
-    try:
-        if not safefs.beneath(root, path):
-            raise safefs.UnsafePath(path, 'a path outside %s' % root, 'log file')
-        fd = safefs.open_file(root, path, os.O_WRONLY)
-    except FileNotFoundError:
-        return False
-    except OSError as error:
-        log.error('the acknowledgement journal names %s: %s; not touching it (its records will be resent)',
-                  path, error.strerror or error)
-        return False
-    try:
-        size = os.fstat(fd).st_size
-        if size >= after:
-            return True
-        if size > before:
-            os.ftruncate(fd, before)
-            log.warning('%s: a crash cut a write short; removed its %d partial bytes (they will be resent)',
-                        path, size - before)
-    finally:
-        os.close(fd)
-    return False

@@ -12,8 +12,9 @@ import os
 from typing import Callable, Collection, Dict, List, Optional, Set
 
 from loghogd.facilities import Facility
+from loghogd.logfile import FileKey
 from loghogd.names import backup_path, log_path, parse_backup, split_host_file, stamp_time, stamps_in_time_order
-from loghogd.writer import FileKey, safe_hostname
+from loghogd.writer import safe_hostname
 
 Listings = Dict[str, List[str]]
 """Directory -> the names in it, from one listing."""

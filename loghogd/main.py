@@ -16,12 +16,12 @@ from loghogd.daemon import (DaemonError, PidLock, StartupReport, drop_privileges
                             resolve_user, run_detached, unreadable_hint)
 from loghogd.facilities import Facilities, load_facilities
 from loghogd.listeners import ServerError
+from loghogd.logfile import make_dirs
 from loghogd.ownership import hand_over
 from loghogd.preflight import check_targets
 from loghogd.service import HANDLED_SIGNALS, Service, stats_path
 from loghogd.status import format_status
 from loghogd.streamlinks import check_facilities
-from loghogd.writer import make_dirs
 
 DEFAULT_CONFIG = '/etc/loghogd/loghogd.conf'
 LOG_FORMAT = '%(asctime)s loghogd[%(process)d] %(levelname)s %(message)s'

@@ -12,7 +12,7 @@ duplicates no line:
 2. `<file>` is renamed to `<file>.<time of the previous rotation>`;
 3. the writer opens a new `<file>`;
 4. a compressor child compresses it, then its post_rotate hook runs (compressor.py, hooks.py);
-5. retention deletes the backups beyond backup_count, max_age and max_total_size.
+5. retention deletes the backups beyond backup_count, max_age and max_total_size (retention.py).
 
 Rotation never writes lines itself: lines already written stay in the
 backup, lines still queued go to the new file in the writer's next write.
@@ -40,17 +40,19 @@ from datetime import datetime
 from typing import Callable, Dict, Iterable, List, Optional
 
 from loghogd import safefs
-from loghogd.backups import (BackupIndex, Listings, doomed_stamps, existing_keys, file_mtime, file_size,
-                             list_directories, log_directories)
-from loghogd.compressor import Compressor, recover, unlink_quietly
+from loghogd.backups import (BackupIndex, Listings, existing_keys, file_mtime, file_size, list_directories,
+                             log_directories)
+from loghogd.compressor import Compressor, recover
 from loghogd.config import Config
 from loghogd.facilities import Facilities, Facility
 from loghogd.hooks import HookRequest, HookRunner
-from loghogd.names import archive_path, backup_path, free_backup_path, parse_backup
+from loghogd.logfile import FileKey, LogFile
+from loghogd.names import archive_path, free_backup_path, parse_backup
+from loghogd.retention import Retention
 from loghogd.schedule import RotationSchedule, RotationState, due_after, local_time, parse_rotate
 from loghogd.stats import Counters
 from loghogd.wakeup import NEVER
-from loghogd.writer import FileKey, LogFile, Writer
+from loghogd.writer import Writer
 
 log = logging.getLogger('loghogd')
 
@@ -98,6 +100,7 @@ class Rotator:
         self.compressor = Compressor(config.compressor.format, config.compressor.level, counters)
         self.hooks = HookRunner(counters, config.hooks.max_running, self._retain_for)
         self.backups = BackupIndex()
+        self.retention = Retention(self.logdir, self.state, self.backups, self.compressor, self.hooks, counters)
         self._tracked: Dict[str, Tracked] = {}
         self._planned: 'collections.OrderedDict[str, Planned]' = collections.OrderedDict()
         self._next_due = NEVER
@@ -129,7 +132,7 @@ class Rotator:
             self._state_dirty = True
             log.info('forgot the rotation times of %d log files that no longer exist', vanished)
         for entry in list(self._tracked.values()):
-            self._retain(entry, now)
+            self.retention.apply(entry, now)
         self._rotate_due(now)
         self._rename_planned(now)
         self._save_state_if_dirty(now)
@@ -342,7 +345,7 @@ class Rotator:
         self._next_due = min(self._next_due, entry.due)
         log.info('rotated %s to %s: %s', entry.path, os.path.basename(backup), planned.reason)
         self.compressor.submit(backup, self._compressed)
-        self._retain(entry, now)
+        self.retention.apply(entry, now)
 
     def _undo(self, planned: Planned, entry: Tracked, now: float, why: str) -> None:
         """The rename cannot happen now: the state forgets it, the file is tried again soon."""
@@ -365,42 +368,11 @@ class Rotator:
         if entry is not None and entry.key is not None and not hook_done:
             self.hooks.run_on_final(entry.key[0], entry.key[1], (archive, plain))
         if entry is not None:
-            self._retain(entry, self.clock())
+            self.retention.apply(entry, self.clock())
 
     def _retain_for(self, hook: HookRequest) -> None:
         """A hook ended: retention may now delete the backup it had to leave."""
         self._compressed(hook.backup, hook_done=True)
-
-    # retention ----------------------------------------------------------------
-
-    def _retain(self, entry: Tracked, now: float) -> None:
-        """Delete backups beyond backup_count, older than max_age or beyond max_total_size.
-
-        One being compressed or handed to a hook waits. Never in an app directory become a link.
-        """
-        if len(self.backups.stamps(entry.path)) <= entry.backup_count and not (entry.max_age or entry.max_total_size):
-            return
-        try:
-            if entry.key is not None:
-                safefs.real_directory(self.logdir, os.path.dirname(entry.path))
-        except OSError:
-            return
-        stamps = self.backups.existing_stamps(entry.path)
-        last = self.state.last_rotation(entry.path)
-        doomed = doomed_stamps(stamps, entry.backup_count, entry.max_age, last.timestamp() if last else now, now)
-        kept = [stamp for stamp in stamps if stamp not in doomed]
-        too_big = [] if entry.max_total_size is None else self.backups.beyond_total_size(
-            entry.path, kept, entry.max_total_size, self.compressor.busy_with)
-        for stamp in sorted(set(doomed) | set(too_big)):
-            if self.compressor.busy_with(backup_path(entry.path, stamp)) or any(
-                    self.hooks.busy_with(path) for path in self.backups.paths(entry.path, stamp)):
-                continue
-            for path in self.backups.take(entry.path, stamp):
-                unlink_quietly(path)
-            self.counters.backups_deleted_total_size += stamp in too_big
-            log.info('deleted backup %s.%s (%s)', os.path.basename(entry.path), stamp,
-                     'max_total_size %d' % entry.max_total_size if stamp in too_big else
-                     'backup_count %d, max_age %s s' % (entry.backup_count, entry.max_age))
 
     def _save_state_if_dirty(self, now: float) -> None:
         if not self._state_dirty or now < self._state_save_due:

@@ -5,8 +5,8 @@ into ACK decisions by loghogd/pipeline.py. One thread, one loop. Each readiness 
 (one read per connection, a batch of datagrams, a batch of accepts) so that
 no peer can starve another. TLS handshakes run non-blocking with a deadline
 (tls_handshake_timeout). What each peer may hold is in limits.py; sockets
-are opened in listeners.py. The server never sends a byte to a version-1
-client.
+are opened in listeners.py; UDP datagrams are read in datagram_input.py.
+The server never sends a byte to a version-1 client.
 """
 
 import logging
@@ -20,7 +20,7 @@ from loghog.batch import BATCH_CLIENT_FLAGS
 from loghog.protocol import Frame, FrameError, StreamDecoder
 from loghogd.acksender import AckSender
 from loghogd.config import ServerConfig
-from loghogd.datagrams import receive_datagrams
+from loghogd.datagram_input import DatagramInput
 from loghogd.handshakes import HandshakeFailed, Handshakes
 from loghogd.limits import Connection, ConnectionLimits
 from loghogd.listeners import (OUT_OF_DESCRIPTORS, Listener, Listeners, format_peer, peer_host, prepare_accepted,
@@ -30,7 +30,7 @@ from loghogd.processor import ReceiveClock
 from loghogd.reporting import RateLimitedReporter
 from loghogd.stats import Counters
 from loghogd.syslog_input import SyslogInput
-from loghogd.syslog_server import peer_address, receive_syslog_datagrams
+from loghogd.syslog_server import peer_address
 from loghogd.wakeup import NEVER, seconds_until
 
 log = logging.getLogger('loghogd')
@@ -65,6 +65,7 @@ class Server:
         self.stopping = False
         self.ack_sender = AckSender(counters, processor.batches.capabilities())
         self.syslog = SyslogInput(processor, counters, reporter, config.max_message_size)
+        self.datagrams = DatagramInput(config.max_message_size, self.limits, processor, self.syslog, counters, reporter)
         self.syslog_tls_context: Optional[ssl.SSLContext] = None
 
     # start-up -----------------------------------------------------------
@@ -340,28 +341,9 @@ class Server:
         sock.close()
 
     def _read_datagrams(self, listener: Listener) -> None:
-        if listener.syslog:
-            for data, address in receive_syslog_datagrams(listener.sock, self.reporter):
-                self.syslog.datagram(data, format_peer(address), peer_address(address), self.now, self.prefix)
-            return
-        counters = self.counters
-        for frame, address in receive_datagrams(listener.sock, self.config.max_message_size, counters,
-                                                self.reporter):
-            peer = format_peer(address)
-            ready, waiting = self.limits.inflate(peer_host(address), peer, (frame,), self.mono)
-            if waiting:
-                counters.reject('inflate_rate')
-            elif ready:
-                self.processor.process(ready, peer, self.now, self.prefix)
+        self.datagrams.read(listener, self.now, self.prefix, self.mono)
 
     # stopping -----------------------------------------------------------
-
-    def _drain_datagrams(self, listener: Listener, deadline: float) -> None:
-        while time.time() < deadline:
-            before = self.counters.bytes_received
-            self._read_datagrams(listener)
-            if self.counters.bytes_received == before:
-                return
 
     def drain(self) -> None:
         """At stop: read what the clients have already sent, then close them.
@@ -372,7 +354,7 @@ class Server:
         """
         deadline = time.time() + DRAIN_SECONDS
         for listener in self.listeners.datagram_listeners():
-            self._drain_datagrams(listener, deadline)
+            self.datagrams.drain(listener, deadline, self.now, self.prefix, self.mono)
         self.listeners.close()
         reading = []
         for connection in list(self.connections.values()):

@@ -20,6 +20,7 @@ from loghogd.daemon import unreadable_hint
 from loghogd.facilities import Facilities, line_formats, load_facilities
 from loghogd.formats import format_changes
 from loghogd.listeners import ServerError, make_tls_context
+from loghogd.logfile import make_dirs
 from loghogd.pipeline import LoopPass
 from loghogd.processor import Processor
 from loghogd.reporting import RateLimitedReporter
@@ -30,7 +31,7 @@ from loghogd.status import write_json_atomically
 from loghogd.streamlinks import StreamLinks, check_facilities
 from loghogd.syslog_server import make_syslog_tls_context
 from loghogd.wakeup import seconds_until
-from loghogd.writer import Writer, make_dirs
+from loghogd.writer import Writer
 
 log = logging.getLogger('loghogd')
 

@@ -11,12 +11,13 @@ from hypothesis import strategies as st
 from loghogd.ackmarks import ClientMark, add_to_ranges, client_owner, parse_ack_fields
 from loghogd.acks import AckJournal
 from loghogd.facilities import Facilities, Facility
+from loghogd.logfile import LogFile
 from loghogd.pipeline import LoopPass
 from loghogd.processor import Processor
 from loghogd.schedule import parse_rotate
 from loghogd.reporting import RateLimitedReporter
 from loghogd.stats import Counters
-from loghogd.writer import MAX_HELD_BYTES, LogFile, Writer
+from loghogd.writer import MAX_HELD_BYTES, Writer
 
 FACILITY = Facility('app', 'root', parse_rotate('daily'), 3)
 

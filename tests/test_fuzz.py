@@ -30,6 +30,7 @@ from loghogd.pipeline import LoopPass
 from loghogd.processor import Processor, lookup_module
 from loghogd.reporting import RateLimitedReporter
 from loghogd.stats import Counters
+from loghogd import logfile as logfile_module
 from loghogd import writer as writer_module
 from loghogd.writer import Writer
 
@@ -481,7 +482,7 @@ def test_trimmed_module_finds_the_same_facility(deep_facilities, parts):
 # the writer under failing writes ---------------------------------------------------
 
 class FlakyOs:
-    """The os module for the writer, with write() failing or writing short as planned."""
+    """The os module for log files, with write() failing or writing short as planned."""
 
     def __init__(self) -> None:
         self.plan = []
@@ -506,7 +507,7 @@ def check_writer_under_failing_writes(steps):
     """Full disks and short writes: each line ends on disk whole, once, in order, or is counted as dropped."""
     flaky = FlakyOs()
     with tempfile.TemporaryDirectory() as directory, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(writer_module, 'os', flaky)
+        patch.setattr(logfile_module, 'os', flaky)
         patch.setattr(writer_module, 'MAX_HELD_BYTES', 400)
         harness = Harness(directory)
         writer = harness.writer

@@ -888,7 +888,7 @@ def test_client_distribution_is_the_loghog_package_alone_with_no_dependencies(tm
         metadata = archive.read(next(name for name in names if name.endswith('/METADATA'))).decode()
     assert sorted(name for name in names if '.dist-info/' not in name) == [
         'loghog/__init__.py', 'loghog/batch.py', 'loghog/batcher.py', 'loghog/encoder.py', 'loghog/fields.py',
-        'loghog/handler.py', 'loghog/outbox.py',
+        'loghog/handler.py', 'loghog/outbox.py', 'loghog/oversized.py',
         'loghog/protocol.py', 'loghog/replay.py', 'loghog/sender.py', 'loghog/servers.py', 'loghog/spool.py',
         'loghog/transport.py']
     assert 'Requires-Dist' not in metadata
