@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 from loghogd.formats import CLASSIC, OPTIONS, LineFormat
-from loghogd.ini import ConfigError, IniFile, check_range, parse_seconds, read_ini  # noqa: F401 (re-exported)
+from loghogd.ini import ConfigError, IniFile, check_range, read_ini  # noqa: F401 (ConfigError is re-exported)
 from loghogd.schema import LOGHOGD_CONF, Values, default, keys_of, sections
 from loghogd.streamconfig import ConsumeConfig, ForwardConfig, consume_config, forward_config
 from loghogd.values import COMPRESSOR_LEVELS

@@ -28,8 +28,7 @@ from hypothesis import strategies as st
 
 import loghog.sender
 from loghog import LoghogHandler
-from loghog.batch import (BATCH_CLIENT_FLAGS, FLAG_BATCH, RECORD_FIELDS, decode_batch, encode_caps_ack, mac_matches,
-                          split_mac)
+from loghog.batch import BATCH_CLIENT_FLAGS, FLAG_BATCH, RECORD_FIELDS, encode_caps_ack, split_mac
 from loghog.encoder import RecordEncoder
 from loghog.outbox import Outbox
 from loghog.protocol import (

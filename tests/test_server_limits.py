@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loghog.protocol import FLAG_ZLIB, StreamDecoder
-from loghogd.config import ConfigError, ServerConfig, load_config, parse_seconds
+from loghogd.config import ConfigError, ServerConfig, load_config
+from loghogd.ini import parse_seconds
 from loghogd.limits import Connection, ConnectionLimits
 from loghogd.listeners import peer_host
 from loghogd.reporting import RateLimitedReporter

@@ -16,7 +16,6 @@ from typing import Dict
 
 import pytest
 
-from loghog import LoghogHandler
 from tests.e2e.test_client import free_port, on_port
 from tests.e2e.test_exactly_once import read_stats_file
 from tests.support.daemon import REPO, Loghogd, facilities_conf, wait_for
