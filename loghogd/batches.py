@@ -126,9 +126,8 @@ class BatchIntake:
                      else record_text(record.body, record.exception, record.stack) for record in records]
         else:
             texts = [escape_controls(record_text(record.body, record.exception, record.stack)) for record in records]
-        head = prefix + host_text
         processor = self.processor
-        processor.writer.queue(logfile, head + ('\n' + head).join(texts) + '\n', now)
+        processor.writer.queue_lines(logfile, prefix + host_text, texts, now)
         processor.counters.accepted_by_facility[name] += len(texts)
         if acked is not None:
             evicted = acked.journal.note(acked.client_id, first, logfile, owner, first + len(texts) - 1)

@@ -220,8 +220,7 @@ class Processor:
             if render is None:
                 if not ''.join(bodies).isprintable():
                     bodies = [escape_controls(body) for body in bodies]
-                head = prefix + host_text
-                self.writer.queue(logfile, head + ('\n' + head).join(bodies) + '\n', now)
+                self.writer.queue_lines(logfile, prefix + host_text, bodies, now)
             else:
                 for record in records():
                     self.writer.queue(logfile, render(record), now)

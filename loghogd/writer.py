@@ -137,6 +137,15 @@ class Writer:
             self.dirty.append(logfile)
         logfile.pending.append(line)
 
+    def queue_lines(self, logfile: LogFile, head: str, texts: List[str], now: float) -> None:
+        """Queue a line `head + text` for each text: as one string, or one entry per record where
+        the file has a max_size, since a record is what max_size rotation never splits."""
+        if logfile.max_size:
+            for text in texts:
+                self.queue(logfile, head + text + '\n', now)
+        else:
+            self.queue(logfile, head + ('\n' + head).join(texts) + '\n', now)
+
     @staticmethod
     def write_this_pass(logfile: LogFile) -> None:
         """The lines queued for `logfile` are written at the end of this pass (an acknowledged record waits for it)."""
