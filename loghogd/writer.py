@@ -138,13 +138,16 @@ class Writer:
         logfile.pending.append(line)
 
     def queue_lines(self, logfile: LogFile, head: str, texts: List[str], now: float) -> None:
-        """Queue a line `head + text` for each text: as one string, or one entry per record where
-        the file has a max_size, since a record is what max_size rotation never splits."""
+        """Queue a line `head + text` for each text, as one string while it surely fits under the
+        file's max_size; near it one entry per record, since max_size rotation never splits an entry."""
+        lines = head + ('\n' + head).join(texts) + '\n'
         if logfile.max_size:
-            for text in texts:
-                self.queue(logfile, head + text + '\n', now)
-        else:
-            self.queue(logfile, head + ('\n' + head).join(texts) + '\n', now)
+            most_bytes = (len(lines) if lines.isascii() else 4 * len(lines)) + 4 * sum(map(len, logfile.pending))
+            if logfile.current_size() + len(logfile.unwritten) + most_bytes > logfile.max_size:  # 4: UTF-8's most
+                for text in texts:
+                    self.queue(logfile, head + text + '\n', now)
+                return
+        self.queue(logfile, lines, now)
 
     @staticmethod
     def write_this_pass(logfile: LogFile) -> None:
