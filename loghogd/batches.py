@@ -19,8 +19,6 @@ from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, FrameError, inflate
 from loghogd.ackmarks import CLIENT_ID, client_owner
 from loghogd.batchdecode import decode
 from loghogd.formats import escape_controls, json_may_hold_controls
-from loghogd.listeners import peer_host
-from loghogd.ratelimit import peer_address
 from loghogd.record import Record
 
 Route = tuple
@@ -144,7 +142,7 @@ class BatchIntake:
         writer = processor.writer
         first_seq = batch.first_seq or 0
         owners: Dict[str, str] = {}
-        peer_key = peer_host((peer_address(peer),)) if processor.peer_rate_limit is not None else None
+        peer_key = processor._peer_key(peer)
         for index, record in enumerate(batch.records):
             if record is None:
                 refusal = Refusal('bad_record', 'batch record %d: %s' % (index, bad[index]))

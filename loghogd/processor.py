@@ -103,7 +103,7 @@ class Processor:
         accepted = self.counters.accepted_by_facility
         queue = self.writer.queue
         acks = self.acks if ack_target is not None else None
-        peer_key = peer_host((peer_address(peer),)) if self.peer_rate_limit is not None else None
+        peer_key = self._peer_key(peer)
         for flags, payload in frames:
             if flags & FLAG_BATCH:
                 self.batches.process(flags, payload, peer, now, prefix, ack_target)
@@ -189,7 +189,7 @@ class Processor:
             self._routes.clear()
             self._routes_generation = self.writer.generation
         accepted = self.counters.accepted_by_facility
-        peer_key = peer_host((peer_address(peer),)) if self.peer_rate_limit is not None else None
+        peer_key = self._peer_key(peer)
         for app_id, module, host, bodies, records in runs:
             try:
                 route = self._routes.get((app_id, module, host))
@@ -320,6 +320,10 @@ class Processor:
                                  message['nsecs'], message['body'], signature):
             raise Rejected('bad_signature', 'message for %s has a wrong signature' % facility.name,
                            facility.app_id)
+
+    def _peer_key(self, peer: str) -> Optional[str]:
+        """What peer_rate_limit counts `peer`'s records under; None when there is no peer_rate_limit."""
+        return peer_host((peer_address(peer),)) if self.peer_rate_limit is not None else None
 
     def _over_rate(self, facility: Facility, logfile: Optional[LogFile], peer_key: Optional[str], now: float) -> bool:
         """Whether a record goes over its facility's rate_limit (per file) or its peer's peer_rate_limit."""
