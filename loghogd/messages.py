@@ -7,10 +7,16 @@ decodes the common payload, a flat object, in half the json path's time
 decode, or decodes to a message that fails a check, goes to the json path,
 which decides and names the rejection (tests/test_messages.py proves with
 hypothesis that both paths give the same outcome for any payload).
+
+decode_plain goes further for the frame every 0.7 client sends unsigned: it
+decodes straight to typed attributes, no dict, for the processor's path
+that only queues a classic line (loghogd.plainframes). What it accepts, json
+accepts with the same values; whatever else it raises on, parse_message
+decides.
 """
 
 import json
-from typing import Dict, Optional, Tuple, Union
+from typing import Annotated, Callable, Dict, Optional, Tuple, Union
 
 from loghogd.reporting import peer_text
 
@@ -112,7 +118,9 @@ def parse_json(payload: bytes) -> Parsed:
 
 if msgspec is not None:
     _decode_flat = msgspec.json.Decoder(Dict[str, Union[str, int, bool, None]]).decode
-    _NOT_FLAT = (msgspec.DecodeError, UnicodeDecodeError, Rejected)  # 0.19 raises UnicodeDecodeError on bad UTF-8
+    # msgspec 0.19 (Debian 13) raises UnicodeDecodeError on bad UTF-8
+    NOT_PLAIN: Tuple[type, ...] = (msgspec.DecodeError, UnicodeDecodeError)
+    _NOT_FLAT = NOT_PLAIN + (Rejected,)
 
     def parse_flat(payload: bytes) -> Optional[Parsed]:
         """What parse_json returns, for a flat object msgspec decodes whose fields pass; else None.
@@ -130,5 +138,22 @@ if msgspec is not None:
     def parse_message(payload: bytes) -> Parsed:
         """JSON payload to (message, app_id, module, hostname), every field of the right type."""
         return parse_flat(payload) or parse_json(payload)
+
+    class PlainMessage(msgspec.Struct, forbid_unknown_fields=True):
+        """The unsigned payload of a 0.7 client: exactly the fields that make a classic line, types and
+        ranges checked in C while msgspec parses."""
+
+        version: int
+        app_id: str
+        module: str
+        stamp: Annotated[int, msgspec.Meta(ge=0, le=MAX_STAMP)]
+        nsecs: Annotated[int, msgspec.Meta(ge=0, le=MAX_NSECS)]
+        body: str
+        hostname: str = ''
+
+    decode_plain: Optional[Callable[[bytes], PlainMessage]] = msgspec.json.Decoder(PlainMessage).decode
+    """Raises one of NOT_PLAIN for a payload that is not exactly PlainMessage's fields."""
 else:
     parse_message = parse_json
+    decode_plain = None
+    NOT_PLAIN = ()

@@ -456,7 +456,7 @@ def test_long_route_keys_are_not_cached(tmp_path, make_harness):
     harness = make_harness(str(tmp_path), 2 * 1024 * 1024)
     harness.feed_payloads([encode_payload('app', 'm%d.' % i + 'x' * 100000, 1, 0, 'h', 'b') for i in range(20)])
     assert sum(harness.counters.accepted_by_facility.values()) == 20
-    assert sum(len(key[1]) for key in harness.processor._routes) < 20 * 1000
+    assert sum(len(key[1]) for key in harness.processor.routes.routes) < 20 * 1000
 
 
 module_parts = st.sampled_from(['root', 'web', 'requests', 'slow', 'x', '', 'y' * 60])

@@ -4,7 +4,8 @@ json (`messages.parse_json`) is the reference. For every payload,
 `parse_message` (msgspec first, json for what msgspec does not take) must
 return the same message, keys in the same order and values of the same
 type, or raise Rejected with the same reason and text; and whatever the fast
-path alone accepts, json accepts alike.
+paths alone accept (parse_flat, and decode_plain for the processor's plain
+frames), json accepts with the same fields.
 """
 
 import json
@@ -18,8 +19,8 @@ from hypothesis import strategies as st
 from loghog.protocol import encode_payload
 from loghogd import messages
 from loghogd.formats import escape_controls, json_may_hold_controls
-from loghogd.messages import (MAX_NSECS, MAX_STAMP, Rejected, parse_flat, parse_json,
-                              parse_message)
+from loghogd.messages import (MAX_NSECS, MAX_STAMP, NOT_PLAIN, Rejected, decode_plain, parse_flat,
+                              parse_json, parse_message)
 from tests.test_batch import json_values, mutate, texts
 from tests.test_fuzz import HUGE_NUMBERS, good_messages, mistyped_messages, splice_junk, to_json
 
@@ -41,11 +42,28 @@ def outcome(parse, payload: bytes):
     return ('ok', [(key, type(value), repr(value)) for key, value in message.items()], app_id, module, hostname)
 
 
+def plain_fields(payload: bytes):
+    """The fields decode_plain gives a payload, by name; None where it does not take it."""
+    try:
+        plain = decode_plain(payload)
+    except NOT_PLAIN:
+        return None
+    return {name: getattr(plain, name) for name in plain.__struct_fields__}
+
+
 def assert_same_outcome(payload: bytes) -> None:
     expected = outcome(parse_json, payload)
     assert outcome(parse_message, payload) == expected
     if parse_flat(payload) is not None:
         assert outcome(parse_flat, payload) == expected
+    plain = plain_fields(payload)
+    if plain is not None:
+        status, items, _app_id, _module, hostname = expected
+        assert status == 'ok'
+        message = {key: (kind, text) for key, kind, text in items}
+        assert set(message) - {'hostname'} == set(plain) - {'hostname'}
+        assert all(message[key] == (type(plain[key]), repr(plain[key])) for key in message)
+        assert plain['hostname'] == hostname
 
 
 def with_duplicates(message, repeats) -> bytes:
@@ -149,16 +167,21 @@ def test_the_shapes_named_in_the_issue(payload):
 
 
 def test_what_clients_send_takes_the_fast_path():
-    for payload in (encode_payload('app', 'web.requests', 1_700_000_000, 123_000_000, 'web-1', 'GET "/" 200'),
-                    encode_payload('app', 'root', 1, 0, 'h', 'é\x1b', secret='k', client_id='c1', seq=7, caps='1.2')):
+    plain = encode_payload('app', 'web.requests', 1_700_000_000, 123_000_000, 'web-1', 'GET "/" 200')
+    signed = encode_payload('app', 'root', 1, 0, 'h', 'é\x1b', secret='k', client_id='c1', seq=7, caps='1.2')
+    for payload in (plain, signed):
         assert parse_flat(payload) is not None
         assert outcome(parse_flat, payload) == outcome(parse_json, payload)
+    assert plain_fields(plain) == {'version': 1, 'app_id': 'app', 'module': 'web.requests', 'stamp': 1_700_000_000,
+                                   'nsecs': 123_000_000, 'body': 'GET "/" 200', 'hostname': 'web-1'}
+    assert plain_fields(signed) is None
 
 
 def test_without_msgspec_every_payload_takes_the_json_path():
     code = ("import sys; sys.modules['msgspec'] = None\n"
             "from loghogd import messages\n"
             "assert messages.parse_message is messages.parse_json and not hasattr(messages, 'parse_flat')\n"
+            "assert messages.decode_plain is None\n"
             "print(messages.parse_message(sys.stdin.buffer.read())[1:])")
     payload = encode_payload('app', 'root', 1, 0, 'h', 'b')
     result = subprocess.run([sys.executable, '-c', code], input=payload, capture_output=True, check=True)
