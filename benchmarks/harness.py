@@ -32,6 +32,7 @@ from benchmarks.servers import (Certificates, CookbookServer, LoghogdServer, Rsy
                                 find_rsyslogd, wait_until)
 from benchmarks.workload import WIRE_LOGHOG, RecordCache, loghog_batches, loghog_records, split_ranges
 from loghogd.batchdecode import DECODER_NAME
+from loghogd.inflating import INFLATER_NAME
 
 TCP_IDLE_LIMIT = 20.0
 UDP_IDLE_LIMIT = 1.5
@@ -360,7 +361,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         'records': args.records, 'udp_records': args.udp_records, 'cookbook_records': args.cookbook_records,
         'repetitions': args.repetitions, 'quick': args.quick, 'cpus': os.cpu_count(),
         'started': datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ'),
-        'python': sys.version.split()[0], 'loadavg_before': os.getloadavg()[0], 'batch_decoder': DECODER_NAME}
+        'python': sys.version.split()[0], 'loadavg_before': os.getloadavg()[0], 'batch_decoder': DECODER_NAME,
+        'inflater': INFLATER_NAME}
     scratch = tempfile.mkdtemp(prefix='loghog-bench-')
     try:
         bench = Bench(args, scratch)

@@ -158,6 +158,7 @@ def notes(summary: Dict[str, Dict[str, Dict[str, Any]]], runs: List[Dict[str, An
     lines = ['records: %(records)s per TCP/TLS load, %(udp_records)s per UDP load, cookbook at most '
              '%(cookbook_records)s; median of %(repetitions)s repetition(s); servers interleaved' % meta,
              '%(cpus)s CPUs, Python %(python)s, batches and version 1 frames decoded with %(batch_decoder)s, '
+             'zlib inflated with %(inflater)s, '
              'load average %(loadavg_before).1f before and '
              '%(loadavg_after).1f after the run (other work on the machine skews records/s, '
              'less so CPU s per 1M)' % meta]

@@ -26,9 +26,9 @@ UDP_RECEIVE_BUFFER = 8 * 1024 * 1024
 HUGE_SIZE = 1 << 50
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PR_SET_PDEATHSIG = 1
-WITHOUT_MSGSPEC = ('import sys; sys.modules["msgspec"] = None; del sys.argv[0]; '
+STDLIB_ONLY = ('import sys; sys.modules["msgspec"] = sys.modules["isal"] = None; del sys.argv[0]; '
                    'from loghogd.main import main; sys.exit(main())')
-"""loghogd as on a system without msgspec: its imports of it fail, so the json module decodes."""
+"""loghogd as on Debian 12, without msgspec and isal: its imports of them fail, so json decodes and zlib inflates."""
 
 Address = Tuple[str, int]
 
@@ -215,7 +215,7 @@ class LoghogdServer(Server):
         arguments = ['-c', os.path.join(self.workdir, 'loghogd.conf')]
         if self.load.stdlib:  # the interpreter beside the executable, with msgspec made unimportable
             python = os.path.join(os.path.dirname(self.executable), 'python')
-            return [python, '-c', WITHOUT_MSGSPEC, self.executable] + arguments
+            return [python, '-c', STDLIB_ONLY, self.executable] + arguments
         return [self.executable] + arguments
 
     def prepare(self) -> None:

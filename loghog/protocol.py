@@ -10,7 +10,7 @@ import hmac
 import json
 import struct
 import zlib
-from typing import List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 VERSION = 1
 HEADER = struct.Struct('!LL')
@@ -146,12 +146,17 @@ def decode_datagram(data: bytes, max_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     return flags, data[HEADER_SIZE:]
 
 
-def inflate(payload: bytes, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> bytes:
-    """Undo the zlib flag, stopping at `max_size` so a zip bomb costs no more."""
-    inflater = zlib.decompressobj()
+def inflate(payload: bytes, max_size: int = DEFAULT_MAX_MESSAGE_SIZE, decompressobj: Callable = zlib.decompressobj,
+            errors: Tuple[type, ...] = (zlib.error,)) -> bytes:
+    """Undo the zlib flag, stopping at `max_size` so a zip bomb costs no more.
+
+    `decompressobj` may be another library's zlib-compatible inflater that
+    raises `errors` on a bad stream (loghogd.inflating).
+    """
+    inflater = decompressobj()
     try:
         data = inflater.decompress(payload, max_size + 1)
-    except zlib.error as error:
+    except errors as error:
         raise FrameError('bad_zlib', 'payload is not a valid zlib stream: %s' % error) from None
     if len(data) > max_size:
         raise FrameError('oversized', 'compressed payload inflates past the limit of %d bytes' % max_size)

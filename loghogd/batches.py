@@ -15,10 +15,11 @@ decoded at all counts as one rejection, since its records cannot be counted.
 from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 from loghog.batch import CAPS_FIELD, CAPS_REQUEST, MAX_RECORDS, Batch, mac_matches, record_text, split_mac
-from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, FrameError, inflate
+from loghog.protocol import FLAG_ACK_REQUEST, FLAG_ZLIB, FrameError
 from loghogd.ackmarks import CLIENT_ID, client_owner
 from loghogd.batchdecode import decode
 from loghogd.formats import escape_controls, json_may_hold_controls
+from loghogd.inflating import inflate
 from loghogd.record import Record
 
 Route = tuple

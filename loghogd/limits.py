@@ -11,8 +11,9 @@ import logging
 import socket
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from loghog.protocol import FLAG_ZLIB, Frame, FrameError, StreamDecoder, inflate
+from loghog.protocol import FLAG_ZLIB, Frame, FrameError, StreamDecoder
 from loghogd.config import ServerConfig
+from loghogd.inflating import inflate
 from loghogd.reporting import RateLimitedReporter
 from loghogd.stats import Counters
 from loghogd.wakeup import NEVER
@@ -207,14 +208,19 @@ class ConnectionLimits:
         """(frames ready for the processor, compressed ones inflated; frames over the peer's budget).
 
         Each address may inflate max_inflated_bytes_per_second (with a burst
-        of one second's worth); a frame that finds the budget spent waits.
+        of one second's worth); a frame that finds the budget spent waits,
+        and one that fails to inflate costs max_message_size.
         """
         ready: List[Frame] = []
-        bucket = self._bucket(host, now)
+        bucket = None
+        plain_from = 0  # the frames from here to the next compressed one go to `ready` as they are
         for index, (flags, payload) in enumerate(frames):
             if not flags & FLAG_ZLIB:
-                ready.append((flags, payload))
                 continue
+            ready += frames[plain_from:index]
+            plain_from = index + 1
+            if bucket is None:
+                bucket = self._bucket(host, now)
             if bucket[0] <= 0:
                 self.counters.inflate_limited += 1
                 self.reporter.report('inflate', logging.WARNING, 'slowing down %s: it sent more than %d inflated '
@@ -224,6 +230,7 @@ class ConnectionLimits:
             try:
                 data = inflate(payload, self.config.max_message_size)
             except FrameError as error:
+                bucket[0] -= self.config.max_message_size  # what a failed inflate may have cost: a bomb is no free ride
                 self.counters.reject(error.reason)
                 self.reporter.report('reject:' + error.reason, logging.WARNING, 'rejected a message from %s (%s): %s',
                                      peer, error.reason, error)
@@ -231,6 +238,7 @@ class ConnectionLimits:
             bucket[0] -= len(data)
             self.counters.inflated_bytes += len(data)
             ready.append((flags & ~FLAG_ZLIB, data))
+        ready += frames[plain_from:]
         return ready, []
 
     def resume_at(self, host: str, now: float) -> float:

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from loghogd import __version__
 from loghogd.batchdecode import DECODER_NAME
+from loghogd.inflating import INFLATER_NAME
 
 MAX_REJECTED_APPS = 1000
 OTHER_REJECTED_APPS = '(other apps)'
@@ -114,6 +115,7 @@ class Counters:
             'signature_unused': self.signature_unused,
             'batches_received': self.batches_received,
             'batch_decoder': DECODER_NAME,
+            'inflater': INFLATER_NAME,
             'rate_limited_resends': self.rate_limited_resends,
             'hooks_started': self.hooks_started,
             'hooks_succeeded': self.hooks_succeeded,

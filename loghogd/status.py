@@ -75,7 +75,8 @@ def format_status(snapshot: Dict[str, Any]) -> str:
     lines = ['loghogd %s, PID %s, up %s (since %s)' % (
         snapshot.get('version', '?'), snapshot.get('pid', '?'),
         _duration(snapshot.get('uptime_seconds', 0)), started),
-        'protocol 1.2 batches decoded with %s' % snapshot.get('batch_decoder', '?'), '']
+        'protocol 1.2 batches decoded with %s, zlib inflated with %s' % (snapshot.get('batch_decoder', '?'),
+                                                                       snapshot.get('inflater', '?')), '']
     _status_number(lines, 'messages accepted', snapshot.get('accepted', 0))
     _status_breakdown(lines, 'by application', snapshot.get('accepted_by_app', {}))
     _status_breakdown(lines, 'by facility', snapshot.get('accepted_by_facility', {}))

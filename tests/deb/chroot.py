@@ -20,21 +20,25 @@ from tests.support.daemon import wait_for
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get('LOGHOGD_CHROOT_CACHE', '/var/cache/loghogd-tests'))
 DEBOOTSTRAP_TIMEOUT = 1800
-# Which decoder loghogd uses for protocol 1.2 batches on each release:
-# msgspec where Debian ships python3-msgspec (the package recommends it),
-# the standard library's json elsewhere. DECODER_PROBE asks the installed
-# package (loghogd.batchdecode.DECODER_NAME); once --status --json reports
-# the decoder under DECODER_KEY, `assert_decoder` checks that too.
-EXPECTED_DECODER = {'bookworm': 'json', 'trixie': 'msgspec'}
-DECODER_PROBE = 'cd / && python3 -c "from loghogd.batchdecode import DECODER_NAME; print(DECODER_NAME)"'
-DECODER_KEY = 'decoder'
+# Which libraries loghogd decodes JSON and inflates zlib with on each
+# release: msgspec and isal where Debian ships python3-msgspec and
+# python3-isal (the package recommends them), the standard library's json
+# and zlib elsewhere. LIBRARY_PROBE asks the installed package
+# (loghogd.batchdecode.DECODER_NAME, loghogd.inflating.INFLATER_NAME), and
+# --status --json names them under LIBRARY_KEYS.
+EXPECTED_LIBRARIES = {'bookworm': ('json', 'zlib'), 'trixie': ('msgspec', 'isal')}
+LIBRARY_PROBE = ('cd / && python3 -c "from loghogd.batchdecode import DECODER_NAME; '
+                 'from loghogd.inflating import INFLATER_NAME; print(DECODER_NAME); print(INFLATER_NAME)"')
+LIBRARY_KEYS = ('batch_decoder', 'inflater')
 
 
-def assert_decoder(probed: str, status: dict, release: str) -> None:
-    """The package's decoder, and the running daemon's once its status names it, suit the release."""
-    names = [probed.strip()] + ([str(status[DECODER_KEY])] if DECODER_KEY in status else [])
-    for name in names:
-        assert name.startswith(EXPECTED_DECODER[release]), '%s on %s: %r' % (DECODER_KEY, release, names)
+def assert_libraries(probed: str, status: dict, release: str) -> None:
+    """The package's decoder and inflater, and the running daemon's, suit the release."""
+    expected = EXPECTED_LIBRARIES[release]
+    found = (probed.strip().splitlines(), [str(status.get(key)) for key in LIBRARY_KEYS])
+    for names in found:
+        assert len(names) == 2 and all(name.startswith(want) for name, want in zip(names, expected)), (
+            'on %s: %r, expected %r' % (release, found, expected))
 
 
 class Chroot:

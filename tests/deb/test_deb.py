@@ -27,7 +27,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from tests.deb.chroot import DECODER_PROBE, assert_decoder
+from tests.deb.chroot import LIBRARY_PROBE, assert_libraries
 from tests.support.daemon import frame, wait_for
 
 pytestmark = pytest.mark.deb
@@ -332,7 +332,7 @@ def test_package_installs_serves_reloads_and_purges(installation: Installation, 
     wait_for_text(LOGDIR / APP / 'web.requests.log', 'tls ' + marker)
     status = json.loads(run(['/usr/sbin/loghogd', '--status', '--json', '-c', str(ETC / 'loghogd.conf')]).stdout)
     assert status['accepted_by_app'] == {APP: 3}, status
-    assert_decoder(run(['/bin/sh', '-c', DECODER_PROBE]).stdout, status, release_codename())
+    assert_libraries(run(['/bin/sh', '-c', LIBRARY_PROBE]).stdout, status, release_codename())
     assert owner_and_mode(LOGDIR / APP) == 'loghog:adm 2750'
     for name in ('root.log', 'web.requests.log'):
         assert owner_and_mode(LOGDIR / APP / name) == 'loghog:adm 0640'

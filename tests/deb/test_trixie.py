@@ -3,7 +3,7 @@
 Builds the .deb inside a trixie chroot (tests/deb/chroot.py: an overlay on
 a debootstrap cached in /var/cache/loghogd-tests), installs it with apt-get
 so that trixie's python3-cryptography, -daemon, -croniter and -lockfile
-and the recommended python3-msgspec come from Debian, starts it with its
+and the recommended python3-msgspec and python3-isal come from Debian, starts it with its
 init script on free ports, and sends records over TCP, UDP and TLS. Then
 the client's tests run under trixie's Python 3.13 against the packaged
 loghogd. In a second chroot, the "From a clone" commands of docs/debian.md
@@ -22,7 +22,7 @@ from typing import Iterator, List
 
 import pytest
 
-from tests.deb.chroot import DECODER_PROBE, REPO, Chroot, assert_decoder
+from tests.deb.chroot import LIBRARY_PROBE, REPO, Chroot, assert_libraries
 from tests.deb.test_deb import (APP, copy_checkout, free_ports, listen_on, process_name, send_tcp, send_tls,
                                 send_udp, wait_for_text)
 from tests.support.daemon import frame, wait_for
@@ -58,11 +58,12 @@ def trixie(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chroot]:
         yield chroot
 
 
-def test_the_package_installs_with_python_313_and_msgspec(trixie: Chroot) -> None:
+def test_the_package_installs_with_python_313_msgspec_and_isal(trixie: Chroot) -> None:
     assert trixie.run('python3 --version').stdout.startswith('Python 3.13.'), 'trixie has another Python'
-    state = trixie.run("dpkg-query -W -f='${db:Status-Abbrev}' python3-msgspec", check=False).stdout
-    assert state.strip() == 'ii', 'apt-get did not install the recommended python3-msgspec: %r' % state
-    module = trixie.run('cd / && python3 -c "import loghogd, msgspec; print(loghogd.__file__)"').stdout
+    for package in ('python3-msgspec', 'python3-isal'):
+        state = trixie.run("dpkg-query -W -f='${db:Status-Abbrev}' " + package, check=False).stdout
+        assert state.strip() == 'ii', 'apt-get did not install the recommended %s: %r' % (package, state)
+    module = trixie.run('cd / && python3 -c "import loghogd, msgspec, isal; print(loghogd.__file__)"').stdout
     assert module.startswith('/usr/lib/python3/dist-packages/loghogd/'), module
 
 
@@ -90,7 +91,7 @@ def test_the_daemon_under_python_313_serves_tcp_udp_and_tls(trixie: Chroot) -> N
 
         status = json.loads(trixie.run('loghogd --status --json -c /etc/loghogd/loghogd.conf').stdout)
         assert status['accepted_by_app'] == {APP: 3} and status['rejected'] == 0, status
-        assert_decoder(trixie.run(DECODER_PROBE).stdout, status, RELEASE)
+        assert_libraries(trixie.run(LIBRARY_PROBE).stdout, status, RELEASE)
     finally:
         trixie.run('/etc/init.d/loghogd stop', timeout=60, check=False)
     internal_log = trixie.path('/var/log/loghogd/loghogd.log').read_text()

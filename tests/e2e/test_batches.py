@@ -10,6 +10,8 @@ import pytest
 
 from loghog.batch import FLAG_CAPS, decode_caps_ack, encode_batch
 from loghog.protocol import FLAG_ACK, StreamDecoder, decode_ack
+from loghogd.batchdecode import DECODER_NAME
+from loghogd.inflating import INFLATER_NAME
 from tests.e2e.test_client import LINE, free_port, on_port
 from tests.support.daemon import LOGHOGD, Loghogd, facilities_conf, frame, wait_for
 from tests.test_handler import logger_for
@@ -130,13 +132,14 @@ def test_batches_arrive_exactly_once_across_a_kill_and_a_restart(tmp_path, make_
     assert batches_after_restart > 0
 
 
-def test_status_names_the_batch_decoder(daemon):
+def test_status_names_the_batch_decoder_and_the_inflater(daemon):
+    """The daemon runs from the suite's venv, so it uses the libraries this process finds."""
     status = subprocess.run([LOGHOGD, '--status', '-c', daemon.config_path], capture_output=True, text=True,
                             timeout=30, check=True).stdout
-    assert 'protocol 1.2 batches decoded with msgspec' in status or 'decoded with json (stdlib)' in status
+    assert 'protocol 1.2 batches decoded with %s, zlib inflated with %s\n' % (DECODER_NAME, INFLATER_NAME) in status
     as_json = json.loads(subprocess.run([LOGHOGD, '--status', '--json', '-c', daemon.config_path],
                                         capture_output=True, text=True, timeout=30, check=True).stdout)
-    assert as_json['batch_decoder'].startswith(('msgspec', 'json'))
+    assert (as_json['batch_decoder'], as_json['inflater']) == (DECODER_NAME, INFLATER_NAME)
 
 
 def test_a_batch_over_udp_lands(daemon):

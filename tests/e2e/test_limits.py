@@ -345,6 +345,21 @@ def test_at_stop_frames_over_the_inflate_budget_are_counted_not_inflated(tmp_pat
     assert len(written) + int(dropped.group(1)) == sent
 
 
+def test_frames_that_fail_to_inflate_are_charged_to_the_budget_too(tmp_path):
+    """A zip bomb is refused at max_message_size, but it took inflating that much: 12 bombs of 64 KiB against a
+    256 KiB budget cannot all be inflated at once, and are all refused in the end."""
+    config = {'server': {'max_inflated_bytes_per_second': '256K', 'max_message_size': '64K'}}
+    bomb = encode_frame(zlib.compress(b'0' * (10 * 1024 * 1024), 9), FLAG_ZLIB)
+    assert len(bomb) < 64 * 1024
+    with Loghogd(tmp_path, FACILITIES, config=config) as daemon:
+        with connect_from(daemon, '127.0.0.2') as sock:
+            sock.sendall(bomb * 12)
+            stats = wait_for(lambda: (lambda s: s if s['rejected_by_reason'].get('oversized') == 12 else None)(
+                daemon.stats()), 20, 'twelve bombs refused')
+    assert stats['inflate_limited'] >= 1
+    assert stats['inflated_bytes'] == 0
+
+
 def test_a_good_client_is_not_slowed_by_another_address_inflating(tmp_path):
     config = {'server': {'max_inflated_bytes_per_second': '256K'}}
     with Loghogd(tmp_path, FACILITIES, config=config) as daemon:
