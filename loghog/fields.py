@@ -45,6 +45,17 @@ Fields = Tuple[str, int, int, str, Optional[int], Optional[str], Optional[str], 
 def record_fields(record: logging.LogRecord, body: str) -> Tuple[Fields, int]:
     """The fields of a formatted record, and about how many bytes they hold."""
     attributes = record.__dict__
+    if len(attributes) <= _PLAIN_SIZE and not (attributes['exc_text'] or attributes['stack_info']):
+        module, levelno, levelname = attributes['name'], attributes['levelno'], attributes['levelname']
+        pid, thread = attributes['process'], attributes['threadName']
+        if (type(module) is str and type(levelno) is int and type(levelname) is str and type(pid) is int
+                and type(thread) is str and MIN_INT <= levelno <= MAX_INT):  # a plain record: what the rest makes
+            return ((module, int(attributes['created']), int(attributes['msecs'] * 1000000), body, levelno,
+                     levelname, None, None, pid, thread, None), len(module) + len(body))
+    return _any_record_fields(attributes, body)
+
+
+def _any_record_fields(attributes: Dict[str, Any], body: str) -> Tuple[Fields, int]:
     module = attributes['name']
     if type(module) is not str:
         module = str(module)
@@ -145,6 +156,8 @@ def json_copy(value: Any, depth: int) -> Any:
 
 def wire_array(fields: Fields) -> List[Any]:
     """The protocol 1.2 record array of queued fields, trailing nulls left out."""
+    if fields[10] is None and fields[9] is not None:  # no extra, a thread name: the usual record
+        return [fields[0], fields[1] * 1000000 + fields[2] // 1000, *fields[3:10]]
     module, stamp, nsecs, body, levelno, levelname, exception, stack, pid, thread, extra = fields
     array = [module, stamp * 1000000 + nsecs // 1000, body, levelno, levelname, exception, stack, pid, thread, extra]
     while array[-1] is None and len(array) > 3:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from loghog.batch import (FLAG_BATCH, FLAG_SIGNED, decode_batch, encode_batch, encode_batch_arrays, fast_json_encoder,
                           mac_matches, split_mac)
 from loghog.batcher import CUT_MARK, BatchEncoder, Limits, batch_limits
+from loghog import fields as fields_module
 from loghog.fields import (MAX_EXTRA_BYTES, STANDARD_ATTRIBUTES, from_spool, from_wire_array, full_body,
                            record_fields, spool_bytes, wire_array)
 from loghog.protocol import FLAG_ZLIB, decode_datagram, inflate
@@ -283,3 +284,48 @@ def test_a_lone_surrogate_leaves_the_msgspec_path_for_the_stdlib_s_question_mark
     arrays = [['m', 1, 'x\ud800y']]
     assert encode_batch_arrays('app', 'host', None, None, arrays, fast_json_encoder()) == \
         encode_batch_arrays('app', 'host', None, None, arrays) == b'["lh1.2","app","host",null,null,[["m",1,"x?y"]]]'
+
+
+KEEP = object()
+odd_values = st.one_of(st.just(KEEP), st.just(KEEP), st.just(KEEP), st.none(), st.integers(), st.text(), st.floats(),
+                       st.just(2 ** 70), st.just(True))
+
+
+@settings(max_examples=500, deadline=None)
+@given(message=st.text(), extra=extras, levelno=odd_values, levelname=odd_values, process=odd_values,
+       thread=odd_values, name=odd_values, with_exception=st.booleans(), with_stack=st.booleans())
+def test_the_quick_paths_for_a_plain_record_give_what_the_general_ones_do(message, extra, levelno, levelname,
+                                                                          process, thread, name, with_exception,
+                                                                          with_stack):
+    """record_fields and wire_array take a shortcut for the usual record: any record, whatever its attributes
+    hold, gets the fields and array of the general path."""
+    exc_info = None
+    if with_exception:
+        try:
+            raise KeyError(message)
+        except KeyError:
+            exc_info = sys.exc_info()
+    record = make_record(message, extra, exc_info)
+    record.stack_info = 'Stack (most recent call last):\n  here' if with_stack else None
+    for attribute, value in (('levelno', levelno), ('levelname', levelname), ('process', process),
+                             ('threadName', thread), ('name', name)):
+        if value is not KEEP:
+            setattr(record, attribute, value)
+    body = logging.Formatter().format(record) if type(record.name) is str else message
+    record.message = body
+    fields, size = record_fields(record, body)
+    assert (fields, size) == fields_module._any_record_fields(record.__dict__, body)
+    module, stamp, nsecs, body, *rest = fields
+    general = [module, stamp * 1000000 + nsecs // 1000, body, *rest]
+    while general[-1] is None and len(general) > 3:
+        general.pop()
+    assert wire_array(fields) == general
+
+
+def test_a_plain_record_takes_the_quick_path(monkeypatch):
+    """So the test above compares two paths for plain records, not the general path with itself."""
+    record = make_record('plain')
+    record.message = 'plain'
+    expected = record_fields(record, 'plain')
+    monkeypatch.setattr(fields_module, '_any_record_fields', None)
+    assert record_fields(record, 'plain') == expected

@@ -30,11 +30,12 @@ def test_the_unit_for_a_clone_is_the_packaged_unit_with_the_venv_loghogd():
     assert clone == [line.replace('/usr/sbin/loghogd', '/opt/loghogd/bin/loghogd') for line in packaged]
 
 
-def test_msgspec_is_recommended_so_that_the_same_deb_installs_on_debian_12():
+def test_msgspec_and_isal_are_recommended_so_that_the_same_deb_installs_on_debian_12():
     control = (TOP / 'debian' / 'control').read_text()
     fields = dict(re.findall(r'^(Depends|Recommends): ((?:.*\n(?: .*\n)*))', control, re.M))
-    assert 'python3-msgspec' in fields['Recommends']
-    assert 'python3-msgspec' not in fields['Depends']
+    for package in ('python3-msgspec', 'python3-isal'):
+        assert package in fields['Recommends']
+        assert package not in fields['Depends']
 
 
 def test_bootstrap_reinstalls_when_any_packaging_metadata_changes():
