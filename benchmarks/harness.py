@@ -6,9 +6,9 @@
 Each (load, server, repetition) gets a fresh server in its own directory on
 127.0.0.1. Generators connect, pre-built bytes in hand, and all start on one
 signal; the clock stops when the output file holds every record's line
-(the last sequence number of every connection included). Servers are
-interleaved per repetition so that drift on a shared machine hits all of
-them alike.
+(the last sequence number of every connection included). Loads and
+servers are interleaved, repetition by repetition, so that drift on a
+shared machine hits all of them alike.
 """
 
 import argparse
@@ -279,21 +279,28 @@ class Bench:
             self.ceiling_runs[-1]['cpu_per_million']))
 
     def run(self, loads: Sequence[Load], servers: Sequence[str]) -> None:
-        """Each repetition of the first load also measures the ceiling, so both see the same machine."""
+        """Repetition by repetition, every load on every server in turn, and the ceiling once per repetition.
+
+        Drift on a shared machine then hits every load alike, not only the
+        servers of one load: the notes compare loads with each other (what
+        ACKs, zlib or TLS cost), and those ratios need it as much.
+        """
         self.check_servers(servers)
-        for position, load in enumerate(loads):
-            chosen = []
+        chosen: Dict[str, List[str]] = {}
+        for load in loads:
+            chosen[load.name] = []
             for name in load.servers:
                 if name not in servers:
                     continue
                 if name in self.unavailable:
                     self.skipped[(load.name, name)] = self.unavailable[name]
                 else:
-                    chosen.append(name)
-            for repetition in range(self.args.repetitions):
-                if position == 0 and not self.args.no_ceiling:
-                    self.run_ceiling()
-                for name in chosen:
+                    chosen[load.name].append(name)
+        for repetition in range(self.args.repetitions):
+            if not self.args.no_ceiling:
+                self.run_ceiling()
+            for load in loads:
+                for name in chosen[load.name]:
                     self.run_one(name, load, repetition)
         if self.args.profile and LOGHOGD not in self.unavailable:
             self.run_profile(LOADS_BY_NAME[self.args.profile_load])

@@ -156,7 +156,7 @@ def notes(summary: Dict[str, Dict[str, Dict[str, Any]]], runs: List[Dict[str, An
           skipped: Dict[Tuple[str, str], str], meta: Dict[str, Any]) -> List[str]:
     """The context a reader needs for the table: N, repetitions, skips and errors."""
     lines = ['records: %(records)s per TCP/TLS load, %(udp_records)s per UDP load, cookbook at most '
-             '%(cookbook_records)s; median of %(repetitions)s repetition(s); servers interleaved' % meta,
+             '%(cookbook_records)s; median of %(repetitions)s repetition(s); loads and servers interleaved' % meta,
              '%(cpus)s CPUs, Python %(python)s, batches and version 1 frames decoded with %(batch_decoder)s, '
              'zlib inflated with %(inflater)s, '
              'load average %(loadavg_before).1f before and '

@@ -78,20 +78,23 @@ class StreamDecoder:
         if pos < 0:
             return frames
         unpack_from = HEADER.unpack_from
+        append = frames.append
         max_size = self.max_size
         allowed = self.allowed_flags
+        refused = ~allowed
         end = len(data)
         need = HEADER_SIZE
         try:
             while end - pos >= HEADER_SIZE:
                 length, flags = unpack_from(data, pos)
-                if length > max_size or flags & ~allowed:
+                if length > max_size or flags & refused:
                     _check_header(length, flags, max_size, allowed)
-                stop = pos + HEADER_SIZE + length
+                start = pos + HEADER_SIZE
+                stop = start + length
                 if stop > end:
                     need = stop - pos
                     break
-                frames.append((flags, data[pos + HEADER_SIZE:stop]))
+                append((flags, data[start:stop]))
                 pos = stop
         except FrameError as error:
             self.error = error

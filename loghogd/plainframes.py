@@ -45,6 +45,7 @@ class PlainFrames:
         target: Optional[PlainRoute] = None
         app_id = module = host = None
         bodies: List[str] = []
+        keep = bodies.append
         try:
             for flags, payload in frames:
                 if flags:
@@ -57,8 +58,9 @@ class PlainFrames:
                     if bodies:
                         taken += self._queue(target, prefix, bodies, now)
                         bodies = []
+                        keep = bodies.append
                     target, app_id, module, host = found, plain.app_id, plain.module, plain.hostname
-                bodies.append(plain.body)
+                keep(plain.body)
         except NOT_PLAIN:
             pass
         if bodies:

@@ -157,6 +157,14 @@ def make_record(message: str, extra=None, exc_info=None) -> logging.LogRecord:
     return record
 
 
+def raised(message: str):
+    """The exc_info of a KeyError just caught, as a record logged in an except block holds it."""
+    try:
+        raise KeyError(message)
+    except KeyError:
+        return sys.exc_info()
+
+
 def test_extra_keeps_json_values_and_leaves_out_the_rest():
     extra = {'ok': 'yes', 'n': 3, 'f': 1.5, 'b': True, 'none': None, 'nested': {'a': [1, {'b': 'c'}]},
              'nan': math.nan, 'big': 2 ** 70, 'obj': object(), 'deep': [[[[[[[[[[1]]]]]]]]]],
@@ -186,13 +194,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
        with_exception=st.booleans())
 def test_whatever_a_record_holds_the_server_decodes_its_batch_and_the_spool_gives_it_back(message, name, extra,
                                                                                            with_exception):
-    exc_info = None
-    if with_exception:
-        try:
-            raise KeyError(message)
-        except KeyError:
-            exc_info = sys.exc_info()
-    record = make_record(message, extra, exc_info)
+    record = make_record(message, extra, raised(message) if with_exception else None)
     record.name = name
     body = logging.Formatter().format(record)
     fields, _ = record_fields(record, body)
@@ -299,13 +301,7 @@ def test_the_quick_paths_for_a_plain_record_give_what_the_general_ones_do(messag
                                                                           with_stack):
     """record_fields and wire_array take a shortcut for the usual record: any record, whatever its attributes
     hold, gets the fields and array of the general path."""
-    exc_info = None
-    if with_exception:
-        try:
-            raise KeyError(message)
-        except KeyError:
-            exc_info = sys.exc_info()
-    record = make_record(message, extra, exc_info)
+    record = make_record(message, extra, raised(message) if with_exception else None)
     record.stack_info = 'Stack (most recent call last):\n  here' if with_stack else None
     for attribute, value in (('levelno', levelno), ('levelname', levelname), ('process', process),
                              ('threadName', thread), ('name', name)):
