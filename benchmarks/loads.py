@@ -75,12 +75,13 @@ LOADS: Tuple[Load, ...] = (
          note='tcp-c1 with the facility at format = json'),
     Load('ack-sync-c1', TCP, 1, (LOGHOGD,), ack=True, sync=True,
          note='extension 1.1 with the facility at sync = yes'),
+    # batch-c1 and the three loads the notes compare with it run back to back, on the same machine state
     Load('batch-c1', TCP, 1, (LOGHOGD, RSYSLOG), batch=True, quick=True, note=BATCH_NOTE),
-    Load('batch-c16', TCP, 16, (LOGHOGD, RSYSLOG), batch=True, quick=True, note=BATCH_NOTE),
-    Load('batch-c1-stdlib', TCP, 1, (LOGHOGD,), batch=True, stdlib=True, note=STDLIB_NOTE),
     Load('batch-ack', TCP, 1, (LOGHOGD,), batch=True, ack=True, note='batches asking for ACKs, read back'),
     Load('batch-signed', TCP, 1, (LOGHOGD,), batch=True, signed=True, note='batches with HMAC-SHA256'),
     Load('batch-zlib', TCP, 1, (LOGHOGD,), batch=True, compress=True, note='batches compressed with zlib'),
+    Load('batch-c16', TCP, 16, (LOGHOGD, RSYSLOG), batch=True, quick=True, note=BATCH_NOTE),
+    Load('batch-c1-stdlib', TCP, 1, (LOGHOGD,), batch=True, stdlib=True, note=STDLIB_NOTE),
 )
 
 LOADS_BY_NAME: Dict[str, Load] = {load.name: load for load in LOADS}
