@@ -205,7 +205,8 @@ OPTIONS: Tuple[Option, ...] = (
           'past it is closed. At least `max_message_size` + 8 (the default grows to that)'),
     _conf('server', 'max_inflated_bytes_per_second', '8M', parse_size,
           'bytes one IP address may inflate from compressed frames per second (with a burst of one second\'s '
-          "worth; a frame that fails to inflate, a zip bomb say, counts as `max_message_size`); over it, that client's TCP or TLS connections are read more slowly and its compressed UDP "
+          "worth; a frame that fails to inflate, a zip bomb say, counts as `max_message_size`); over it, that "
+          "client's TCP or TLS connections are read more slowly and its compressed UDP "
           'datagrams are dropped and counted (`inflate_rate`)'),
     _conf('server', 'peer_rate_limit', '', _optional(parse_rate),
           'records one IP address may send per second, across all applications, as `N/s` (burst: one second\'s '
