@@ -136,7 +136,7 @@ def fast_json_encoder() -> Optional[JsonEncoder]:
 
 
 def encode_batch_arrays(app_id: str, hostname: str, client_id: Optional[str], first_seq: Optional[int],
-                        arrays: List[List[Any]], fast: Optional[JsonEncoder] = None) -> bytes:
+                        arrays: Sequence[Sequence[Any]], fast: Optional[JsonEncoder] = None) -> bytes:
     """encode_batch_payload for record arrays whose trailing nulls are already left out.
 
     `fast` (fast_json_encoder()) may encode it when every float in the arrays is finite.

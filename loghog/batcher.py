@@ -6,10 +6,11 @@ here and sends one frame per batch: one JSON encode, one MAC and one zlib
 call for the whole batch, in the sender thread.
 """
 
+import operator
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from loghog.batch import MAC_SIZE, encode_batch_arrays, fast_json_encoder, seal_batch
-from loghog.fields import Fields, wire_array
+from loghog.fields import Fields, RecordArray
 
 MAX_BATCH_RECORDS = 1000
 MIN_SERVER_MESSAGE_SIZE = 1024
@@ -17,6 +18,8 @@ CUT_NAME_LENGTH = 256
 CUT_MARK = ' [cut by loghog: the record was %d bytes, over the server\'s max_message_size of %d]'
 
 Entry = Tuple[int, Fields]
+_FIELDS = operator.itemgetter(1)
+_ARRAY = operator.itemgetter(0)
 Frame = Tuple[int, bytes]
 """(seq of the batch's last record, frame)."""
 
@@ -78,7 +81,7 @@ class BatchEncoder:
         return frames
 
     def _encode_run(self, client_id: Optional[str], run: List[Entry], limits: Limits, out: List[Frame]) -> None:
-        arrays = [wire_array(fields) for _, fields in run]
+        arrays = list(map(_ARRAY, map(_FIELDS, run)))  # queued fields hold their record arrays as they go
         payload = self._payload(client_id, run[0][0], arrays)
         if len(payload) + MAC_SIZE > limits.max_payload:
             if len(run) > 1:
@@ -89,15 +92,15 @@ class BatchEncoder:
             payload = self._cut(client_id, run[0][0], arrays[0], len(payload), limits.max_payload)
         out.append((run[-1][0], seal_batch(payload, client_id is not None, self.secret, self.compress)))
 
-    def _payload(self, client_id: Optional[str], first_seq: int, arrays: List[List[Any]]) -> bytes:
+    def _payload(self, client_id: Optional[str], first_seq: int, arrays: List[RecordArray]) -> bytes:
         return encode_batch_arrays(self.app_id, self.hostname, client_id,
                                    first_seq if client_id is not None else None, arrays, self._fast_json)
 
-    def _cut(self, client_id: Optional[str], seq: int, array: List[Any], size: int, max_payload: int) -> bytes:
+    def _cut(self, client_id: Optional[str], seq: int, array: RecordArray, size: int, max_payload: int) -> bytes:
         """A record alone over the limit keeps its module, time, level and the start of its body."""
         self.cut_total += 1
         mark = CUT_MARK % (size, max_payload)
-        module, time_us, body, levelno, levelname = (array + [None, None])[:5]
+        module, time_us, body, levelno, levelname = (list(array) + [None, None])[:5]
         head = [module[:CUT_NAME_LENGTH], time_us]
         level = [levelno, levelname[:CUT_NAME_LENGTH] if levelname else levelname]
         while True:

@@ -1,10 +1,12 @@
-"""What emit() keeps of a LogRecord: a small tuple of its structured fields.
+"""What emit() keeps of a LogRecord: its protocol 1.2 record array, ready to send.
 
-The tuple is built in the application's thread, so it holds only values
+The array is built in the application's thread, so it holds only values
 that cannot change afterwards (str, int, float, bool, None, and copies of
 JSON containers), and it is cheap: a plain record costs a few attribute
-reads. The sender thread turns it into a version-1 frame or a protocol 1.2
-batch record (`wire_array`).
+reads. Because it already is what a batch carries (a tuple, trailing nulls
+left out), the sender thread puts a run of them into a batch as they are;
+a version 1 frame takes its fields from it (`version1`), with the
+nanoseconds that a batch's microseconds cannot hold kept beside it.
 
 `body` is the formatted record without the exception and stack texts that
 a standard Formatter appends to it: those travel as their own fields, and
@@ -22,9 +24,9 @@ are left out, as are attributes past MAX_EXTRA_BYTES of JSON in all.
 import json
 import logging
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from loghog.batch import record_text
+from loghog.batch import MIN_RECORD_FIELDS, record_text
 
 MAX_EXTRA_BYTES = 4096
 MAX_EXTRA_DEPTH = 8
@@ -37,9 +39,10 @@ STANDARD_ATTRIBUTES = frozenset(logging.LogRecord('', 0, '', 0, '', (), None).__
 """A LogRecord's own attributes (taskName is 3.12's), and the two its formatter adds."""
 _PLAIN_SIZE = len(logging.LogRecord('', 0, '', 0, '', (), None).__dict__) + 1  # + message
 
-Fields = Tuple[str, int, int, str, Optional[int], Optional[str], Optional[str], Optional[str], Optional[int],
-               Optional[str], Optional[Dict[str, Any]]]
-"""(module, stamp, nsecs, body, levelno, levelname, exception, stack, pid, thread, extra)."""
+RecordArray = Tuple[Any, ...]
+"""(module, time_us, body, levelno, levelname, exception, stack, pid, thread, extra), trailing nulls left out."""
+Fields = Tuple[RecordArray, int]
+"""(record array, nsecs): a version 1 frame's nanoseconds within the second go beside the array."""
 
 
 def record_fields(record: logging.LogRecord, body: str) -> Tuple[Fields, int]:
@@ -50,8 +53,9 @@ def record_fields(record: logging.LogRecord, body: str) -> Tuple[Fields, int]:
         pid, thread = attributes['process'], attributes['threadName']
         if (type(module) is str and type(levelno) is int and type(levelname) is str and type(pid) is int
                 and type(thread) is str and MIN_INT <= levelno <= MAX_INT):  # a plain record: what the rest makes
-            return ((module, int(attributes['created']), int(attributes['msecs'] * 1000000), body, levelno,
-                     levelname, None, None, pid, thread, None), len(module) + len(body))
+            nsecs = int(attributes['msecs'] * 1000000)
+            return (((module, int(attributes['created']) * 1000000 + nsecs // 1000, body, levelno, levelname,
+                      None, None, pid, thread), nsecs), len(module) + len(body))
     return _any_record_fields(attributes, body)
 
 
@@ -68,10 +72,19 @@ def _any_record_fields(attributes: Dict[str, Any], body: str) -> Tuple[Fields, i
         extra, extra_size = extra_attributes(attributes)
         size += extra_size
     levelno, pid, thread = attributes['levelno'], attributes['process'], attributes['threadName']
-    return ((module, int(attributes['created']), int(attributes['msecs'] * 1000000), body,
-             levelno if type(levelno) is int and MIN_INT <= levelno <= MAX_INT else None,
-             str(attributes['levelname']), exception, stack,
-             pid if type(pid) is int else None, thread if type(thread) is str else None, extra), size)
+    nsecs = int(attributes['msecs'] * 1000000)
+    array = _without_trailing_nulls([
+        module, int(attributes['created']) * 1000000 + nsecs // 1000, body,
+        levelno if type(levelno) is int and MIN_INT <= levelno <= MAX_INT else None,
+        str(attributes['levelname']), exception, stack,
+        pid if type(pid) is int else None, thread if type(thread) is str else None, extra])
+    return (array, nsecs), size
+
+
+def _without_trailing_nulls(array: List[Any]) -> RecordArray:
+    while array[-1] is None and len(array) > MIN_RECORD_FIELDS:
+        array.pop()
+    return tuple(array)
 
 
 def _split_traceback(body: str, attributes: Dict[str, Any]) -> Tuple[str, Optional[str], Optional[str]]:
@@ -93,7 +106,15 @@ def _split_tail(body: str, tail: str) -> Tuple[str, Optional[str]]:
 
 def full_body(fields: Fields) -> str:
     """The formatted record as the handler's formatter made it: body, exception, stack."""
-    return record_text(fields[3], fields[6], fields[7])
+    array = fields[0]
+    count = len(array)
+    return record_text(array[2], array[5] if count > 5 else None, array[6] if count > 6 else None)
+
+
+def version1(fields: Fields) -> Tuple[str, int, int, str]:
+    """(module, stamp, nsecs, body): what a version 1 frame says of a record."""
+    array, nsecs = fields
+    return array[0], array[1] // 1000000, nsecs, full_body(fields)
 
 
 def extra_attributes(attributes: Dict[str, Any]) -> Tuple[Optional[Dict[str, Any]], int]:
@@ -154,27 +175,14 @@ def json_copy(value: Any, depth: int) -> Any:
     return None
 
 
-def wire_array(fields: Fields) -> List[Any]:
-    """The protocol 1.2 record array of queued fields, trailing nulls left out."""
-    if fields[10] is None and fields[9] is not None:  # no extra, a thread name: the usual record
-        return [fields[0], fields[1] * 1000000 + fields[2] // 1000, *fields[3:10]]
-    module, stamp, nsecs, body, levelno, levelname, exception, stack, pid, thread, extra = fields
-    array = [module, stamp * 1000000 + nsecs // 1000, body, levelno, levelname, exception, stack, pid, thread, extra]
-    while array[-1] is None and len(array) > 3:
-        array.pop()
-    return array
-
-
-def from_wire_array(array: List[Any]) -> Fields:
+def from_wire_array(array: Sequence[Any]) -> Fields:
     """Queued fields back from a record array (read from the spool); nsecs keeps microseconds."""
-    padded = list(array) + [None] * (10 - len(array))
-    time_us = padded[1]
-    return tuple([padded[0], time_us // 1000000, time_us % 1000000 * 1000, padded[2]] + padded[3:])  # type: ignore
+    return _without_trailing_nulls(list(array)), array[1] % 1000000 * 1000
 
 
 def spool_bytes(fields: Fields) -> bytes:
     """What the spool keeps of a record: its record array as UTF-8 JSON, enough to encode it either way."""
-    return json.dumps(wire_array(fields), separators=(',', ':'), ensure_ascii=False).encode('utf-8', 'replace')
+    return json.dumps(fields[0], separators=(',', ':'), ensure_ascii=False).encode('utf-8', 'replace')
 
 
 def from_spool(data: bytes) -> Optional[Fields]:

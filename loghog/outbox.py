@@ -18,11 +18,14 @@ import itertools
 import operator
 import threading
 from collections import deque
-from typing import Any, Deque, List, Optional, Tuple
+from typing import Any, Deque, Iterator, List, Optional, Tuple
 
 MAX_DISK_GAPS = 1000
 MAX_TAKE = 4096
 """Records take_unsent() hands out at most at once, however small."""
+TAKE_STEP = 128
+_SEQ = operator.itemgetter(0)
+_ITEM = operator.itemgetter(1)
 _SIZE = operator.itemgetter(2)
 DISK_RECORD_GUESS = 256
 """Bytes a spooled record is taken to have, to size a batch read back from the spool."""
@@ -140,12 +143,11 @@ class Outbox:
             first = entries[0][0]  # then entries[i] has seq first + i: pushed in order, removed from the left
             start = max(self._first_unsent - first, 0)
             stop = min(len(entries), start + MAX_TAKE, len(entries) if below is None else max(below - first, start))
-            taken = list(itertools.islice(entries, start, stop))
-            count = bisect.bisect_right(list(itertools.accumulate(map(_SIZE, taken))), max_bytes)
-            batch = [(seq, item) for seq, item, _ in taken[:max(count, 1)]] if taken else []
-            if batch:
-                self._first_unsent = batch[-1][0] + 1
-            return batch
+            taken = _within(itertools.islice(entries, start, stop), max_bytes)
+            if not taken:
+                return []
+            self._first_unsent = taken[-1][0] + 1
+            return list(zip(map(_SEQ, taken), map(_ITEM, taken)))
 
     def unspooled(self) -> List[Entry]:
         """Every record not yet in the spool, oldest first (spooled() says when they are)."""
@@ -184,8 +186,10 @@ class Outbox:
         """Remove every record up to and including `last_seq`: it is delivered (or given up on)."""
         with self._lock:
             entries = self._entries
-            while entries and entries[0][0] <= last_seq:
-                self.bytes -= entries.popleft()[2]
+            count = min(len(entries), last_seq - entries[0][0] + 1) if entries else 0
+            if count > 0:  # entries[i] has seq entries[0][0] + i
+                self.bytes -= sum(map(_SIZE, itertools.islice(entries, count)))
+                _pop_left(entries, count)
             evicted = self._evicted_in_flight
             while evicted and evicted[0] <= last_seq:
                 evicted.popleft()
@@ -300,3 +304,31 @@ class Outbox:
             self._bell.release()
         except RuntimeError:
             pass  # already rung: the sender has a wake-up pending
+
+
+def _within(source: Iterator[Tuple[int, Any, int]], max_bytes: int) -> List[Tuple[int, Any, int]]:
+    """The first entries of `source` whose sizes add up to at most `max_bytes`, and at least one.
+
+    Summed TAKE_STEP at a time, so that a batch costs about its own length,
+    not MAX_TAKE's.
+    """
+    taken: List[Tuple[int, Any, int]] = []
+    total = 0
+    while True:
+        chunk = list(itertools.islice(source, TAKE_STEP))
+        if not chunk:
+            return taken
+        totals = list(itertools.accumulate(map(_SIZE, chunk), initial=total))
+        if totals[-1] > max_bytes:
+            taken += chunk[:max(bisect.bisect_right(totals, max_bytes) - 1, 0 if taken else 1)]
+            return taken
+        taken += chunk
+        total = totals[-1]
+
+
+def _pop_left(entries: Deque[Any], count: int) -> None:
+    """Remove the first `count` entries; a deque has no call for it, so the loop runs in C."""
+    if count >= len(entries):
+        entries.clear()
+    else:
+        deque(itertools.starmap(entries.popleft, itertools.repeat((), count)), maxlen=0)

@@ -19,7 +19,7 @@ from typing import Callable, List, Optional, Tuple
 from loghog.batch import CAPS_REQUEST
 from loghog.batcher import MAX_BATCH_RECORDS, BatchEncoder, Encoding, Limits, batch_limits
 from loghog.encoder import RecordEncoder
-from loghog.fields import Fields, from_spool, full_body
+from loghog.fields import Fields, from_spool, version1
 from loghog.oversized import OVERSIZED_STRIKES, SAFE_FRAME_BYTES
 from loghog.sender import ACK_POLL, CONNECT_TIMEOUT, MAX_BATCH_BYTES, SEND_TIMEOUT, Route
 from loghog.servers import Address, Backoff, Failover, format_address
@@ -153,11 +153,11 @@ class _Link:
         """The next frames to send: the asking record alone, a run of batches, or version 1 frames."""
         if self.asking:
             seq, fields = entries[position]
-            return [(seq, self.encoder.encode(*fields[:3], full_body(fields), self.client_id, seq, CAPS_REQUEST))]
+            return [(seq, self.encoder.encode(*version1(fields), self.client_id, seq, CAPS_REQUEST))]
         if self.limits is not None:
             return self.batcher.frames(self.client_id, entries[position:position + self.limits.max_records],
                                        self.limits)
-        return _chunk([(seq, self.encoder.encode(*fields[:3], full_body(fields), self.client_id, seq))
+        return _chunk([(seq, self.encoder.encode(*version1(fields), self.client_id, seq))
                        for seq, fields in entries[position:position + MAX_BATCH_RECORDS]], 0)
 
     def answered(self) -> None:

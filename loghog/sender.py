@@ -15,7 +15,7 @@ from typing import Callable, Optional, Set, Tuple
 from loghog.batch import CAPS_REQUEST
 from loghog.batcher import BatchEncoder, Limits, batch_limits
 from loghog.encoder import RecordEncoder
-from loghog.fields import Fields, from_spool, full_body, spool_bytes
+from loghog.fields import Fields, from_spool, spool_bytes, version1
 from loghog.outbox import Outbox
 from loghog.oversized import SAFE_FRAME_BYTES, OversizedFrames
 from loghog.servers import Address, Backoff, Failover, format_address
@@ -209,14 +209,12 @@ class Sender:
 
     def _encode(self, seq: int, fields: Fields) -> bytes:
         """A version 1 frame; the first of an acknowledged connection asks for capabilities (protocol 1.2)."""
-        module, stamp, nsecs = fields[:3]
-        body = full_body(fields)
         if not self.acknowledged:
-            return self.encoder.encode(module, stamp, nsecs, body)
+            return self.encoder.encode(*version1(fields))
         if self._caps_asked or self.batch_encoder is None:
-            return self.encoder.encode(module, stamp, nsecs, body, self.client_id, seq)
+            return self.encoder.encode(*version1(fields), self.client_id, seq)
         self._caps_asked = True
-        return self.encoder.encode(module, stamp, nsecs, body, self.client_id, seq, CAPS_REQUEST)
+        return self.encoder.encode(*version1(fields), self.client_id, seq, CAPS_REQUEST)
 
     def _server_still_there(self) -> bool:
         """False when the server closed the connection; in acknowledged mode, apply its ACKs."""

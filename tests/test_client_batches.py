@@ -19,7 +19,7 @@ from loghog.batch import (FLAG_BATCH, FLAG_SIGNED, decode_batch, encode_batch, e
 from loghog.batcher import CUT_MARK, BatchEncoder, Limits, batch_limits
 from loghog import fields as fields_module
 from loghog.fields import (MAX_EXTRA_BYTES, STANDARD_ATTRIBUTES, from_spool, from_wire_array, full_body,
-                           record_fields, spool_bytes, wire_array)
+                           record_fields, spool_bytes, version1)
 from loghog.protocol import FLAG_ZLIB, decode_datagram, inflate
 from tests.support.daemon import wait_for
 from tests.test_handler import Capture, logger_for
@@ -170,16 +170,16 @@ def test_extra_keeps_json_values_and_leaves_out_the_rest():
              'nan': math.nan, 'big': 2 ** 70, 'obj': object(), 'deep': [[[[[[[[[[1]]]]]]]]]],
              'bad_key': {1: 'x'}, 'tuple': (1, 2)}
     fields, _ = record_fields(make_record('m', extra), 'm')
-    assert fields[10] == {'ok': 'yes', 'n': 3, 'f': 1.5, 'b': True, 'none': None, 'nested': {'a': [1, {'b': 'c'}]},
+    assert fields[0][9] == {'ok': 'yes', 'n': 3, 'f': 1.5, 'b': True, 'none': None, 'nested': {'a': [1, {'b': 'c'}]},
                           'tuple': [1, 2]}
-    assert record_fields(make_record('plain'), 'plain')[0][10] is None
+    assert len(record_fields(make_record('plain'), 'plain')[0][0]) == 9
 
 
 def test_extra_is_bounded_in_size():
     extra = {'k%03d' % number: 'v' * 100 for number in range(200)}
     fields, size = record_fields(make_record('m', extra), 'm')
-    assert 0 < len(fields[10]) < 200 and size < MAX_EXTRA_BYTES + 100
-    assert sum(len(key) + len(value) + 6 for key, value in fields[10].items()) <= MAX_EXTRA_BYTES
+    assert 0 < len(fields[0][9]) < 200 and size < MAX_EXTRA_BYTES + 100
+    assert sum(len(key) + len(value) + 6 for key, value in fields[0][9].items()) <= MAX_EXTRA_BYTES
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
@@ -198,7 +198,7 @@ def test_whatever_a_record_holds_the_server_decodes_its_batch_and_the_spool_give
     record.name = name
     body = logging.Formatter().format(record)
     fields, _ = record_fields(record, body)
-    frame = encode_batch('app', 'host', 'c1', 7, [wire_array(fields)], secret='k')
+    frame = encode_batch('app', 'host', 'c1', 7, [fields[0]], secret='k')
     flags, payload = decode_datagram(frame, allowed_flags=0xff)
     data, mac = split_mac(payload, flags)
     batch, bad = decode_batch(data)
@@ -228,7 +228,7 @@ extras = st.dictionaries(st.from_regex(r'[a-z][a-zA-Z0-9_]{0,10}', fullmatch=Tru
 @given(records=st.lists(st.tuples(st.text(st.characters(exclude_categories=())), extras), min_size=1, max_size=5))
 def test_msgspec_encodes_a_batch_as_the_stdlib_does(records):
     """The sender's msgspec path writes the stdlib's bytes; a float may be spelled otherwise, never valued."""
-    arrays = [wire_array(record_fields(make_record(body, extra), body)[0]) for body, extra in records]
+    arrays = [record_fields(make_record(body, extra), body)[0][0] for body, extra in records]
     fast = encode_batch_arrays('app', 'host', 'c1', 1, arrays, fast_json_encoder())
     stdlib = encode_batch_arrays('app', 'host', 'c1', 1, arrays)
     assert json.loads(fast) == json.loads(stdlib)
@@ -277,9 +277,9 @@ def test_exception_and_stack_travel_apart_only_when_the_formatter_appends_them(f
     fields, _ = record_fields(record, body)
     assert full_body(fields) == body
     if isinstance(formatter, TracebackFirst):
-        assert fields[6] is None and fields[3] == body
+        assert fields[0][5] is None and fields[0][2] == body
     else:
-        assert fields[3] == 'ERROR charge\nfailed' and fields[6].startswith('Traceback') and fields[7].endswith('here')
+        assert fields[0][2] == 'ERROR charge\nfailed' and fields[0][5].startswith('Traceback') and fields[0][6].endswith('here')
 
 
 def test_a_lone_surrogate_leaves_the_msgspec_path_for_the_stdlib_s_question_mark():
@@ -296,11 +296,11 @@ odd_values = st.one_of(st.just(KEEP), st.just(KEEP), st.just(KEEP), st.none(), s
 @settings(max_examples=500, deadline=None)
 @given(message=st.text(), extra=extras, levelno=odd_values, levelname=odd_values, process=odd_values,
        thread=odd_values, name=odd_values, with_exception=st.booleans(), with_stack=st.booleans())
-def test_the_quick_paths_for_a_plain_record_give_what_the_general_ones_do(message, extra, levelno, levelname,
-                                                                          process, thread, name, with_exception,
-                                                                          with_stack):
-    """record_fields and wire_array take a shortcut for the usual record: any record, whatever its attributes
-    hold, gets the fields and array of the general path."""
+def test_the_quick_path_for_a_plain_record_gives_what_the_general_one_does(message, extra, levelno, levelname,
+                                                                            process, thread, name, with_exception,
+                                                                            with_stack):
+    """record_fields takes a shortcut for the usual record: any record, whatever its attributes hold, gets
+    the fields of the general path, a record array with no trailing null and a version 1 view that agrees."""
     record = make_record(message, extra, raised(message) if with_exception else None)
     record.stack_info = 'Stack (most recent call last):\n  here' if with_stack else None
     for attribute, value in (('levelno', levelno), ('levelname', levelname), ('process', process),
@@ -311,11 +311,10 @@ def test_the_quick_paths_for_a_plain_record_give_what_the_general_ones_do(messag
     record.message = body
     fields, size = record_fields(record, body)
     assert (fields, size) == fields_module._any_record_fields(record.__dict__, body)
-    module, stamp, nsecs, body, *rest = fields
-    general = [module, stamp * 1000000 + nsecs // 1000, body, *rest]
-    while general[-1] is None and len(general) > 3:
-        general.pop()
-    assert wire_array(fields) == general
+    array, nsecs = fields
+    assert type(array) is tuple and 3 <= len(array) <= 10 and (len(array) == 3 or array[-1] is not None)
+    assert version1(fields) == (str(record.name), int(record.created), int(record.msecs * 1000000), body)
+    assert array[1] == int(record.created) * 1000000 + nsecs // 1000
 
 
 def test_a_plain_record_takes_the_quick_path(monkeypatch):

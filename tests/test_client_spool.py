@@ -248,7 +248,7 @@ def test_a_forked_child_does_not_keep_its_dead_parent_s_spool_locked(tmp_path):
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
         [orphan] = claim_orphans(spool_dir, 'test')  # the parent's, though the child that inherited it lives
-        assert [from_spool(data)[3] for path in orphan.segments()
+        assert [from_spool(data)[0][2] for path in orphan.segments()
                 for _, data in read_segment(path, 0)] == ['from the parent']
         assert orphan.origin() == ('demo', socket.gethostname())
         orphan.release()

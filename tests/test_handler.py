@@ -904,6 +904,26 @@ def test_emit_benchmark_runs_and_prints_every_handler():
 
 # The queue ------------------------------------------------------------------
 
+@settings(max_examples=300)
+@given(sizes=st.lists(st.integers(min_value=1, max_value=600), min_size=1, max_size=700),
+       max_bytes=st.integers(min_value=1, max_value=20000), sent=st.integers(min_value=0, max_value=700),
+       confirmed=st.integers(min_value=0, max_value=700))
+def test_outbox_hands_out_the_longest_run_within_the_byte_bound_and_confirms_exactly_up_to_a_seq(
+        sizes, max_bytes, sent, confirmed):
+    outbox = Outbox(10 ** 9)
+    for number, size in enumerate(sizes, 1):
+        outbox.push(number, size)
+    sent = min(sent, len(sizes) - 1)
+    if sent:
+        outbox.take_unsent(10 ** 9, sent + 1)
+    batch = outbox.take_unsent(max_bytes)
+    fits = max(1, max(count for count in range(len(sizes) - sent + 1) if sum(sizes[sent:sent + count]) <= max_bytes))
+    assert batch == [(seq, seq) for seq in range(sent + 1, sent + 1 + fits)]
+    outbox.confirm(confirmed)
+    left = sizes[confirmed:]
+    assert (len(outbox), outbox.bytes, outbox.oldest_seq()) == (len(left), sum(left), min(confirmed, len(sizes)) + 1)
+
+
 @settings(max_examples=500)
 @given(max_records=st.one_of(st.none(), st.integers(min_value=1, max_value=8)),
        max_bytes=st.integers(min_value=1, max_value=40), spool_backed=st.booleans(),
