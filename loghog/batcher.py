@@ -10,14 +10,15 @@ import operator
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from loghog.batch import MAC_SIZE, encode_batch_arrays, fast_json_encoder, seal_batch
-from loghog.fields import Fields, RecordArray
+from loghog.fields import RecordArray
 
 MAX_BATCH_RECORDS = 1000
 MIN_SERVER_MESSAGE_SIZE = 1024
 CUT_NAME_LENGTH = 256
 CUT_MARK = ' [cut by loghog: the record was %d bytes, over the server\'s max_message_size of %d]'
 
-Entry = Tuple[int, Fields]
+Entry = Sequence[Any]
+"""(seq, fields, ...): a record as the outbox or a spool hands it out."""
 _FIELDS = operator.itemgetter(1)
 _ARRAY = operator.itemgetter(0)
 Frame = Tuple[int, bytes]

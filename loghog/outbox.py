@@ -13,25 +13,22 @@ covers, with no change here. Each record carries a sequence number so that
 both modes can say "everything up to seq N is done".
 """
 
-import bisect
 import itertools
-import operator
 import threading
 from collections import deque
-from typing import Any, Deque, Iterator, List, Optional, Tuple
+from typing import Any, Deque, List, Optional, Tuple
 
 MAX_DISK_GAPS = 1000
 MAX_TAKE = 4096
 """Records take_unsent() hands out at most at once, however small."""
-TAKE_STEP = 128
-_SEQ = operator.itemgetter(0)
-_ITEM = operator.itemgetter(1)
-_SIZE = operator.itemgetter(2)
 DISK_RECORD_GUESS = 256
 """Bytes a spooled record is taken to have, to size a batch read back from the spool."""
 
 Entry = Tuple[int, Any]
 """(seq, item): seq rises by one per record pushed, starting at 1."""
+Queued = Tuple[int, Any, int]
+"""(seq, item, mark): the mark is the bytes pushed up to and including the record, so that the
+bytes of any run of records is the difference of two marks (item None: only the spool has it)."""
 
 
 class Outbox:
@@ -50,7 +47,8 @@ class Outbox:
         self.max_records = max_records
         self.dropped_total = 0
         self.bytes = 0
-        self._entries: Deque[Tuple[int, Any, int]] = deque()
+        self._entries: Deque[Queued] = deque()
+        self._marked = 0  # the bytes of every record ever pushed: the newest record's mark
         self._lock = threading.RLock()  # a signal handler that logs may interrupt push() in the same thread
         self._next_seq = 1
         self._first_unsent = 1
@@ -76,7 +74,8 @@ class Outbox:
             if (self.max_records is not None and len(entries) >= self.max_records) \
                     or self.bytes + size > self.max_bytes:
                 self._make_room(size)
-            entries.append((self._next_seq, item, size))
+            self._marked += size
+            entries.append((self._next_seq, item, self._marked))
             self.bytes += size
             self._next_seq += 1
             ring = self._sender_idle
@@ -129,7 +128,7 @@ class Outbox:
             self._sender_idle = False
         self._ring()
 
-    def take_unsent(self, max_bytes: int, below: Optional[int] = None) -> List[Entry]:
+    def take_unsent(self, max_bytes: int, below: Optional[int] = None) -> List[Queued]:
         """The oldest records not yet handed out (with a seq under `below`), at least one and about `max_bytes`.
 
         They stay queued until confirm() covers them or rewind() hands them out again.
@@ -143,11 +142,12 @@ class Outbox:
             first = entries[0][0]  # then entries[i] has seq first + i: pushed in order, removed from the left
             start = max(self._first_unsent - first, 0)
             stop = min(len(entries), start + MAX_TAKE, len(entries) if below is None else max(below - first, start))
-            taken = _within(itertools.islice(entries, start, stop), max_bytes)
-            if not taken:
+            if start >= stop:
                 return []
+            base = entries[start - 1][2] if start else self._marked - self.bytes
+            taken = list(itertools.islice(entries, start, _end_within(entries, start, stop, base + max_bytes)))
             self._first_unsent = taken[-1][0] + 1
-            return list(zip(map(_SEQ, taken), map(_ITEM, taken)))
+            return taken
 
     def unspooled(self) -> List[Entry]:
         """Every record not yet in the spool, oldest first (spooled() says when they are)."""
@@ -188,7 +188,7 @@ class Outbox:
             entries = self._entries
             count = min(len(entries), last_seq - entries[0][0] + 1) if entries else 0
             if count > 0:  # entries[i] has seq entries[0][0] + i
-                self.bytes -= sum(map(_SIZE, itertools.islice(entries, count)))
+                self.bytes = self._marked - entries[count - 1][2]
                 _pop_left(entries, count)
             evicted = self._evicted_in_flight
             while evicted and evicted[0] <= last_seq:
@@ -241,8 +241,8 @@ class Outbox:
         """Make room. A spooled record joins the disk range (past a gap of records dropped while the
         spool fell behind); one already handed to the sender counts as dropped only if it is never
         confirmed."""
-        seq, _, size = self._entries.popleft()
-        self.bytes -= size
+        seq, _, mark = self._entries.popleft()
+        self.bytes = self._marked - mark
         if self.spool_backed and seq < self._first_unspooled and len(self._disk_gaps) < MAX_DISK_GAPS:
             if not self._disk_first:
                 self._disk_first = seq
@@ -267,7 +267,7 @@ class Outbox:
     def _disk_count(self) -> int:
         return self._disk_last - self._disk_first + 1 - self._disk_gap_total if self._disk_first else 0
 
-    def _take_from_disk(self, max_bytes: int) -> List[Entry]:
+    def _take_from_disk(self, max_bytes: int) -> List[Queued]:
         """Seqs of the disk range for the sender to read from the spool, about max_bytes of small records."""
         start = max(self._first_unsent, self._disk_first)
         stop = min(self._disk_last, start + max(1, max_bytes // DISK_RECORD_GUESS) - 1)
@@ -279,7 +279,7 @@ class Outbox:
                 stop = first - 1
                 break
         self._first_unsent = stop + 1
-        return [(seq, None) for seq in range(start, stop + 1)]
+        return [(seq, None, 0) for seq in range(start, stop + 1)]
 
     def _shrink_disk(self, last_seq: int) -> None:
         """Everything up to `last_seq` has left the disk range."""
@@ -306,24 +306,17 @@ class Outbox:
             pass  # already rung: the sender has a wake-up pending
 
 
-def _within(source: Iterator[Tuple[int, Any, int]], max_bytes: int) -> List[Tuple[int, Any, int]]:
-    """The first entries of `source` whose sizes add up to at most `max_bytes`, and at least one.
-
-    Summed TAKE_STEP at a time, so that a batch costs about its own length,
-    not MAX_TAKE's.
-    """
-    taken: List[Tuple[int, Any, int]] = []
-    total = 0
-    while True:
-        chunk = list(itertools.islice(source, TAKE_STEP))
-        if not chunk:
-            return taken
-        totals = list(itertools.accumulate(map(_SIZE, chunk), initial=total))
-        if totals[-1] > max_bytes:
-            taken += chunk[:max(bisect.bisect_right(totals, max_bytes) - 1, 0 if taken else 1)]
-            return taken
-        taken += chunk
-        total = totals[-1]
+def _end_within(entries: Deque[Queued], start: int, stop: int, limit: int) -> int:
+    """The end of the longest run from `start` (before `stop`, at least one record) whose marks stay
+    within `limit`: a binary search, so that taking a batch costs nothing per record it leaves."""
+    low, high = start + 1, stop
+    while low < high:
+        middle = (low + high + 1) // 2
+        if entries[middle - 1][2] <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def _pop_left(entries: Deque[Any], count: int) -> None:

@@ -17,7 +17,7 @@ import time
 from typing import Callable, List, Optional, Tuple
 
 from loghog.batch import CAPS_REQUEST
-from loghog.batcher import MAX_BATCH_RECORDS, BatchEncoder, Encoding, Limits, batch_limits
+from loghog.batcher import MAX_BATCH_RECORDS, BatchEncoder, Encoding, Frame, Limits, batch_limits
 from loghog.encoder import RecordEncoder
 from loghog.fields import Fields, from_spool, version1
 from loghog.oversized import OVERSIZED_STRIKES, SAFE_FRAME_BYTES
@@ -26,7 +26,6 @@ from loghog.servers import Address, Backoff, Failover, format_address
 from loghog.spool import Orphan, claim_orphans, read_segment
 from loghog.transport import StreamConnection, connect_stream
 
-Frame = Tuple[int, bytes]
 Entry = Tuple[int, Fields]
 
 

@@ -301,14 +301,14 @@ class Sender:
         acknowledged = self.acknowledged  # then only an ACK confirms a record
         if batch[0][1] is None:  # beyond the memory bound: only the spool has them
             on_disk = self.spool.read(batch[0][0], batch[-1][0])
-            batch = [(seq, fields) for seq, fields in ((seq, from_spool(on_disk[seq]))
-                                                       for seq, _ in batch if seq in on_disk) if fields is not None]
+            batch = [(seq, fields, 0) for seq, fields in ((seq, from_spool(on_disk[seq]))
+                                                          for seq, _, _ in batch if seq in on_disk) if fields is not None]
             if not batch:
                 return
         if acknowledged and self._limits is not None:
             frames = self.batch_encoder.frames(self.client_id, batch, self._limits)
         else:
-            frames = [(seq, self._encode(seq, fields)) for seq, fields in batch]
+            frames = [(seq, self._encode(seq, fields)) for seq, fields, _ in batch]
         if acknowledged and self._limits is None:
             frames = self.oversized.hold_back(frames)
             if not frames:

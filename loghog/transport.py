@@ -13,7 +13,7 @@ import ssl
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from loghog.batch import FLAG_CAPS, decode_caps_ack
-from loghog.outbox import Entry
+from loghog.batcher import Frame
 from loghog.protocol import FLAG_ACK, MAX_UDP_PAYLOAD, StreamDecoder, decode_ack
 
 Address = Tuple[str, int]
@@ -128,7 +128,7 @@ class StreamConnection:
             raise ConnectionError('server closed the connection')
         return data
 
-    def send(self, batch: List[Entry]) -> int:
+    def send(self, batch: List[Frame]) -> int:
         """Write the batch; return the seq of its last record or raise SendError."""
         data = memoryview(b''.join(frame for _, frame in batch))
         written = 0
@@ -166,7 +166,7 @@ class DatagramConnection:
     def wait_readable(self, timeout: float) -> None:
         """Nothing to wait for: acknowledgements never come over UDP."""
 
-    def send(self, batch: List[Entry]) -> int:
+    def send(self, batch: List[Frame]) -> int:
         """Send each frame as a datagram; frames too big for one are dropped and counted."""
         last_sent = 0
         for seq, frame in batch:
@@ -223,7 +223,7 @@ def connect_datagram(address: Address, on_oversized: Callable[[], None]) -> Data
     return DatagramConnection(sock, on_oversized)
 
 
-def _last_whole_record(batch: List[Entry], written: int) -> int:
+def _last_whole_record(batch: List[Frame], written: int) -> int:
     last = 0
     end = 0
     for seq, frame in batch:

@@ -918,7 +918,7 @@ def test_outbox_hands_out_the_longest_run_within_the_byte_bound_and_confirms_exa
         outbox.take_unsent(10 ** 9, sent + 1)
     batch = outbox.take_unsent(max_bytes)
     fits = max(1, max(count for count in range(len(sizes) - sent + 1) if sum(sizes[sent:sent + count]) <= max_bytes))
-    assert batch == [(seq, seq) for seq in range(sent + 1, sent + 1 + fits)]
+    assert [(seq, item) for seq, item, _ in batch] == [(seq, seq) for seq in range(sent + 1, sent + 1 + fits)]
     outbox.confirm(confirmed)
     left = sizes[confirmed:]
     assert (len(outbox), outbox.bytes, outbox.oldest_seq()) == (len(left), sum(left), min(confirmed, len(sizes)) + 1)
@@ -938,18 +938,22 @@ def test_outbox_never_loses_count_of_a_record_and_never_confirms_one_twice(max_r
     outbox = Outbox(max_bytes, max_records)
     outbox.spool_backed = spool_backed
     pushed = 0
+    sizes = {}
     in_flight: List[int] = []
     confirmed: List[int] = []
     for step, size in steps + [('fail', 0)]:
         if step == 'push':
             pushed += 1
+            sizes[pushed] = size
             outbox.push(pushed, size)
         elif step == 'spool':
             unspooled = outbox.unspooled()
             if unspooled:
                 outbox.spooled(unspooled[-1][0])
         elif step == 'take':
-            batch = outbox.take_unsent(10 * 256, outbox.first_unspooled() if spool_backed else None)
+            batch = [(seq, item) for seq, item, _ in
+                     outbox.take_unsent(size * 3, outbox.first_unspooled() if spool_backed else None)]
+            assert len(batch) <= 1 or sum(sizes.get(seq, 0) for seq, _ in batch) <= size * 3
             assert all(seq not in in_flight and seq not in confirmed for seq, _ in batch)
             assert all(item in (seq, None) for seq, item in batch)
             assert [seq for seq, _ in batch] == sorted(seq for seq, _ in batch)
