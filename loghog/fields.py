@@ -42,7 +42,9 @@ _PLAIN_SIZE = len(logging.LogRecord('', 0, '', 0, '', (), None).__dict__) + 1  #
 RecordArray = Tuple[Any, ...]
 """(module, time_us, body, levelno, levelname, exception, stack, pid, thread, extra), trailing nulls left out."""
 Fields = Tuple[RecordArray, int]
-"""(record array, nsecs): a version 1 frame's nanoseconds within the second go beside the array."""
+"""(record array, nsecs): a version 1 frame's nanoseconds within the second, made as the 0.7 client makes
+them (from `msecs`, whole milliseconds on most Pythons), go beside the array, whose time keeps the
+microseconds of `created`."""
 
 
 def record_fields(record: logging.LogRecord, body: str) -> Tuple[Fields, int]:
@@ -53,9 +55,9 @@ def record_fields(record: logging.LogRecord, body: str) -> Tuple[Fields, int]:
         pid, thread = attributes['process'], attributes['threadName']
         if (type(module) is str and type(levelno) is int and type(levelname) is str and type(pid) is int
                 and type(thread) is str and MIN_INT <= levelno <= MAX_INT):  # a plain record: what the rest makes
-            nsecs = int(attributes['msecs'] * 1000000)
-            return (((module, int(attributes['created']) * 1000000 + nsecs // 1000, body, levelno, levelname,
-                      None, None, pid, thread), nsecs), len(module) + len(body))
+            msecs = attributes['msecs']
+            return (((module, event_time_us(attributes['created'], msecs), body, levelno, levelname,
+                      None, None, pid, thread), int(msecs * 1000000)), len(module) + len(body))
     return _any_record_fields(attributes, body)
 
 
@@ -72,13 +74,24 @@ def _any_record_fields(attributes: Dict[str, Any], body: str) -> Tuple[Fields, i
         extra, extra_size = extra_attributes(attributes)
         size += extra_size
     levelno, pid, thread = attributes['levelno'], attributes['process'], attributes['threadName']
-    nsecs = int(attributes['msecs'] * 1000000)
     array = _without_trailing_nulls([
-        module, int(attributes['created']) * 1000000 + nsecs // 1000, body,
+        module, event_time_us(attributes['created'], attributes['msecs']), body,
         levelno if type(levelno) is int and MIN_INT <= levelno <= MAX_INT else None,
         str(attributes['levelname']), exception, stack,
         pid if type(pid) is int else None, thread if type(thread) is str else None, extra])
-    return (array, nsecs), size
+    return (array, int(attributes['msecs'] * 1000000)), size
+
+
+def event_time_us(created: float, msecs: float) -> int:
+    """A record's time in microseconds: `created`'s, kept within the millisecond `msecs` names, so that a
+    line shows the same milliseconds whichever protocol version carried the record (Python 3.13 makes
+    msecs from integer nanoseconds, and `created` may round to just below that millisecond)."""
+    seconds = int(created)
+    within = int((created - seconds) * 1000000)
+    millisecond = int(msecs) * 1000
+    if 0 <= millisecond < 1000000 and not millisecond <= within < millisecond + 1000:
+        within = millisecond if within < millisecond else millisecond + 999
+    return seconds * 1000000 + within
 
 
 def _without_trailing_nulls(array: List[Any]) -> RecordArray:
