@@ -55,9 +55,9 @@ def record_fields(record: logging.LogRecord, body: str) -> Tuple[Fields, int]:
         pid, thread = attributes['process'], attributes['threadName']
         if (type(module) is str and type(levelno) is int and type(levelname) is str and type(pid) is int
                 and type(thread) is str and MIN_INT <= levelno <= MAX_INT):  # a plain record: what the rest makes
-            msecs = attributes['msecs']
-            return (((module, event_time_us(attributes['created'], msecs), body, levelno, levelname,
-                      None, None, pid, thread), int(msecs * 1000000)), len(module) + len(body))
+            created, nsecs = attributes['created'], int(attributes['msecs'] * 1000000)
+            return (((module, int(created) * 1000000 + nsecs // 1000000 * 1000 + int(created * 1000000) % 1000,
+                      body, levelno, levelname, None, None, pid, thread), nsecs), len(module) + len(body))
     return _any_record_fields(attributes, body)
 
 
@@ -83,15 +83,10 @@ def _any_record_fields(attributes: Dict[str, Any], body: str) -> Tuple[Fields, i
 
 
 def event_time_us(created: float, msecs: float) -> int:
-    """A record's time in microseconds: `created`'s, kept within the millisecond `msecs` names, so that a
-    line shows the same milliseconds whichever protocol version carried the record (Python 3.13 makes
-    msecs from integer nanoseconds, and `created` may round to just below that millisecond)."""
-    seconds = int(created)
-    within = int((created - seconds) * 1000000)
-    millisecond = int(msecs) * 1000
-    if 0 <= millisecond < 1000000 and not millisecond <= within < millisecond + 1000:
-        within = millisecond if within < millisecond else millisecond + 999
-    return seconds * 1000000 + within
+    """A record's time in microseconds: the second of `created`, the millisecond `msecs` names (as a
+    version 1 frame has them, so that a line shows the same time whichever protocol carried it) and
+    the microseconds of `created` within it (record_fields has this inline)."""
+    return int(created) * 1000000 + int(msecs * 1000000) // 1000000 * 1000 + int(created * 1000000) % 1000
 
 
 def _without_trailing_nulls(array: List[Any]) -> RecordArray:
