@@ -16,7 +16,7 @@ from loghog.batch import CAPS_REQUEST
 from loghog.batcher import BatchEncoder, Limits, batch_limits
 from loghog.encoder import RecordEncoder
 from loghog.fields import Fields, from_spool, spool_bytes, version1
-from loghog.outbox import Outbox
+from loghog.outbox import MAX_TAKE, Outbox
 from loghog.oversized import SAFE_FRAME_BYTES, OversizedFrames
 from loghog.servers import Address, Backoff, Failover, format_address
 from loghog.spool import Spool
@@ -25,8 +25,16 @@ from loghog.transport import Connection, SendError, connect_datagram, connect_st
 CONNECT_TIMEOUT = 5.0
 PRIMARY_PROBE_TIMEOUT = 1.0
 SEND_TIMEOUT = 10.0
-MAX_BATCH_BYTES = 256 * 1024
+MAX_BATCH_BYTES = 2 * 1024 * 1024
+"""What one pass of the sender takes from the queue at most (as the queue counts records; MAX_TAKE
+records bound it first for small ones). Each pass waits for the GIL a few times while the application
+runs, so a pass must take all a busy application queued meanwhile, not a fixed few hundred records."""
 IDLE_WAKEUP = 1.0
+BUSY_RECORDS = 256
+BUSY_LINGER = 0.02
+"""After a pass that took at least BUSY_RECORDS records (and less than a full take), the sender waits
+this long before the next: the application is logging fast, and every pass makes its thread hand the
+GIL over a few times, so fewer, larger passes cost it less. A record of a quiet application goes at once."""
 ACK_POLL = 0.02
 SPOOL_POLL = 0.05
 DROP_REPORT_SECONDS = 60.0
@@ -73,6 +81,7 @@ class Sender:
         self.oversized = OversizedFrames(outbox)
         self._primary: Optional[Tuple[Connection, float]] = None  # the first server, back, while we drain
         self._drops_reported_at = -DROP_REPORT_SECONDS
+        self._busy = False  # the last pass took BUSY_RECORDS or more
 
     def run(self) -> None:
         """Send queued records until close() and the queue is empty or its deadline passes."""
@@ -174,6 +183,10 @@ class Sender:
 
     def _wait_for_work(self) -> bool:
         """Wait for records to send or, with records awaiting an ACK, for the server to answer."""
+        if self._busy:
+            self._busy = False
+            if not self.closed:
+                self.interrupt.wait(BUSY_LINGER)  # close() cuts it short
         if self.acknowledged and self.connection is not None and self.outbox.last_in_flight():
             if self.oversized.holding or self._primary is not None or not self.outbox.has_unsent() \
                     or self._awaiting_caps():
@@ -298,6 +311,7 @@ class Sender:
         batch = self.outbox.take_unsent(MAX_BATCH_BYTES, below)
         if not batch:
             return
+        self._busy = BUSY_RECORDS <= len(batch) < MAX_TAKE
         acknowledged = self.acknowledged  # then only an ACK confirms a record
         if batch[0][1] is None:  # beyond the memory bound: only the spool has them
             on_disk = self.spool.read(batch[0][0], batch[-1][0])

@@ -6,6 +6,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import collections
 import json
@@ -15,7 +16,7 @@ from typing import Dict, List
 import pytest
 
 from tests.support.daemon import VENV07_PYTHON, Loghogd, facilities_conf, wait_for
-from tests.test_handler import logger_for, run_script_logging_100_records
+from tests.test_handler import REPO, logger_for, run_script_logging_100_records
 
 FACILITIES = facilities_conf({'demo': {}, 'signed': {'secret': 'sekrit'}})
 LINE = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} - (?P<host>[^\n]*?) - (?P<body>.*)\n\Z', re.S)
@@ -169,6 +170,34 @@ def test_a_process_that_logs_100_records_and_exits_delivers_all_100(tmp_path):
     with Loghogd(tmp_path, FACILITIES) as daemon:
         run_script_logging_100_records(daemon.ports['tcp'])
         assert wait_for_bodies(daemon, 100) == ['record %d' % i for i in range(100)]
+
+
+BUSY_APP = """
+import logging, sys
+sys.path.insert(0, {repo!r})
+from loghog import LoghogHandler
+sys.setswitchinterval(0.05)  # as if many busy threads took turns with the sender for the GIL
+handler = LoghogHandler('demo', '127.0.0.1', int(sys.argv[1]), flush_timeout=60.0)
+logger = logging.getLogger('busy')
+logger.addHandler(handler)
+logger.propagate = False
+padding = 'x' * 160  # records of a usual size: 200 000 of them are more than the queue holds
+for number in range(200000):
+    logger.warning('busy %d %s', number, padding)
+handler.close()
+print(handler.dropped_total)
+"""
+
+
+def test_a_busy_application_that_lets_the_sender_have_the_gil_rarely_loses_nothing_with_the_defaults(tmp_path):
+    """Each pass of the sender waits for the GIL a few times, so a pass takes all that was queued meanwhile:
+    with a few hundred records a pass (as before), 200 000 records at full speed overflowed the 64 MiB queue."""
+    with Loghogd(tmp_path, FACILITIES) as daemon:
+        dropped = subprocess.run([sys.executable, '-c', BUSY_APP.format(repo=REPO), str(daemon.ports['tcp'])],
+                                 check=True, timeout=300, capture_output=True, text=True).stdout.strip()
+        assert dropped == '0'
+        daemon.wait_for_lines('demo/root.log', 200000, timeout=60)
+        assert len(daemon.read_lines('demo/root.log')) == 200000
 
 
 @pytest.mark.filterwarnings('ignore:This process .* is multi-threaded')  # the point: fork after threads
