@@ -69,17 +69,21 @@ class Outbox:
 
     def push(self, item: Any, size: int) -> None:
         """Queue one record of about `size` bytes, dropping the oldest while the queue is over its bounds."""
-        with self._lock:
-            entries = self._entries
-            if (self.max_records is not None and len(entries) >= self.max_records) \
-                    or self.bytes + size > self.max_bytes:
+        lock = self._lock
+        lock.acquire()  # not `with`: this runs in every logging call, and here `with` costs a third more
+        try:
+            if self.bytes + size > self.max_bytes or (
+                    self.max_records is not None and len(self._entries) >= self.max_records):
                 self._make_room(size)
-            self._marked += size
-            entries.append((self._next_seq, item, self._marked))
+            seq = self._next_seq
+            self._next_seq = seq + 1
+            mark = self._marked = self._marked + size
+            self._entries.append((seq, item, mark))
             self.bytes += size
-            self._next_seq += 1
             ring = self._sender_idle
             self._sender_idle = False
+        finally:
+            lock.release()
         if ring:
             self._ring()
 
