@@ -144,7 +144,7 @@ class _Link:
 
     def connect(self, address: Address, tls: object) -> None:
         self.connection = connect_stream(address, CONNECT_TIMEOUT, tls)
-        self.connection.sock.settimeout(SEND_TIMEOUT)
+        self.connection.set_send_timeout(SEND_TIMEOUT)
         self.asking = True
         self.limits = None
 

@@ -178,7 +178,7 @@ class Sender:
         if not self.route.stream:
             return connect_datagram(address, self.outbox.count_dropped)
         connection = connect_stream(address, timeout, self.route.tls)
-        connection.sock.settimeout(SEND_TIMEOUT)
+        connection.set_send_timeout(SEND_TIMEOUT)
         return connection
 
     def _wait_for_work(self) -> bool:

@@ -10,6 +10,8 @@ import math
 import select
 import socket
 import ssl
+import struct
+import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from loghog.batch import FLAG_CAPS, decode_caps_ack
@@ -18,6 +20,12 @@ from loghog.protocol import FLAG_ACK, MAX_UDP_PAYLOAD, StreamDecoder, decode_ack
 
 Address = Tuple[str, int]
 MAX_ACK_FRAME = 4096
+READ_SIZE = 65536
+QUICK_READS = sys.platform.startswith('linux') and hasattr(socket, 'MSG_DONTWAIT')
+"""Whether a plain TCP connection stays a blocking socket with the kernel's send timeout (SO_SNDTIMEO):
+then reading ACKs is one recv() and a send one send(). A Python socket timeout costs a poll() before
+each, and switching it off to read two more calls; each call lets a busy application thread take the
+GIL, which the sender then waits for."""
 """The largest frame a server sends: an ACK, or an ACK with its capabilities (protocol 1.2)."""
 
 
@@ -73,6 +81,17 @@ class StreamConnection:
         self.answered = False
         self.caps: Optional[Dict[str, Any]] = None
         self._acks = StreamDecoder(max_size=MAX_ACK_FRAME, allowed_flags=FLAG_ACK | FLAG_CAPS)
+        self._quick_reads = False
+
+    def set_send_timeout(self, seconds: float) -> None:
+        """How long a send may wait for the server to read (QUICK_READS says how)."""
+        if QUICK_READS and not isinstance(self.sock, ssl.SSLSocket):
+            self.sock.settimeout(None)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                                 struct.pack('@ll', int(seconds), int(seconds % 1 * 1000000)))
+            self._quick_reads = True
+        else:
+            self.sock.settimeout(seconds)
 
     def peer_closed(self) -> bool:
         """True when the server has closed its end; a version-1 server sends nothing else."""
@@ -103,7 +122,7 @@ class StreamConnection:
                 highest = max(highest, seq)
             if self._acks.error is not None:
                 raise ConnectionError('server sent a frame that is not an ACK: %s' % self._acks.error)
-            data = self._read_available()
+            data = b'' if self._quick_reads and len(data) < READ_SIZE else self._read_available()
         return highest
 
     def wait_readable(self, timeout: float) -> None:
@@ -113,13 +132,21 @@ class StreamConnection:
 
     def _read_available(self) -> bytes:
         """What the server sent, without waiting: b'' when nothing is there; ConnectionError at EOF."""
+        if self._quick_reads:
+            try:
+                data = self.sock.recv(READ_SIZE, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return b''
+            if not data:
+                raise ConnectionError('server closed the connection')
+            return data
         pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
         if not pending and not readable(self.sock, 0):
             return b''
         timeout = self.sock.gettimeout()
         self.sock.settimeout(0)
         try:
-            data = self.sock.recv(65536)
+            data = self.sock.recv(READ_SIZE)
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
             return b''  # a TLS record with no application data (e.g. a session ticket)
         finally:

@@ -27,6 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import loghog.sender
+import loghog.transport
 from loghog import LoghogHandler
 from loghog.batch import BATCH_CLIENT_FLAGS, FLAG_BATCH, RECORD_FIELDS, encode_caps_ack, split_mac
 from loghog.encoder import RecordEncoder
@@ -459,6 +460,29 @@ def test_a_server_that_stops_reading_costs_records_not_time(make_handler):
         assert handler.queued == 0
         assert handler.dropped_total >= 3000 - 100 - 8e6 // 20000  # at most the queue and the buffers got out
         assert time.monotonic() - started < 5  # close() is bounded by flush_timeout, not by the server
+    finally:
+        stalled.close()
+
+
+@pytest.mark.parametrize('quick_reads', [True, False])
+def test_a_send_to_a_server_that_stops_reading_fails_after_the_send_timeout(monkeypatch, quick_reads):
+    """With the kernel's send timeout (Linux) as with Python's: the sender gets a SendError naming the last
+    whole record written, and an ACK read never waits."""
+    monkeypatch.setattr(loghog.transport, 'QUICK_READS', quick_reads and loghog.transport.QUICK_READS)
+    stalled = socket.socket()
+    stalled.bind(('127.0.0.1', 0))
+    stalled.listen(1)
+    try:
+        connection = loghog.transport.connect_stream(stalled.getsockname(), 5.0, None)
+        connection.set_send_timeout(0.5)
+        assert connection.read_acks() == 0
+        frames = [(seq, b'x' * 100000) for seq in range(1, 301)]  # 30 MB: far more than the buffers hold
+        started = time.monotonic()
+        with pytest.raises(loghog.transport.SendError) as failed:
+            connection.send(frames)
+        assert time.monotonic() - started < 30
+        assert 0 < failed.value.last_sent < 300
+        connection.close()
     finally:
         stalled.close()
 
