@@ -315,8 +315,8 @@ class Sender:
         acknowledged = self.acknowledged  # then only an ACK confirms a record
         if batch[0][1] is None:  # beyond the memory bound: only the spool has them
             on_disk = self.spool.read(batch[0][0], batch[-1][0])
-            batch = [(seq, fields, 0) for seq, fields in ((seq, from_spool(on_disk[seq]))
-                                                          for seq, _, _ in batch if seq in on_disk) if fields is not None]
+            read_back = ((seq, from_spool(on_disk[seq])) for seq, _, _ in batch if seq in on_disk)
+            batch = [(seq, fields, 0) for seq, fields in read_back if fields is not None]
             if not batch:
                 return
         if acknowledged and self._limits is not None:

@@ -279,7 +279,8 @@ def test_exception_and_stack_travel_apart_only_when_the_formatter_appends_them(f
     if isinstance(formatter, TracebackFirst):
         assert fields[0][5] is None and fields[0][2] == body
     else:
-        assert fields[0][2] == 'ERROR charge\nfailed' and fields[0][5].startswith('Traceback') and fields[0][6].endswith('here')
+        array = fields[0]
+        assert array[2] == 'ERROR charge\nfailed' and array[5].startswith('Traceback') and array[6].endswith('here')
 
 
 def test_a_lone_surrogate_leaves_the_msgspec_path_for_the_stdlib_s_question_mark():
