@@ -20,13 +20,13 @@ from loghog.protocol import FLAG_ACK, MAX_UDP_PAYLOAD, StreamDecoder, decode_ack
 
 Address = Tuple[str, int]
 MAX_ACK_FRAME = 4096
+"""The largest frame a server sends: an ACK, or an ACK with its capabilities (protocol 1.2)."""
 READ_SIZE = 65536
 QUICK_READS = sys.platform.startswith('linux') and hasattr(socket, 'MSG_DONTWAIT')
 """Whether a plain TCP connection stays a blocking socket with the kernel's send timeout (SO_SNDTIMEO):
 then reading ACKs is one recv() and a send one send(). A Python socket timeout costs a poll() before
 each, and switching it off to read two more calls; each call lets a busy application thread take the
 GIL, which the sender then waits for."""
-"""The largest frame a server sends: an ACK, or an ACK with its capabilities (protocol 1.2)."""
 
 
 def readable(sock: socket.socket, timeout: float) -> bool:
@@ -137,20 +137,18 @@ class StreamConnection:
                 data = self.sock.recv(READ_SIZE, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return b''
-            if not data:
-                raise ConnectionError('server closed the connection')
-            return data
-        pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
-        if not pending and not readable(self.sock, 0):
-            return b''
-        timeout = self.sock.gettimeout()
-        self.sock.settimeout(0)
-        try:
-            data = self.sock.recv(READ_SIZE)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-            return b''  # a TLS record with no application data (e.g. a session ticket)
-        finally:
-            self.sock.settimeout(timeout)
+        else:
+            pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
+            if not pending and not readable(self.sock, 0):
+                return b''
+            timeout = self.sock.gettimeout()
+            self.sock.settimeout(0)
+            try:
+                data = self.sock.recv(READ_SIZE)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                return b''  # a TLS record with no application data (e.g. a session ticket)
+            finally:
+                self.sock.settimeout(timeout)
         if not data:
             raise ConnectionError('server closed the connection')
         return data
