@@ -55,9 +55,9 @@ def record_fields(record: logging.LogRecord, body: str) -> Tuple[Fields, int]:
         pid, thread = attributes['process'], attributes['threadName']
         if (type(module) is str and type(levelno) is int and type(levelname) is str and type(pid) is int
                 and type(thread) is str and MIN_INT <= levelno <= MAX_INT):  # a plain record: what the rest makes
-            created, nsecs = attributes['created'], int(attributes['msecs'] * 1000000)
-            return (((module, int(created) * 1000000 + nsecs // 1000000 * 1000 + int(created * 1000000) % 1000,
-                      body, levelno, levelname, None, None, pid, thread), nsecs), len(module) + len(body))
+            nsecs = int(attributes['msecs'] * 1000000)
+            return (((module, event_time_us(attributes['created'], nsecs), body, levelno, levelname, None, None,
+                      pid, thread), nsecs), len(module) + len(body))
     return _any_record_fields(attributes, body)
 
 
@@ -74,19 +74,27 @@ def _any_record_fields(attributes: Dict[str, Any], body: str) -> Tuple[Fields, i
         extra, extra_size = extra_attributes(attributes)
         size += extra_size
     levelno, pid, thread = attributes['levelno'], attributes['process'], attributes['threadName']
+    nsecs = int(attributes['msecs'] * 1000000)
     array = _without_trailing_nulls([
-        module, event_time_us(attributes['created'], attributes['msecs']), body,
+        module, event_time_us(attributes['created'], nsecs), body,
         levelno if type(levelno) is int and MIN_INT <= levelno <= MAX_INT else None,
         str(attributes['levelname']), exception, stack,
         pid if type(pid) is int else None, thread if type(thread) is str else None, extra])
-    return (array, int(attributes['msecs'] * 1000000)), size
+    return (array, nsecs), size
 
 
-def event_time_us(created: float, msecs: float) -> int:
-    """A record's time in microseconds: the second of `created`, the millisecond `msecs` names (as a
-    version 1 frame has them, so that a line shows the same time whichever protocol carried it) and
-    the microseconds of `created` within it (record_fields has this inline)."""
-    return int(created) * 1000000 + int(msecs * 1000000) // 1000000 * 1000 + int(created * 1000000) % 1000
+def event_time_us(created: float, nsecs: int) -> int:
+    """A record's time in microseconds: `created`'s, held within the millisecond of the version 1 frame's
+    `nsecs`, so that a line shows the same time whichever protocol carried it (Python 3.13 makes msecs
+    from integer nanoseconds, and `created` may round to just below that millisecond). The microseconds
+    come from `created` less its second, which is exact: `created` * 10**6 rounds to a quarter of a
+    microsecond and may cross into the next millisecond."""
+    seconds = int(created)
+    within = int((created - seconds) * 1000000)
+    millisecond = nsecs // 1000000 * 1000
+    if not millisecond <= within < millisecond + 1000:
+        within = millisecond if within < millisecond else millisecond + 999
+    return seconds * 1000000 + within
 
 
 def _without_trailing_nulls(array: List[Any]) -> RecordArray:
